@@ -1,0 +1,262 @@
+//! The admin API under `/api/v1`: orgs, keys, projects, fleets, webhooks, runs.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, JsonBody, parse_id};
+use crate::fleet::FleetDoc;
+use crate::sandbox::VesselKind;
+use crate::scheduler::PrepareError;
+use crate::store::{Fleet, RequestRecord, RunFilter, RunRecord, RunStatus, Webhook, WebhookAuth};
+use crate::util::{random_token, rfc3339, sha256_hex};
+
+type Created = (StatusCode, Json<Value>);
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/orgs", post(create_org))
+        .route("/orgs/{org}/api-keys", post(create_api_key))
+        .route("/api-keys/{id}", delete(revoke_api_key))
+        .route("/orgs/{org}/projects", post(create_project))
+        .route("/projects/{project}/fleets", post(create_fleet))
+        .route("/fleets/{fleet}", get(get_fleet).put(replace_fleet).delete(delete_fleet))
+        .route("/fleets/{fleet}/webhook", post(create_webhook).delete(delete_webhook))
+        .route("/fleets/{fleet}/webhook/rotate", post(rotate_webhook))
+        .route("/fleets/{fleet}/runs", get(list_runs))
+        .route("/runs/{run}", get(get_run))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+fn checked_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
+    }
+    Ok(name.to_owned())
+}
+
+async fn create_org(State(s): State<AppState>, JsonBody(body): JsonBody<NameBody>) -> Result<Created, ApiError> {
+    let org = s.store.create_org(&checked_name(&body.name)?).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": org.id, "name": org.name}))))
+}
+
+async fn create_api_key(State(s): State<AppState>, Path(org): Path<String>) -> Result<Created, ApiError> {
+    let org_id = parse_id(&org, "org")?;
+    let key = random_token("wharf_key_", 40);
+    let id = s.store.create_api_key(org_id, &sha256_hex(key.as_bytes())).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "org_id": org_id, "key": key}))))
+}
+
+async fn revoke_api_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.store.revoke_api_key(parse_id(&id, "api key")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_project(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> Result<Created, ApiError> {
+    let org_id = parse_id(&org, "org")?;
+    let p = s.store.create_project(org_id, &checked_name(&body.name)?).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": p.id, "name": p.name, "org_id": p.org_id}))))
+}
+
+async fn create_fleet(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    JsonBody(doc): JsonBody<FleetDoc>,
+) -> Result<Created, ApiError> {
+    let project_id = parse_id(&project, "project")?;
+    let spec = s.scheduler.prepare_fleet(doc).await.map_err(prepare_error)?;
+    let fleet = s.store.create_fleet(project_id, &spec).await?;
+    Ok((StatusCode::CREATED, Json(fleet_json(&s, &fleet).await?)))
+}
+
+fn prepare_error(e: PrepareError) -> ApiError {
+    match e {
+        PrepareError::Invalid(e) => ApiError::BadRequest(e.0),
+        PrepareError::Store(e) => e.into(),
+    }
+}
+
+async fn get_fleet(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<Json<Value>, ApiError> {
+    let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
+    Ok(Json(fleet_json(&s, &fleet).await?))
+}
+
+async fn replace_fleet(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    JsonBody(doc): JsonBody<FleetDoc>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&fleet, "fleet")?;
+    s.store.fleet(id).await?;
+    let spec = s.scheduler.prepare_fleet(doc).await.map_err(prepare_error)?;
+    let fleet = s.store.replace_fleet(id, &spec).await?;
+    Ok(Json(fleet_json(&s, &fleet).await?))
+}
+
+async fn delete_fleet(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<StatusCode, ApiError> {
+    s.store.delete_fleet(parse_id(&fleet, "fleet")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A fleet as the API shows it: the document (Rhai sources inline, Wasm by sha256), ids and
+/// its webhook.
+async fn fleet_json(s: &AppState, fleet: &Fleet) -> Result<Value, ApiError> {
+    let mut sources = HashMap::new();
+    for v in fleet.spec.vessels.iter().filter(|v| v.kind == VesselKind::Rhai) {
+        if let Ok(code) = s.store.code(&v.sha256).await {
+            sources.insert(v.sha256.clone(), String::from_utf8_lossy(&code).into_owned());
+        }
+    }
+    let mut doc = fleet.spec.to_document(&sources);
+    let webhook = s.store.fleet_webhook(fleet.id).await?;
+    if let Some(map) = doc.as_object_mut() {
+        map.insert("id".into(), json!(fleet.id));
+        map.insert("project_id".into(), json!(fleet.project_id));
+        map.insert("org_id".into(), json!(fleet.org_id));
+        map.insert("webhook".into(), webhook.map(|w| webhook_json(s, &w)).unwrap_or(Value::Null));
+        map.insert("created_at".into(), json!(rfc3339(fleet.created_at)));
+        map.insert("updated_at".into(), json!(rfc3339(fleet.updated_at)));
+    }
+    Ok(doc)
+}
+
+fn webhook_json(s: &AppState, w: &Webhook) -> Value {
+    json!({
+        "id": w.id,
+        "url": format!("{}/webhooks/{}", s.settings.public_url, w.id),
+        "fleet_id": w.fleet_id,
+        "auth": w.auth,
+        "created_at": rfc3339(w.created_at),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    #[serde(default)]
+    auth: Option<Value>,
+    #[serde(default)]
+    rate_limit: Option<Value>,
+}
+
+/// A new webhook id: 24 random alphanumerics (about 143 bits), so URLs cannot be guessed.
+pub fn new_webhook_id() -> String {
+    random_token("wh_", 24)
+}
+
+async fn create_webhook(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    JsonBody(body): JsonBody<WebhookBody>,
+) -> Result<Created, ApiError> {
+    let fleet_id = parse_id(&fleet, "fleet")?;
+    let auth = match body.auth {
+        None | Some(Value::Null) => WebhookAuth::None,
+        Some(Value::String(mode)) if mode == "none" => WebhookAuth::None,
+        Some(other) => serde_json::from_value::<WebhookAuth>(other.clone()).map_err(|_| {
+            ApiError::BadRequest(format!("unsupported auth {other}: this version supports only \"none\""))
+        })?,
+    };
+    if body.rate_limit.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::BadRequest("rate_limit is not supported by this version".into()));
+    }
+    let hook = s.store.create_webhook(fleet_id, &new_webhook_id(), &auth).await?;
+    Ok((StatusCode::CREATED, Json(webhook_json(&s, &hook))))
+}
+
+async fn rotate_webhook(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<Json<Value>, ApiError> {
+    let hook = s.store.rotate_webhook(parse_id(&fleet, "fleet")?, &new_webhook_id()).await?;
+    Ok(Json(webhook_json(&s, &hook)))
+}
+
+async fn delete_webhook(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<StatusCode, ApiError> {
+    s.store.delete_webhook(parse_id(&fleet, "fleet")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn list_runs(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let fleet_id = parse_id(&fleet, "fleet")?;
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(RunStatus::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {raw:?} is not one of queued, running, succeeded, failed, cancelled"
+            ))
+        })?),
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 50,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit {raw:?} must be a number from 1 to 1000")))?,
+    };
+    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(
+            uuid::Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("before {raw:?} is not a run id")))?,
+        ),
+    };
+    let runs = s.store.runs(fleet_id, &RunFilter { status, limit, before }).await?;
+    let next = if runs.len() as u32 == limit { runs.last().map(|r| r.id) } else { None };
+    let runs: Vec<Value> = runs.iter().map(|r| run_json(r, None)).collect();
+    Ok(Json(json!({"runs": runs, "next_before": next})))
+}
+
+async fn get_run(State(s): State<AppState>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (run, request) = s.store.run(parse_id(&run, "run")?).await?;
+    Ok(Json(run_json(&run, Some(&request))))
+}
+
+/// A run as the API shows it; the field names are part of the contract.
+pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Value {
+    let request = match request {
+        Some(r) => json!({
+            "id": r.id, "method": r.method, "content_type": r.content_type,
+            "received_at": rfc3339(r.received_at), "headers": r.headers, "query": r.query,
+            "body_size": r.body_size,
+        }),
+        None => json!({"id": run.request_id}),
+    };
+    json!({
+        "id": run.id,
+        "fleet_id": run.fleet_id,
+        "status": run.status,
+        "attempt": run.attempt,
+        "variables": run.variables,
+        "request": request,
+        "vessels": run.vessels,
+        "error": run.error,
+        "created_at": rfc3339(run.created_at),
+        "started_at": run.started_at.map(rfc3339),
+        "finished_at": run.finished_at.map(rfc3339),
+    })
+}

@@ -1,0 +1,172 @@
+//! `POST /webhooks/{id}`: accept any body, commit it with a queued run, answer `201`.
+//!
+//! Every answer carries the request id in its body and in `x-request-id`. The order of checks
+//! is chosen so that cheap refusals come first and the body is only read for a live webhook.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::fleet::Concurrency;
+use crate::store::{Ingest, RequestRecord};
+
+/// Headers whose values are secrets: stored and shown as `[redacted]`.
+const REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "stripe-signature",
+    "webhook-signature",
+];
+
+fn answer(request_id: Uuid, status: StatusCode, body: Value) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
+    answer(request_id, status, json!({"request": {"id": request_id}, "error": message}))
+}
+
+/// Webhook ids are `wh_` and 24 alphanumerics; anything else is refused before the store.
+fn well_formed(id: &str) -> bool {
+    id.len() == 27 && id.starts_with("wh_") && id[3..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub(super) async fn ingress(
+    State(s): State<AppState>,
+    method: Method,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = Uuid::now_v7();
+    if method != Method::POST {
+        let mut res = error(request_id, StatusCode::METHOD_NOT_ALLOWED, "only POST is accepted");
+        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return res;
+    }
+    let unknown = || answer(request_id, StatusCode::BAD_REQUEST, json!({"request": {"id": request_id}, "data": null}));
+    if !well_formed(&id) {
+        return unknown();
+    }
+    let target = match s.store.resolve_webhook(&id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return unknown(),
+        Err(e) => {
+            tracing::error!(error = %e, "resolving a webhook failed");
+            return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+        }
+    };
+    if target.concurrency == Concurrency::Reject {
+        match s.store.has_active_run(target.webhook.fleet_id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let mut res = error(request_id, StatusCode::TOO_MANY_REQUESTS, "the fleet already has a run queued or running");
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return res;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checking active runs failed");
+                return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+            }
+        }
+    }
+
+    let limit = s.settings.max_body_bytes;
+    let too_large = || {
+        error(request_id, StatusCode::PAYLOAD_TOO_LARGE, &format!("body over the limit of {limit} bytes"))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
+            return if too_big {
+                too_large()
+            } else {
+                error(request_id, StatusCode::BAD_REQUEST, "could not read the request body")
+            };
+        }
+    };
+
+    let record = RequestRecord {
+        id: request_id,
+        fleet_id: target.webhook.fleet_id,
+        method: method.to_string(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        headers: header_map(&headers),
+        query: uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default(),
+        body_size: body.len() as u64,
+        body: body.to_vec(),
+        received_at: crate::util::now_ms(),
+    };
+    let run_id = Uuid::now_v7();
+    let ingest = Ingest { request: record, run_id, serial: target.concurrency == Concurrency::Queue };
+    if let Err(e) = s.batcher.commit(ingest).await {
+        tracing::error!(error = %e, "committing a webhook call failed");
+        return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+    }
+    s.scheduler.wake();
+    answer(
+        request_id,
+        StatusCode::CREATED,
+        json!({
+            "request": {"id": request_id},
+            "data": {
+                "fleet_id": target.webhook.fleet_id,
+                "project_id": target.project_id,
+                "org_id": target.org_id,
+                "fleet_run_id": run_id,
+            }
+        }),
+    )
+}
+
+/// Headers with lower-cased names (as `http` gives them), repeated ones joined by `, `, and
+/// secrets redacted.
+fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let value = if REDACTED.contains(&name) {
+            "[redacted]".to_string()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        out.entry(name.to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}

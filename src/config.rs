@@ -1,0 +1,76 @@
+//! Settings of `wharf serve`: defaults, overridden by environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `wharf serve` can be told. Secrets are redacted in `Debug`.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "WHARF_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder for the SQLite database, compiled modules and the generated admin token hash.
+    #[arg(long, env = "WHARF_DATA_DIR", default_value = "./wharf-data")]
+    pub data_dir: PathBuf,
+    /// Base URL under which callers reach this server (for printed webhook URLs);
+    /// defaults to http://<listen>.
+    #[arg(long, env = "WHARF_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest accepted webhook body, in bytes.
+    #[arg(long, env = "WHARF_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Runs (and so vessels) executed at once by this node; independent of the core count.
+    #[arg(long, env = "WHARF_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+    /// Seconds running vessels get to finish after a shutdown signal.
+    #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
+    pub grace_seconds: u64,
+    /// Seconds a claimed run is held before another worker may take it over.
+    #[arg(long, env = "WHARF_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// The admin token; when unset, one is generated at first start and only its hash is kept.
+    #[arg(long = "admin-token", env = "WHARF_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Do not create the demo org, project and fleet on first start.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+impl Config {
+    /// Defaults with a given data folder (for tests and embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: data_dir.into(),
+            public_url: None,
+            max_body_bytes: 1 << 20,
+            workers: 16,
+            grace_seconds: 10,
+            lease_seconds: 30,
+            admin_token: None,
+            no_demo: false,
+        }
+    }
+
+    /// Grace period of a shutdown.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_seconds)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("workers", &self.workers)
+            .field("grace_seconds", &self.grace_seconds)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("no_demo", &self.no_demo)
+            .finish()
+    }
+}

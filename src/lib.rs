@@ -1,0 +1,28 @@
+//! wharf — a self-hosted runtime that turns webhooks into sandboxed runs.
+//!
+//! A caller POSTs any body to a fleet's webhook; wharf commits the request and a queued run,
+//! answers `201`, and workers run the fleet's vessels (Wasm modules or Rhai scripts) in a
+//! fuel-metered sandbox. The contract lives in `DESIGN.md`; this crate is organised so that each
+//! part of it has one obvious home.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed settings of `wharf serve`, secrets redacted in `Debug`.
+//! - [`fleet`]: the fleet document, parsed once into a validated [`fleet::FleetSpec`].
+//! - [`sandbox`]: the vessel contract — inputs, outcomes, limits — with one runner per kind.
+//!   It knows nothing of HTTP or storage.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! - [`scheduler`]: claims queued runs, executes fleets vessel by vessel on a bounded pool.
+//! - [`api`]: HTTP only — routing, extractors, status codes.
+//! - [`server`]: wires the parts together: `serve(listener, shutdown)` and first-start set-up.
+//!
+//! Dependencies point inward: `api → scheduler → sandbox`, and everything may use `store`.
+
+pub mod api;
+pub mod config;
+pub mod fleet;
+pub mod sandbox;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+pub mod util;

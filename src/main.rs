@@ -1,0 +1,83 @@
+//! The `wharf` command: `serve` runs the service.
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use wharf::config::Config;
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "Turns webhooks into sandboxed runs of Wasm and Rhai vessels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: webhook ingress, admin API and workers.
+    Serve(Box<Config>),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(config) => runtime.block_on(serve(*config)),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let prepared = wharf::server::prepare(config, listener).await?;
+    let base = prepared.public_url.clone();
+    println!("wharf listening on {base}");
+    let token_hint = match &prepared.generated_admin_token {
+        Some(token) => {
+            println!("\nAdmin token (shown once; only its hash is kept): {token}");
+            token.clone()
+        }
+        None => "$WHARF_ADMIN_TOKEN".to_string(),
+    };
+    if let Some(demo) = &prepared.demo {
+        println!("\nDemo fleet {} is ready. Trigger it:\n", demo.fleet_id);
+        println!(
+            "  curl -sS -X POST {} -H 'content-type: application/json' -d '{}'\n",
+            demo.url,
+            wharf::server::DEMO_PAYLOAD
+        );
+        println!("Then read the run (use the fleet_run_id from the answer):\n");
+        println!("  curl -sS -H 'authorization: Bearer {token_hint}' {base}/api/v1/runs/<fleet_run_id>\n");
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests, running vessels get the grace period");
+        signal.cancel();
+    });
+    prepared.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,321 @@
+//! The vessel contract: what a vessel gets, what it leaves, and the limits it runs under.
+//!
+//! The scheduler hands a [`VesselInput`] and a compiled [`Program`] to [`Sandbox::run`] and gets a
+//! [`VesselOutcome`] back — whatever the guest did. A guest fault is an outcome with a typed
+//! [`FailureReason`], never an error of the host. Runs are synchronous and CPU-bound: callers put
+//! them on a thread of their own, off any async reactor.
+
+mod limits;
+mod payload;
+pub mod rhai;
+pub mod wasm;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use limits::{Limits, LimitsDoc};
+pub use payload::{Payload, PayloadKind, value_to_var};
+
+/// The two kinds of vessel code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VesselKind {
+    /// A WASI preview-1 command module.
+    Wasm,
+    /// A Rhai script.
+    Rhai,
+}
+
+impl VesselKind {
+    /// The name used in fleet documents and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VesselKind::Wasm => "wasm",
+            VesselKind::Rhai => "rhai",
+        }
+    }
+}
+
+/// Why a vessel run failed. The names are part of the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The vessel ended with a non-zero exit status.
+    ExitCode,
+    /// The fuel budget (instructions or operations) ran out.
+    FuelExhausted,
+    /// Linear memory, tables, script data sizes or call depth went past their limit.
+    MemoryLimit,
+    /// The wall-clock timeout passed.
+    Timeout,
+    /// A Wasm trap (unreachable, out-of-bounds access, a bad pointer given to the host…).
+    Trap,
+    /// A Rhai script threw an error.
+    ScriptError,
+    /// Captured output, variables or rows went past their limit.
+    OutputLimit,
+    /// The run was cancelled.
+    Cancelled,
+    /// The worker running it died; the run was re-queued.
+    NodeLost,
+}
+
+/// Facts about the webhook call, the same for every vessel of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestMeta {
+    /// The request id.
+    pub id: String,
+    /// HTTP method (always POST for webhooks; dry runs may differ).
+    pub method: String,
+    /// The `Content-Type` header, empty when absent.
+    pub content_type: String,
+    /// Headers with lower-cased names; secrets are redacted.
+    pub headers: BTreeMap<String, String>,
+    /// Query-string parameters.
+    pub query: BTreeMap<String, String>,
+}
+
+/// The ids a vessel can see about its own run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunIds {
+    /// Org owning the fleet.
+    pub org_id: String,
+    /// Project holding the fleet.
+    pub project_id: String,
+    /// The fleet.
+    pub fleet_id: String,
+    /// The fleet run.
+    pub fleet_run_id: String,
+    /// This vessel's name.
+    pub vessel: String,
+    /// Attempt number of the fleet run, starting at 1.
+    pub attempt: u32,
+}
+
+/// Everything a vessel run receives.
+#[derive(Debug, Clone)]
+pub struct VesselInput {
+    /// The raw body, shared between the vessels of a run.
+    pub body: bytes::Bytes,
+    /// Request metadata.
+    pub request: Arc<RequestMeta>,
+    /// Ids of the run.
+    pub ids: RunIds,
+    /// Effective variables at this point of the run.
+    pub variables: BTreeMap<String, String>,
+    /// Limits for this vessel.
+    pub limits: Limits,
+}
+
+/// Terminal status of one vessel run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VesselStatus {
+    /// Not started yet.
+    Pending,
+    /// Started, not finished.
+    Running,
+    /// Exit status 0.
+    Succeeded,
+    /// Any failure; see the reason.
+    Failed,
+    /// Not run because of its `when` condition.
+    Skipped,
+    /// Not run or stopped because the fleet run was cancelled.
+    Cancelled,
+}
+
+/// What a vessel run leaves behind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VesselOutcome {
+    /// Succeeded or failed (the scheduler adds skipped and cancelled).
+    pub status: VesselStatus,
+    /// The exit status, when the vessel got to end by itself.
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub reason: Option<FailureReason>,
+    /// A human-readable error (trap message, script error with its position…).
+    pub error: Option<String>,
+    /// Variables the vessel set.
+    pub variables: BTreeMap<String, String>,
+    /// Rows the vessel emitted, as `{"data":…, "operation"?, "primary_key"?}`.
+    pub rows: Vec<serde_json::Value>,
+    /// Captured standard output (Rhai: `print`).
+    pub stdout: String,
+    /// Captured standard error (Rhai: `debug`).
+    pub stderr: String,
+    /// Instructions (Wasm) or operations (Rhai) used.
+    pub fuel_used: u64,
+    /// Wall-clock duration of the run in milliseconds.
+    pub duration_ms: f64,
+}
+
+impl VesselOutcome {
+    /// An outcome for a vessel that never got to run.
+    pub fn not_run(status: VesselStatus, reason: Option<FailureReason>, error: Option<String>) -> Self {
+        VesselOutcome {
+            status,
+            exit_code: None,
+            reason,
+            error,
+            variables: BTreeMap::new(),
+            rows: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            fuel_used: 0,
+            duration_ms: 0.0,
+        }
+    }
+}
+
+/// Code that cannot become a vessel: refused when a fleet is saved.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CodeError(pub String);
+
+/// Compiled code, ready to run many times. Cheap to clone.
+#[derive(Clone)]
+pub enum Program {
+    /// A compiled Rhai AST.
+    Rhai(Arc<::rhai::AST>),
+    /// A pre-linked Wasm module.
+    Wasm(Arc<wasm::WasmProgram>),
+}
+
+/// Settings of the sandbox as a whole.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where compiled Wasm artifacts are kept between restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// How many vessels may run at once (bounds the pooling allocator's slots).
+    pub max_concurrent: u32,
+}
+
+/// One per process: owns the Wasm engine and the caches of compiled code.
+pub struct Sandbox {
+    rhai: rhai::RhaiRunner,
+    wasm: wasm::WasmRunner,
+}
+
+impl Sandbox {
+    /// Builds the engines and caches.
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Self> {
+        Ok(Sandbox {
+            rhai: rhai::RhaiRunner::new(),
+            wasm: wasm::WasmRunner::new(config)?,
+        })
+    }
+
+    /// A compiled program from the cache, if this code was compiled before.
+    pub fn cached(&self, kind: VesselKind, sha256: &str) -> Option<Program> {
+        match kind {
+            VesselKind::Rhai => self.rhai.cached(sha256).map(Program::Rhai),
+            VesselKind::Wasm => self.wasm.cached(sha256).map(Program::Wasm),
+        }
+    }
+
+    /// Checks and compiles code, caching the result under its sha256. This is the validation a
+    /// fleet's code passes when it is saved. Wasm compilation is CPU-heavy: call off the reactor.
+    pub fn compile(&self, kind: VesselKind, sha256: &str, code: &[u8]) -> Result<Program, CodeError> {
+        match kind {
+            VesselKind::Rhai => self.rhai.compile(sha256, code).map(Program::Rhai),
+            VesselKind::Wasm => self.wasm.compile(sha256, code).map(Program::Wasm),
+        }
+    }
+
+    /// Runs one vessel to its end. Blocking; never panics on guest behaviour.
+    pub fn run(&self, program: &Program, input: &VesselInput) -> VesselOutcome {
+        match program {
+            Program::Rhai(ast) => self.rhai.run(ast, input),
+            Program::Wasm(module) => self.wasm.run(module, input),
+        }
+    }
+}
+
+/// Collects what a vessel leaves while it runs, enforcing the output limit. Shared by both kinds
+/// so that variables, rows and logs count against the same budget the same way.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    pub(crate) variables: BTreeMap<String, String>,
+    pub(crate) rows: Vec<serde_json::Value>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    used: u64,
+    limit: u64,
+    /// Set once anything was refused for size; the run then ends with `output_limit`.
+    pub(crate) overflowed: bool,
+}
+
+/// Why a variable or row was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("output limit of {0} bytes reached")]
+    Limit(u64),
+}
+
+impl Collector {
+    pub(crate) fn new(limit: u64) -> Self {
+        Collector { limit, ..Default::default() }
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), CollectError> {
+        self.used = self.used.saturating_add(bytes as u64);
+        if self.used > self.limit {
+            self.overflowed = true;
+            return Err(CollectError::Limit(self.limit));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_var(&mut self, name: &str, value: String) -> Result<(), CollectError> {
+        crate::fleet::check_variable_name(name).map_err(CollectError::Invalid)?;
+        self.charge(name.len() + value.len())?;
+        self.variables.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// Takes a row in either accepted shape and stores the normal form.
+    pub(crate) fn emit(&mut self, row: serde_json::Value) -> Result<(), CollectError> {
+        let serde_json::Value::Object(mut map) = row else {
+            return Err(CollectError::Invalid("a row must be a JSON object".into()));
+        };
+        let row = if map.contains_key("data") {
+            let mut out = serde_json::Map::new();
+            out.insert("data".into(), map.remove("data").unwrap_or_default());
+            for key in ["operation", "primary_key"] {
+                if let Some(v) = map.remove(key).filter(|v| !v.is_null()) {
+                    out.insert(key.into(), v);
+                }
+            }
+            out
+        } else {
+            let mut out = serde_json::Map::new();
+            out.insert("data".into(), serde_json::Value::Object(map));
+            out
+        };
+        let row = serde_json::Value::Object(row);
+        self.charge(row.to_string().len())?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Appends to stdout or stderr; past the limit the text is cut and the run will fail.
+    pub(crate) fn log(&mut self, to_stderr: bool, text: &str) {
+        let room = self.limit.saturating_sub(self.used) as usize;
+        let take = floor_char_boundary(text, room.min(text.len()));
+        let target = if to_stderr { &mut self.stderr } else { &mut self.stdout };
+        target.push_str(&text[..take]);
+        let _ = self.charge(text.len());
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

@@ -1,0 +1,365 @@
+//! Rhai vessels: scripts compiled once per source hash, run in a fresh engine per run.
+//!
+//! An `Engine` is built per run because Rhai's limits and callbacks are engine-wide and every
+//! run has its own limits and its own collector. That is cheap: the standard library is built
+//! once and shared, and the AST comes from the cache.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+
+use super::payload::Payload;
+use super::{CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus};
+
+/// Deepest nesting of expressions a script may have (checked when it is compiled).
+const MAX_EXPR_DEPTH: usize = 64;
+/// Deepest nesting of function calls; past it a run fails with `memory_limit`.
+pub const MAX_CALL_LEVELS: usize = 48;
+/// How many operations pass between two looks at the clock.
+const CLOCK_EVERY: u64 = 1024;
+
+static STD: LazyLock<rhai::Shared<rhai::Module>> =
+    LazyLock::new(|| StandardPackage::new().as_shared_module());
+
+/// The token a run is ended with, carried by `ErrorTerminated`, which scripts cannot catch.
+#[derive(Debug, Clone)]
+enum Stop {
+    Exit(i64),
+    Timeout,
+    Output,
+}
+
+/// Compiles and runs Rhai vessels; holds the AST cache.
+pub struct RhaiRunner {
+    compiler: Engine,
+    cache: moka::sync::Cache<String, Arc<AST>>,
+}
+
+impl Default for RhaiRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RhaiRunner {
+    /// A runner with an empty cache.
+    pub fn new() -> Self {
+        let mut compiler = bare_engine();
+        compiler.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH);
+        RhaiRunner {
+            compiler,
+            cache: moka::sync::Cache::builder().max_capacity(10_000).build(),
+        }
+    }
+
+    /// The cached AST for a source hash.
+    pub fn cached(&self, sha256: &str) -> Option<Arc<AST>> {
+        self.cache.get(sha256)
+    }
+
+    /// Compiles a script; a syntax error names its line and column.
+    pub fn compile(&self, sha256: &str, code: &[u8]) -> Result<Arc<AST>, CodeError> {
+        if let Some(ast) = self.cache.get(sha256) {
+            return Ok(ast);
+        }
+        let source = std::str::from_utf8(code)
+            .map_err(|e| CodeError(format!("script is not UTF-8: {e}")))?;
+        let ast = self.compiler.compile(source).map_err(|e| {
+            let pos = e.position();
+            match (pos.line(), pos.position()) {
+                (Some(line), Some(col)) => {
+                    CodeError(format!("syntax error at line {line}, column {col}: {}", e.err_type()))
+                }
+                (Some(line), None) => CodeError(format!("syntax error at line {line}: {}", e.err_type())),
+                _ => CodeError(format!("syntax error: {}", e.err_type())),
+            }
+        })?;
+        let ast = Arc::new(ast);
+        self.cache.insert(sha256.to_owned(), ast.clone());
+        Ok(ast)
+    }
+
+    /// Runs a compiled script on one input.
+    pub fn run(&self, ast: &AST, input: &VesselInput) -> VesselOutcome {
+        let started = Instant::now();
+        let limits = input.limits;
+        let collector = Arc::new(Mutex::new(Collector::new(limits.output_bytes)));
+        let ops_used = Arc::new(AtomicU64::new(0));
+
+        let mut engine = bare_engine();
+        engine
+            .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
+            .set_max_call_levels(MAX_CALL_LEVELS)
+            .set_max_operations(limits.fuel)
+            .set_max_string_size(limits.memory_bytes as usize)
+            .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
+            .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
+        register_io(&mut engine, &collector);
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        let (ops, out) = (ops_used.clone(), collector.clone());
+        engine.on_progress(move |n| {
+            ops.store(n, Ordering::Relaxed);
+            if n % CLOCK_EVERY == 0 {
+                if Instant::now() >= deadline {
+                    return Some(Dynamic::from(Stop::Timeout));
+                }
+                if out.lock().map(|c| c.overflowed).unwrap_or(true) {
+                    return Some(Dynamic::from(Stop::Output));
+                }
+            }
+            None
+        });
+
+        let mut scope = build_scope(input);
+        let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        drop(engine);
+        let collector = Arc::try_unwrap(collector)
+            .ok()
+            .and_then(|m| m.into_inner().ok())
+            .unwrap_or_default();
+        let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
+        VesselOutcome {
+            status: if reason.is_none() { VesselStatus::Succeeded } else { VesselStatus::Failed },
+            exit_code,
+            reason,
+            error,
+            variables: collector.variables,
+            rows: collector.rows,
+            stdout: collector.stdout,
+            stderr: collector.stderr,
+            fuel_used: ops_used.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// An engine with the standard library and nothing else: no file or module access.
+fn bare_engine() -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(STD.clone());
+    engine
+}
+
+fn register_io(engine: &mut Engine, collector: &Arc<Mutex<Collector>>) {
+    let out = collector.clone();
+    engine.on_print(move |s| {
+        if let Ok(mut c) = out.lock() {
+            c.log(false, s);
+            c.log(false, "\n");
+        }
+    });
+    let out = collector.clone();
+    engine.on_debug(move |s, _, _| {
+        if let Ok(mut c) = out.lock() {
+            c.log(true, s);
+            c.log(true, "\n");
+        }
+    });
+    let out = collector.clone();
+    engine.register_fn("set_var", move |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        let value = dynamic_to_var(value);
+        let mut c = out.lock().map_err(|_| "collector poisoned")?;
+        c.set_var(name, value).map_err(|e| collect_error(e.to_string()))
+    });
+    let out = collector.clone();
+    engine.register_fn("emit", move |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
+        let mut c = out.lock().map_err(|_| "collector poisoned")?;
+        c.emit(row).map_err(|e| collect_error(e.to_string()))
+    });
+    engine.register_fn("exit", |code: i64| -> Result<(), Box<EvalAltResult>> {
+        Err(EvalAltResult::ErrorTerminated(Dynamic::from(Stop::Exit(code)), Position::NONE).into())
+    });
+}
+
+fn collect_error(message: String) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
+}
+
+/// Strings stay as they are; maps and arrays become JSON; everything else its display form.
+fn dynamic_to_var(value: Dynamic) -> String {
+    if value.is_string() {
+        return value.into_string().unwrap_or_default();
+    }
+    if value.is_map() || value.is_array() {
+        return serde_json::to_string(&value).unwrap_or_default();
+    }
+    if value.is_unit() {
+        return String::new();
+    }
+    value.to_string()
+}
+
+fn build_scope(input: &VesselInput) -> Scope<'static> {
+    let mut scope = Scope::new();
+    let body: &[u8] = &input.body;
+    let payload = match Payload::<Dynamic>::parse(&input.request.content_type, body) {
+        Payload::Json(v) => v,
+        Payload::Form(fields) => {
+            let map: Map = fields.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+            map.into()
+        }
+        Payload::Raw => body_dynamic(body),
+    };
+    scope.push_constant("payload", payload);
+    scope.push_constant("body", body_dynamic(body));
+    let request = rhai::serde::to_dynamic(&*input.request).unwrap_or_default();
+    scope.push_constant("request", request);
+    let mut run = Map::new();
+    let ids = &input.ids;
+    run.insert("id".into(), ids.fleet_run_id.clone().into());
+    run.insert("fleet_id".into(), ids.fleet_id.clone().into());
+    run.insert("project_id".into(), ids.project_id.clone().into());
+    run.insert("org_id".into(), ids.org_id.clone().into());
+    run.insert("vessel".into(), ids.vessel.clone().into());
+    run.insert("attempt".into(), (ids.attempt as i64).into());
+    scope.push_constant("run", run);
+    let vars: Map = input
+        .variables
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), v.clone().into()))
+        .collect();
+    scope.push("vars", vars);
+    scope
+}
+
+/// Text bodies become strings; bytes that are not UTF-8 become a blob.
+fn body_dynamic(body: &[u8]) -> Dynamic {
+    match std::str::from_utf8(body) {
+        Ok(s) => s.into(),
+        Err(_) => Dynamic::from_blob(body.to_vec()),
+    }
+}
+
+type Judged = (Option<i32>, Option<FailureReason>, Option<String>);
+
+fn judge(result: Result<Dynamic, Box<EvalAltResult>>, overflowed: bool, limits: super::Limits) -> Judged {
+    let exit = |code: i64| -> Judged {
+        let code = code.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        if overflowed {
+            let msg = format!("output limit of {} bytes reached", limits.output_bytes);
+            (Some(code), Some(FailureReason::OutputLimit), Some(msg))
+        } else if code == 0 {
+            (Some(0), None, None)
+        } else {
+            (Some(code), Some(FailureReason::ExitCode), None)
+        }
+    };
+    let err = match result {
+        Ok(v) => return exit(v.as_int().unwrap_or(0)),
+        Err(err) => err,
+    };
+    let message = err.to_string();
+    match err.unwrap_inner() {
+        EvalAltResult::ErrorTerminated(token, _) => match token.clone().try_cast::<Stop>() {
+            Some(Stop::Exit(code)) => exit(code),
+            Some(Stop::Timeout) => (
+                None,
+                Some(FailureReason::Timeout),
+                Some(format!("timed out after {} ms", limits.timeout_ms)),
+            ),
+            Some(Stop::Output) | None => (
+                None,
+                Some(FailureReason::OutputLimit),
+                Some(format!("output limit of {} bytes reached", limits.output_bytes)),
+            ),
+        },
+        EvalAltResult::ErrorTooManyOperations(_) => (
+            None,
+            Some(FailureReason::FuelExhausted),
+            Some(format!("fuel of {} operations exhausted", limits.fuel)),
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, pos) => (
+            None,
+            Some(FailureReason::MemoryLimit),
+            Some(format!("{what} over the memory limit of {} bytes ({pos})", limits.memory_bytes)),
+        ),
+        EvalAltResult::ErrorStackOverflow(pos) => (
+            None,
+            Some(FailureReason::MemoryLimit),
+            Some(format!("call depth over the limit of {MAX_CALL_LEVELS} ({pos})")),
+        ),
+        _ if overflowed => (
+            None,
+            Some(FailureReason::OutputLimit),
+            Some(format!("output limit of {} bytes reached", limits.output_bytes)),
+        ),
+        _ => (None, Some(FailureReason::ScriptError), Some(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Limits, RequestMeta, RunIds};
+    use std::collections::BTreeMap;
+
+    fn run(script: &str, body: &str, limits: Limits) -> VesselOutcome {
+        let runner = RhaiRunner::new();
+        let ast = runner.compile(&crate::util::sha256_hex(script.as_bytes()), script.as_bytes()).unwrap();
+        let input = VesselInput {
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            request: Arc::new(RequestMeta {
+                content_type: "application/json".into(),
+                ..Default::default()
+            }),
+            ids: RunIds::default(),
+            variables: BTreeMap::from([("abc".to_string(), "123".to_string())]),
+            limits,
+        };
+        runner.run(&ast, &input)
+    }
+
+    #[test]
+    fn sets_variables_emits_rows_and_exits() {
+        let out = run(
+            r#"set_var("repo", payload.repo); set_var("n", 2); emit(#{a: 1}); print("hi"); exit(3);"#,
+            r#"{"repo":"acme/tools"}"#,
+            Limits::default(),
+        );
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.reason, Some(FailureReason::ExitCode));
+        assert_eq!(out.variables["repo"], "acme/tools");
+        assert_eq!(out.variables["n"], "2");
+        assert_eq!(out.rows, vec![serde_json::json!({"data": {"a": 1}})]);
+        assert_eq!(out.stdout, "hi\n");
+        assert!(out.fuel_used > 0);
+    }
+
+    #[test]
+    fn exit_cannot_be_caught() {
+        let out = run("try { exit(4) } catch { } 0", "", Limits::default());
+        assert_eq!(out.exit_code, Some(4));
+    }
+
+    #[test]
+    fn limits_have_typed_reasons() {
+        let small = Limits { fuel: 10_000, ..Limits::default() };
+        assert_eq!(run("loop {}", "", small).reason, Some(FailureReason::FuelExhausted));
+        let slow = Limits { fuel: u64::MAX / 2, timeout_ms: 50, ..Limits::default() };
+        assert_eq!(run("loop {}", "", slow).reason, Some(FailureReason::Timeout));
+        let bomb = run(r#"let s = "xx"; loop { s += s; }"#, "", Limits::default());
+        assert_eq!(bomb.reason, Some(FailureReason::MemoryLimit), "{:?}", bomb.error);
+        let deep = run("fn f(n) { f(n + 1) } f(0)", "", Limits::default());
+        assert_eq!(deep.reason, Some(FailureReason::MemoryLimit), "{:?}", deep.error);
+        let out = Limits { output_bytes: 1024, ..Limits::default() };
+        assert_eq!(run(r#"loop { print("spam") }"#, "", out).reason, Some(FailureReason::OutputLimit));
+    }
+
+    #[test]
+    fn thrown_error_names_its_position() {
+        let out = run("let x = 1;\nthrow \"boom\";", "", Limits::default());
+        assert_eq!(out.reason, Some(FailureReason::ScriptError));
+        let error = out.error.unwrap();
+        assert!(error.contains("boom") && error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let err = RhaiRunner::new().compile("x", b"let a = 1;\nlet = ;").unwrap_err();
+        assert!(err.0.contains("line 2"), "{}", err.0);
+    }
+}

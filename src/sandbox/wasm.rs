@@ -1,0 +1,439 @@
+//! Wasm vessels: WASI preview-1 command modules under wasmtime.
+//!
+//! One `Engine` and `Linker` per process; a module is compiled once per sha256, pre-linked into
+//! an `InstancePre`, cached in memory and serialized into the data folder so a restart does not
+//! compile again. Each run gets a fresh `Store` with:
+//! - fuel, for the deterministic budget and the `fuel_used` figure;
+//! - an epoch deadline, for wall-clock time (a ticker thread advances the epoch every
+//!   [`TICK`]), because fuel alone cannot stop a guest blocked in a slow host call;
+//! - a resource limiter, so memory and tables cannot grow past the vessel's limit;
+//! - in-memory stdin/stdout/stderr, no preopened directories, no sockets, and an environment
+//!   made only of the run's variables and `WHARF_*` ids.
+//!
+//! The pooling allocator keeps instance slots warm between runs, which is most of the per-run
+//! cost (see `BENCHMARKS.md`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+use super::{
+    CodeError, Collector, FailureReason, Limits, SandboxConfig, VesselInput, VesselOutcome,
+    VesselStatus,
+};
+
+/// Period of the epoch ticker; timeouts are rounded up to it.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Largest table a guest may grow to, in elements.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Import modules a vessel may use.
+const ALLOWED_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wharf"];
+/// Functions of the `wharf` import module.
+const WHARF_FUNCTIONS: [&str; 3] = ["set_var", "emit", "request"];
+
+/// A compiled, pre-linked module.
+pub struct WasmProgram {
+    pre: InstancePre<HostState>,
+}
+
+/// Per-run state of a store.
+struct HostState {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+    collector: Collector,
+    /// The request metadata as JSON, served by `wharf.request`.
+    request_json: Vec<u8>,
+}
+
+/// Refuses growth past the vessel's limits and remembers that it did, so the run can be
+/// reported as `memory_limit` rather than as the trap the refusal becomes.
+struct Limiter {
+    memory_bytes: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "linear memory of {desired} bytes is over the limit of {} bytes",
+                self.memory_bytes
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            return Err(wasmtime::format_err!("table of {desired} elements is over the limit of {MAX_TABLE_ELEMENTS}"));
+        }
+        Ok(true)
+    }
+}
+
+/// Compiles and runs Wasm vessels; owns the engine and the module caches.
+pub struct WasmRunner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: moka::sync::Cache<String, Arc<WasmProgram>>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl WasmRunner {
+    /// Builds the engine (pooling allocator sized for `max_concurrent` runs), the linker with
+    /// WASI preview 1 and the `wharf` functions, and starts the epoch ticker.
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Self> {
+        let engine = match Engine::new(&engine_config(Some(config.max_concurrent))) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Pooling reserves address space up front; where that is refused, run without it.
+                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+                Engine::new(&engine_config(None)).map_err(|e| anyhow::anyhow!("creating the Wasm engine: {e}"))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        add_wharf_functions(&mut linker).map_err(|e| anyhow::anyhow!("linking wharf functions: {e}"))?;
+        start_ticker(&engine);
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(WasmRunner {
+            engine,
+            linker,
+            cache: moka::sync::Cache::builder().max_capacity(1_000).build(),
+            cache_dir: config.cache_dir.clone(),
+        })
+    }
+
+    /// The cached program for a code hash.
+    pub fn cached(&self, sha256: &str) -> Option<Arc<WasmProgram>> {
+        self.cache.get(sha256)
+    }
+
+    /// Validates and compiles a module: it must be a valid module exporting a `_start`
+    /// function and importing only WASI preview 1 and `wharf`.
+    pub fn compile(&self, sha256: &str, code: &[u8]) -> Result<Arc<WasmProgram>, CodeError> {
+        if let Some(p) = self.cache.get(sha256) {
+            return Ok(p);
+        }
+        let module = match self.load_artifact(sha256) {
+            Some(module) => module,
+            None => {
+                let started = Instant::now();
+                let module = Module::new(&self.engine, code)
+                    .map_err(|e| CodeError(format!("not a valid WebAssembly module: {}", root_cause(&e))))?;
+                tracing::info!(sha256, ms = started.elapsed().as_millis() as u64, "compiled Wasm module");
+                check_interface(&module)?;
+                self.store_artifact(sha256, &module);
+                module
+            }
+        };
+        check_interface(&module)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| CodeError(format!("module does not link: {}", root_cause(&e))))?;
+        let program = Arc::new(WasmProgram { pre });
+        self.cache.insert(sha256.to_owned(), program.clone());
+        Ok(program)
+    }
+
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| d.join(format!("{sha256}.cwasm")))
+    }
+
+    /// A module from the on-disk cache, if present and made by a compatible engine.
+    fn load_artifact(&self, sha256: &str) -> Option<Module> {
+        let path = self.artifact_path(sha256)?;
+        if !path.exists() {
+            return None;
+        }
+        // A file from another wasmtime version or CPU is refused here and then recompiled.
+        if Engine::detect_precompiled_file(&path).ok().flatten().is_none() {
+            return None;
+        }
+        let started = Instant::now();
+        // SAFETY: the file is one this process family wrote into its own data folder from a
+        // module it compiled (`store_artifact`), named by the sha256 of the source; wasmtime
+        // additionally checks that the engine configuration and version match.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Module::deserialize_file(&self.engine, &path) };
+        match loaded {
+            Ok(module) => {
+                tracing::info!(sha256, us = started.elapsed().as_micros() as u64, "loaded compiled Wasm module from disk");
+                Some(module)
+            }
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "cached Wasm artifact unusable; recompiling");
+                None
+            }
+        }
+    }
+
+    fn store_artifact(&self, sha256: &str, module: &Module) {
+        let Some(path) = self.artifact_path(sha256) else { return };
+        let result = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            // Write then rename, so a crash never leaves a half-written artifact behind.
+            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = result {
+            tracing::warn!(sha256, error = %e, "could not keep the compiled module on disk");
+        }
+    }
+
+    /// Runs a module's `_start` on one input.
+    pub fn run(&self, program: &WasmProgram, input: &VesselInput) -> VesselOutcome {
+        let started = Instant::now();
+        let limits = input.limits;
+        let cap = limits.output_bytes as usize;
+        let stdout = MemoryOutputPipe::new(cap);
+        let stderr = MemoryOutputPipe::new(cap);
+        let wasi = wasi_context(input, &stdout, &stderr);
+        let state = HostState {
+            wasi,
+            limiter: Limiter { memory_bytes: limits.memory_bytes as usize, hit: false },
+            collector: Collector::new(limits.output_bytes),
+            request_json: serde_json::to_vec(&*input.request).unwrap_or_default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let _ = store.set_fuel(limits.fuel);
+        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+
+        let result = program.pre.instantiate(&mut store).and_then(|instance| {
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())
+        });
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let state = store.into_data();
+        let out_full = stdout.contents().len() >= cap || stderr.contents().len() >= cap;
+        let (exit_code, reason, error) = judge(result, &state, out_full, limits);
+        let collector = state.collector;
+        VesselOutcome {
+            status: if reason.is_none() { VesselStatus::Succeeded } else { VesselStatus::Failed },
+            exit_code,
+            reason,
+            error,
+            variables: collector.variables,
+            rows: collector.rows,
+            stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.contents()).into_owned(),
+            fuel_used,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+fn engine_config(pool_slots: Option<u32>) -> Config {
+    let mut config = Config::new();
+    config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(1 << 20);
+    if let Some(slots) = pool_slots {
+        // Slots for every concurrent run plus compiles and dry runs, each able to hold the
+        // largest memory a fleet may ask for. Keeping a little memory resident between runs
+        // avoids page faults that otherwise dominate a short run.
+        let slots = slots.saturating_mul(2).max(16);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .max_memories_per_module(1)
+            .max_tables_per_module(4)
+            .max_memory_size(Limits::MAX.memory_bytes as usize)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`TICK`] for as long as the engine lives.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let _ = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        }
+    });
+}
+
+fn wasi_context(input: &VesselInput, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiP1Ctx {
+    let ids = &input.ids;
+    let mut b = WasiCtxBuilder::new();
+    b.stdin(MemoryInputPipe::new(input.body.clone()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .arg(&ids.vessel);
+    for (k, v) in &input.variables {
+        b.env(k, v);
+    }
+    let attempt = ids.attempt.to_string();
+    let fixed = [
+        ("WHARF_REQUEST_ID", input.request.id.as_str()),
+        ("WHARF_FLEET_RUN_ID", ids.fleet_run_id.as_str()),
+        ("WHARF_FLEET_ID", ids.fleet_id.as_str()),
+        ("WHARF_PROJECT_ID", ids.project_id.as_str()),
+        ("WHARF_ORG_ID", ids.org_id.as_str()),
+        ("WHARF_VESSEL", ids.vessel.as_str()),
+        ("WHARF_ATTEMPT", attempt.as_str()),
+        ("WHARF_METHOD", input.request.method.as_str()),
+        ("WHARF_CONTENT_TYPE", input.request.content_type.as_str()),
+    ];
+    for (k, v) in fixed {
+        b.env(k, v);
+    }
+    b.build_p1()
+}
+
+/// Imports only from the allowed modules and a `_start` export; the message lists every
+/// offending import so a guest author can fix them all at once.
+fn check_interface(module: &Module) -> Result<(), CodeError> {
+    let bad: Vec<String> = module
+        .imports()
+        .filter(|i| {
+            !ALLOWED_MODULES.contains(&i.module())
+                || (i.module() == "wharf" && !WHARF_FUNCTIONS.contains(&i.name()))
+        })
+        .map(|i| format!("{}::{}", i.module(), i.name()))
+        .collect();
+    if !bad.is_empty() {
+        return Err(CodeError(format!(
+            "module imports {} — only wasi_snapshot_preview1 and wharf ({}) are available",
+            bad.join(", "),
+            WHARF_FUNCTIONS.join(", ")
+        )));
+    }
+    match module.get_export("_start") {
+        Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
+        Some(_) => Err(CodeError("export _start must be a function taking and returning nothing".into())),
+        None => Err(CodeError("module has no _start export: build it as a WASI command".into())),
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+type Judged = (Option<i32>, Option<FailureReason>, Option<String>);
+
+fn judge(result: wasmtime::Result<()>, state: &HostState, out_full: bool, limits: Limits) -> Judged {
+    let output_limit = || {
+        (None, Some(FailureReason::OutputLimit), Some(format!("output limit of {} bytes reached", limits.output_bytes)))
+    };
+    let code = match &result {
+        Ok(()) => Some(0),
+        Err(e) => e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|x| x.0),
+    };
+    if out_full || state.collector.overflowed {
+        let (_, reason, error) = output_limit();
+        return (code, reason, error);
+    }
+    if let Some(code) = code {
+        return if code == 0 { (Some(0), None, None) } else { (Some(code), Some(FailureReason::ExitCode), None) };
+    }
+    let Err(e) = result else { return (Some(0), None, None) };
+    if state.limiter.hit {
+        return (None, Some(FailureReason::MemoryLimit), Some(root_cause(&e)));
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            None,
+            Some(FailureReason::FuelExhausted),
+            Some(format!("fuel of {} instructions exhausted", limits.fuel)),
+        ),
+        Some(Trap::Interrupt) => {
+            (None, Some(FailureReason::Timeout), Some(format!("timed out after {} ms", limits.timeout_ms)))
+        }
+        Some(Trap::StackOverflow) => (None, Some(FailureReason::MemoryLimit), Some("call stack exhausted".into())),
+        _ => (None, Some(FailureReason::Trap), Some(root_cause(&e))),
+    }
+}
+
+/// The `wharf` import module. Every pointer and length comes from the guest and is checked
+/// against its memory; a bad one traps the guest, never the host.
+fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "wharf",
+        "set_var",
+        |mut caller: Caller<'_, HostState>, name_ptr: i32, name_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
+            let name = guest_bytes(&mut caller, name_ptr, name_len)?;
+            let value = guest_bytes(&mut caller, val_ptr, val_len)?;
+            let (Ok(name), Ok(value)) = (String::from_utf8(name), String::from_utf8(value)) else {
+                return Ok(-1);
+            };
+            Ok(match caller.data_mut().collector.set_var(&name, value) {
+                Ok(()) => 0,
+                Err(super::CollectError::Invalid(_)) => -1,
+                Err(super::CollectError::Limit(_)) => -2,
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "wharf",
+        "emit",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let bytes = guest_bytes(&mut caller, ptr, len)?;
+            let Ok(row) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(-1) };
+            Ok(match caller.data_mut().collector.emit(row) {
+                Ok(()) => 0,
+                Err(super::CollectError::Invalid(_)) => -1,
+                Err(super::CollectError::Limit(_)) => -2,
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "wharf",
+        "request",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let needed = caller.data().request_json.len();
+            if (len.max(0) as usize) < needed {
+                return Ok(needed as i32);
+            }
+            let memory = guest_memory(&mut caller)?;
+            let (mem, state) = memory.data_and_store_mut(&mut caller);
+            let start = ptr as u32 as usize;
+            let dest = mem
+                .get_mut(start..start + needed)
+                .ok_or_else(|| wasmtime::format_err!("wharf.request: buffer {ptr}+{needed} is outside guest memory"))?;
+            dest.copy_from_slice(&state.request_json);
+            Ok(needed as i32)
+        },
+    )?;
+    Ok(())
+}
+
+fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<wasmtime::Memory> {
+    match caller.get_export("memory") {
+        Some(wasmtime::Extern::Memory(m)) => Ok(m),
+        _ => Err(wasmtime::format_err!("the module exports no memory named \"memory\"")),
+    }
+}
+
+fn guest_bytes(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = guest_memory(caller)?;
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    memory
+        .data(&*caller)
+        .get(start..start.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::format_err!("pointer {ptr} with length {len} is outside guest memory"))
+}

@@ -1,0 +1,171 @@
+//! Wiring: open the store, recover runs, set up the admin token and the demo, then serve HTTP
+//! and run the scheduler until shutdown.
+//!
+//! Start-up is split from serving ([`prepare`] then [`Prepared::run`]) so that callers — `main`,
+//! the tests — can see what first start created before traffic flows.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::config::Config;
+use crate::fleet::FleetDoc;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{IngestBatcher, Store, WebhookAuth};
+use crate::util::{random_token, sha256_hex};
+
+/// File (in the data folder) holding the sha256 of a generated admin token.
+const ADMIN_HASH_FILE: &str = "admin-token.sha256";
+
+/// The script of the demo fleet's vessel.
+pub const DEMO_SCRIPT: &str = include_str!("demo.rhai");
+
+/// What first start created, for printing.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// The demo fleet.
+    pub fleet_id: uuid::Uuid,
+    /// Its webhook URL.
+    pub url: String,
+}
+
+/// A server ready to run.
+pub struct Prepared {
+    listener: TcpListener,
+    state: AppState,
+    config: Config,
+    /// The admin token, when it was generated now (shown once, never stored).
+    pub generated_admin_token: Option<String>,
+    /// The demo fleet, when it was created now.
+    pub demo: Option<Demo>,
+    /// Base URL of the server.
+    pub public_url: String,
+    /// Runs found running at start and put back in the queue.
+    pub recovered_runs: u64,
+}
+
+/// Opens everything and performs first-start set-up.
+pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir.join("wharf.db"))
+            .await
+            .context("opening the SQLite store")?,
+    );
+    // SQLite is single-node: whatever was running belonged to a process that is gone.
+    let recovered_runs = store.requeue_expired(crate::util::now_ms(), true).await?;
+    if recovered_runs > 0 {
+        tracing::warn!(runs = recovered_runs, "re-queued runs interrupted by the last stop");
+    }
+    let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
+    let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
+        cache_dir: Some(config.data_dir.join("modules")),
+        max_concurrent: config.workers as u32,
+    })?);
+    let scheduler = Scheduler::new(
+        store.clone(),
+        sandbox,
+        SchedulerConfig {
+            workers: config.workers.max(1),
+            lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
+            ..SchedulerConfig::default()
+        },
+    )?;
+    let local = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let demo = if !config.no_demo && store.is_empty().await? {
+        Some(create_demo(&store, &scheduler, &public_url).await.context("creating the demo fleet")?)
+    } else {
+        None
+    };
+    let state = AppState {
+        batcher: IngestBatcher::start(store.clone()),
+        store,
+        scheduler,
+        settings: Arc::new(ApiSettings {
+            admin_token_hash,
+            public_url: public_url.clone(),
+            max_body_bytes: config.max_body_bytes,
+        }),
+    };
+    Ok(Prepared { listener, state, config, generated_admin_token, demo, public_url, recovered_runs })
+}
+
+impl Prepared {
+    /// Serves until `shutdown` fires: then stops accepting, gives running vessels the grace
+    /// period to finish, and leaves everything else queued.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let scheduler = self.state.scheduler.clone();
+        let workers = {
+            let token = shutdown.clone();
+            tokio::spawn(async move { scheduler.run(token).await })
+        };
+        let app = api::router(self.state);
+        let token = shutdown.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .context("serving HTTP")?;
+        if tokio::time::timeout(self.config.grace(), workers).await.is_err() {
+            tracing::warn!("grace period over; unfinished runs will be re-queued at next start");
+        }
+        Ok(())
+    }
+}
+
+/// The admin token's hash: from the setting, else from the data folder, else a new token whose
+/// hash is written there (the token itself is returned to be shown once).
+fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        return Ok((sha256_hex(token.as_bytes()), None));
+    }
+    let path = config.data_dir.join(ADMIN_HASH_FILE);
+    if let Ok(hash) = std::fs::read_to_string(&path) {
+        return Ok((hash.trim().to_owned(), None));
+    }
+    let token = random_token("wharf_admin_", 40);
+    write_private(&path, &sha256_hex(token.as_bytes()))?;
+    Ok((sha256_hex(token.as_bytes()), Some(token)))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+async fn create_demo(store: &Arc<dyn Store>, scheduler: &Scheduler, public_url: &str) -> anyhow::Result<Demo> {
+    let org = store.create_org("demo").await?;
+    let project = store.create_project(org.id, "demo").await?;
+    let doc: FleetDoc = serde_json::from_value(serde_json::json!({
+        "name": "github-push",
+        "variables": {"watched_branch": "main"},
+        "vessels": [{"name": "parse", "kind": "rhai", "source": DEMO_SCRIPT}],
+    }))?;
+    let spec = scheduler.prepare_fleet(doc).await?;
+    let fleet = store.create_fleet(project.id, &spec).await?;
+    let hook = store
+        .create_webhook(fleet.id, &crate::api::new_webhook_id(), &WebhookAuth::None)
+        .await?;
+    Ok(Demo { fleet_id: fleet.id, url: format!("{public_url}/webhooks/{}", hook.id) })
+}
+
+/// A GitHub-style push payload that the demo fleet understands.
+pub const DEMO_PAYLOAD: &str = r#"{"ref":"refs/heads/main","repository":{"full_name":"acme/tools"},"pusher":{"name":"alice"},"commits":[{"id":"a1"},{"id":"b2"}]}"#;

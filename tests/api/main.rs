@@ -1,0 +1,8 @@
+//! Integration tests: the real server on a random port, spoken to over HTTP.
+
+mod admin;
+mod helpers;
+mod ingress;
+mod restart;
+mod rhai;
+mod wasm;
