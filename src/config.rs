@@ -30,7 +30,11 @@ pub struct Config {
     #[arg(long, env = "WHARF_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
     /// The admin token; when unset, one is generated at first start and only its hash is kept.
-    #[arg(long = "admin-token", env = "WHARF_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "admin-token",
+        env = "WHARF_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Do not create the demo org, project and fleet on first start.
     #[arg(long)]
@@ -69,7 +73,10 @@ impl std::fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("no_demo", &self.no_demo)
             .finish()
     }

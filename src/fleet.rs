@@ -165,14 +165,18 @@ fn err<T>(msg: impl Into<String>) -> Result<T, FleetError> {
 /// identifiers; `WHARF_` is reserved for the ids wharf sets itself.
 pub fn check_variable_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let ok_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let ok_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 128 {
         return Err(format!(
             "invalid variable name {name:?}: use letters, digits and _ (not first), at most 128"
         ));
     }
     if name.starts_with("WHARF_") {
-        return Err(format!("invalid variable name {name:?}: the WHARF_ prefix is reserved"));
+        return Err(format!(
+            "invalid variable name {name:?}: the WHARF_ prefix is reserved"
+        ));
     }
     Ok(())
 }
@@ -210,7 +214,13 @@ impl FleetDoc {
             vessels.push(vessel);
         }
         let vessels = run_order(vessels)?;
-        let spec = FleetSpec { name, variables, concurrency: self.concurrency, limits: self.limits, vessels };
+        let spec = FleetSpec {
+            name,
+            variables,
+            concurrency: self.concurrency,
+            limits: self.limits,
+            vessels,
+        };
         Ok(ParsedFleet { spec, code })
     }
 }
@@ -219,26 +229,41 @@ fn parse_vessel(v: VesselDoc, code: &mut Vec<NewCode>) -> Result<VesselSpec, Fle
     let name = v.name;
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
-        return err(format!("vessel name {name:?} must be 1 to 64 letters, digits, - or _"));
+        return err(format!(
+            "vessel name {name:?} must be 1 to 64 letters, digits, - or _"
+        ));
     }
     let kind = match v.kind.as_str() {
         "rhai" => VesselKind::Rhai,
         "wasm" => VesselKind::Wasm,
-        other => return err(format!("vessel {name}: unknown kind {other:?} (use \"wasm\" or \"rhai\")")),
+        other => {
+            return err(format!(
+                "vessel {name}: unknown kind {other:?} (use \"wasm\" or \"rhai\")"
+            ));
+        }
     };
-    v.limits.check(&format!("vessel {name}")).map_err(FleetError)?;
+    v.limits
+        .check(&format!("vessel {name}"))
+        .map_err(FleetError)?;
     let _ = v.size;
     let inline = match (kind, v.source, v.wasm_base64) {
         (VesselKind::Rhai, Some(src), None) => {
             if src.len() > MAX_SCRIPT_BYTES {
-                return err(format!("vessel {name}: script of {} bytes is over the {MAX_SCRIPT_BYTES} byte limit", src.len()));
+                return err(format!(
+                    "vessel {name}: script of {} bytes is over the {MAX_SCRIPT_BYTES} byte limit",
+                    src.len()
+                ));
             }
             Some(src.into_bytes())
         }
         (VesselKind::Wasm, None, Some(b64)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
-                .map_err(|e| FleetError(format!("vessel {name}: wasm_base64 is not valid base64: {e}")))?;
+                .map_err(|e| {
+                    FleetError(format!(
+                        "vessel {name}: wasm_base64 is not valid base64: {e}"
+                    ))
+                })?;
             if bytes.len() > MAX_WASM_BYTES {
                 return err(format!(
                     "vessel {name}: module of {} bytes is over the {MAX_WASM_BYTES} byte limit",
@@ -248,32 +273,65 @@ fn parse_vessel(v: VesselDoc, code: &mut Vec<NewCode>) -> Result<VesselSpec, Fle
             Some(bytes)
         }
         (_, None, None) => None,
-        (VesselKind::Rhai, _, Some(_)) => return err(format!("vessel {name}: a rhai vessel takes \"source\", not \"wasm_base64\"")),
-        (VesselKind::Wasm, Some(_), _) => return err(format!("vessel {name}: a wasm vessel takes \"wasm_base64\", not \"source\"")),
+        (VesselKind::Rhai, _, Some(_)) => {
+            return err(format!(
+                "vessel {name}: a rhai vessel takes \"source\", not \"wasm_base64\""
+            ));
+        }
+        (VesselKind::Wasm, Some(_), _) => {
+            return err(format!(
+                "vessel {name}: a wasm vessel takes \"wasm_base64\", not \"source\""
+            ));
+        }
     };
     let (sha256, size) = match (inline, v.sha256) {
         (Some(bytes), _) => {
             let sha = crate::util::sha256_hex(&bytes);
             let size = bytes.len() as u64;
-            code.push(NewCode { kind, sha256: sha.clone(), bytes, vessel: name.clone() });
+            code.push(NewCode {
+                kind,
+                sha256: sha.clone(),
+                bytes,
+                vessel: name.clone(),
+            });
             (sha, size)
         }
         (None, Some(sha)) if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
             (sha.to_ascii_lowercase(), 0)
         }
-        (None, Some(sha)) => return err(format!("vessel {name}: sha256 {sha:?} is not 64 hex digits")),
+        (None, Some(sha)) => {
+            return err(format!(
+                "vessel {name}: sha256 {sha:?} is not 64 hex digits"
+            ));
+        }
         (None, None) => {
-            let field = if kind == VesselKind::Rhai { "source" } else { "wasm_base64" };
+            let field = if kind == VesselKind::Rhai {
+                "source"
+            } else {
+                "wasm_base64"
+            };
             return err(format!("vessel {name}: missing \"{field}\""));
         }
     };
-    Ok(VesselSpec { name, kind, sha256, size, limits: v.limits, needs: v.needs, when: v.when })
+    Ok(VesselSpec {
+        name,
+        kind,
+        sha256,
+        size,
+        limits: v.limits,
+        needs: v.needs,
+        when: v.when,
+    })
 }
 
 /// Orders vessels so that each comes after what it needs, keeping the given order where the
 /// `needs` leave a choice (so a fleet without `needs` runs in the order written).
 fn run_order(vessels: Vec<VesselSpec>) -> Result<Vec<VesselSpec>, FleetError> {
-    let names: HashMap<&str, usize> = vessels.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let names: HashMap<&str, usize> = vessels
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
     for v in &vessels {
         for need in &v.needs {
             if !names.contains_key(need.as_str()) {
@@ -287,9 +345,8 @@ fn run_order(vessels: Vec<VesselSpec>) -> Result<Vec<VesselSpec>, FleetError> {
     let mut placed = vec![false; vessels.len()];
     let mut order = Vec::with_capacity(vessels.len());
     while order.len() < vessels.len() {
-        let next = (0..vessels.len()).find(|&i| {
-            !placed[i] && vessels[i].needs.iter().all(|n| placed[names[n.as_str()]])
-        });
+        let next = (0..vessels.len())
+            .find(|&i| !placed[i] && vessels[i].needs.iter().all(|n| placed[names[n.as_str()]]));
         match next {
             Some(i) => {
                 placed[i] = true;
@@ -300,7 +357,10 @@ fn run_order(vessels: Vec<VesselSpec>) -> Result<Vec<VesselSpec>, FleetError> {
                     .filter(|&i| !placed[i])
                     .map(|i| vessels[i].name.as_str())
                     .collect();
-                return err(format!("the needs of vessels {} form a cycle", stuck.join(", ")));
+                return err(format!(
+                    "the needs of vessels {} form a cycle",
+                    stuck.join(", ")
+                ));
             }
         }
     }
@@ -337,7 +397,9 @@ mod tests {
     use super::*;
 
     fn parse(doc: Value) -> Result<ParsedFleet, FleetError> {
-        serde_json::from_value::<FleetDoc>(doc).map_err(|e| FleetError(e.to_string()))?.parse()
+        serde_json::from_value::<FleetDoc>(doc)
+            .map_err(|e| FleetError(e.to_string()))?
+            .parse()
     }
 
     fn rhai(name: &str, needs: &[&str]) -> Value {
@@ -354,13 +416,18 @@ mod tests {
 
     #[test]
     fn refuses_cycles_unknown_needs_and_duplicates() {
-        let cycle = parse(serde_json::json!({"name": "f", "vessels": [rhai("a", &["b"]), rhai("b", &["a"])]}));
+        let cycle = parse(
+            serde_json::json!({"name": "f", "vessels": [rhai("a", &["b"]), rhai("b", &["a"])]}),
+        );
         assert!(cycle.unwrap_err().0.contains("cycle"));
         let unknown = parse(serde_json::json!({"name": "f", "vessels": [rhai("a", &["zz"])]}));
         assert!(unknown.unwrap_err().0.contains("zz"));
-        let dup = parse(serde_json::json!({"name": "f", "vessels": [rhai("a", &[]), rhai("a", &[])]}));
+        let dup =
+            parse(serde_json::json!({"name": "f", "vessels": [rhai("a", &[]), rhai("a", &[])]}));
         assert!(dup.unwrap_err().0.contains("twice"));
-        let kind = parse(serde_json::json!({"name": "f", "vessels": [{"name": "a", "kind": "lua", "source": ""}]}));
+        let kind = parse(
+            serde_json::json!({"name": "f", "vessels": [{"name": "a", "kind": "lua", "source": ""}]}),
+        );
         assert!(kind.unwrap_err().0.contains("lua"));
     }
 

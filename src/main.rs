@@ -6,7 +6,11 @@ use tokio_util::sync::CancellationToken;
 use wharf::config::Config;
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "Turns webhooks into sandboxed runs of Wasm and Rhai vessels")]
+#[command(
+    name = "wharf",
+    version,
+    about = "Turns webhooks into sandboxed runs of Wasm and Rhai vessels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(config) => runtime.block_on(serve(*config)),
     }
@@ -55,7 +61,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             wharf::server::DEMO_PAYLOAD
         );
         println!("Then read the run (use the fleet_run_id from the answer):\n");
-        println!("  curl -sS -H 'authorization: Bearer {token_hint}' {base}/api/v1/runs/<fleet_run_id>\n");
+        println!(
+            "  curl -sS -H 'authorization: Bearer {token_hint}' {base}/api/v1/runs/<fleet_run_id>\n"
+        );
     }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -62,7 +62,10 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
     // SQLite is single-node: whatever was running belonged to a process that is gone.
     let recovered_runs = store.requeue_expired(crate::util::now_ms(), true).await?;
     if recovered_runs > 0 {
-        tracing::warn!(runs = recovered_runs, "re-queued runs interrupted by the last stop");
+        tracing::warn!(
+            runs = recovered_runs,
+            "re-queued runs interrupted by the last stop"
+        );
     }
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
@@ -86,7 +89,11 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
         .trim_end_matches('/')
         .to_owned();
     let demo = if !config.no_demo && store.is_empty().await? {
-        Some(create_demo(&store, &scheduler, &public_url).await.context("creating the demo fleet")?)
+        Some(
+            create_demo(&store, &scheduler, &public_url)
+                .await
+                .context("creating the demo fleet")?,
+        )
     } else {
         None
     };
@@ -100,7 +107,15 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
             max_body_bytes: config.max_body_bytes,
         }),
     };
-    Ok(Prepared { listener, state, config, generated_admin_token, demo, public_url, recovered_runs })
+    Ok(Prepared {
+        listener,
+        state,
+        config,
+        generated_admin_token,
+        demo,
+        public_url,
+        recovered_runs,
+    })
 }
 
 impl Prepared {
@@ -118,7 +133,10 @@ impl Prepared {
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await
             .context("serving HTTP")?;
-        if tokio::time::timeout(self.config.grace(), workers).await.is_err() {
+        if tokio::time::timeout(self.config.grace(), workers)
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; unfinished runs will be re-queued at next start");
         }
         Ok(())
@@ -146,12 +164,18 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }
 
-async fn create_demo(store: &Arc<dyn Store>, scheduler: &Scheduler, public_url: &str) -> anyhow::Result<Demo> {
+async fn create_demo(
+    store: &Arc<dyn Store>,
+    scheduler: &Scheduler,
+    public_url: &str,
+) -> anyhow::Result<Demo> {
     let org = store.create_org("demo").await?;
     let project = store.create_project(org.id, "demo").await?;
     let doc: FleetDoc = serde_json::from_value(serde_json::json!({
@@ -164,7 +188,10 @@ async fn create_demo(store: &Arc<dyn Store>, scheduler: &Scheduler, public_url: 
     let hook = store
         .create_webhook(fleet.id, &crate::api::new_webhook_id(), &WebhookAuth::None)
         .await?;
-    Ok(Demo { fleet_id: fleet.id, url: format!("{public_url}/webhooks/{}", hook.id) })
+    Ok(Demo {
+        fleet_id: fleet.id,
+        url: format!("{public_url}/webhooks/{}", hook.id),
+    })
 }
 
 /// A GitHub-style push payload that the demo fleet understands.

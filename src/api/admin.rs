@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,8 +26,14 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api-keys/{id}", delete(revoke_api_key))
         .route("/orgs/{org}/projects", post(create_project))
         .route("/projects/{project}/fleets", post(create_fleet))
-        .route("/fleets/{fleet}", get(get_fleet).put(replace_fleet).delete(delete_fleet))
-        .route("/fleets/{fleet}/webhook", post(create_webhook).delete(delete_webhook))
+        .route(
+            "/fleets/{fleet}",
+            get(get_fleet).put(replace_fleet).delete(delete_fleet),
+        )
+        .route(
+            "/fleets/{fleet}/webhook",
+            post(create_webhook).delete(delete_webhook),
+        )
         .route("/fleets/{fleet}/webhook/rotate", post(rotate_webhook))
         .route("/fleets/{fleet}/runs", get(list_runs))
         .route("/runs/{run}", get(get_run))
@@ -42,24 +48,44 @@ struct NameBody {
 fn checked_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 128 characters".into(),
+        ));
     }
     Ok(name.to_owned())
 }
 
-async fn create_org(State(s): State<AppState>, JsonBody(body): JsonBody<NameBody>) -> Result<Created, ApiError> {
+async fn create_org(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> Result<Created, ApiError> {
     let org = s.store.create_org(&checked_name(&body.name)?).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": org.id, "name": org.name}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": org.id, "name": org.name})),
+    ))
 }
 
-async fn create_api_key(State(s): State<AppState>, Path(org): Path<String>) -> Result<Created, ApiError> {
+async fn create_api_key(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+) -> Result<Created, ApiError> {
     let org_id = parse_id(&org, "org")?;
     let key = random_token("wharf_key_", 40);
-    let id = s.store.create_api_key(org_id, &sha256_hex(key.as_bytes())).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "org_id": org_id, "key": key}))))
+    let id = s
+        .store
+        .create_api_key(org_id, &sha256_hex(key.as_bytes()))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "org_id": org_id, "key": key})),
+    ))
 }
 
-async fn revoke_api_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn revoke_api_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.store.revoke_api_key(parse_id(&id, "api key")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -70,8 +96,14 @@ async fn create_project(
     JsonBody(body): JsonBody<NameBody>,
 ) -> Result<Created, ApiError> {
     let org_id = parse_id(&org, "org")?;
-    let p = s.store.create_project(org_id, &checked_name(&body.name)?).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": p.id, "name": p.name, "org_id": p.org_id}))))
+    let p = s
+        .store
+        .create_project(org_id, &checked_name(&body.name)?)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": p.id, "name": p.name, "org_id": p.org_id})),
+    ))
 }
 
 async fn create_fleet(
@@ -80,7 +112,11 @@ async fn create_fleet(
     JsonBody(doc): JsonBody<FleetDoc>,
 ) -> Result<Created, ApiError> {
     let project_id = parse_id(&project, "project")?;
-    let spec = s.scheduler.prepare_fleet(doc).await.map_err(prepare_error)?;
+    let spec = s
+        .scheduler
+        .prepare_fleet(doc)
+        .await
+        .map_err(prepare_error)?;
     let fleet = s.store.create_fleet(project_id, &spec).await?;
     Ok((StatusCode::CREATED, Json(fleet_json(&s, &fleet).await?)))
 }
@@ -92,7 +128,10 @@ fn prepare_error(e: PrepareError) -> ApiError {
     }
 }
 
-async fn get_fleet(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_fleet(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
     Ok(Json(fleet_json(&s, &fleet).await?))
 }
@@ -104,12 +143,19 @@ async fn replace_fleet(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&fleet, "fleet")?;
     s.store.fleet(id).await?;
-    let spec = s.scheduler.prepare_fleet(doc).await.map_err(prepare_error)?;
+    let spec = s
+        .scheduler
+        .prepare_fleet(doc)
+        .await
+        .map_err(prepare_error)?;
     let fleet = s.store.replace_fleet(id, &spec).await?;
     Ok(Json(fleet_json(&s, &fleet).await?))
 }
 
-async fn delete_fleet(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_fleet(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.store.delete_fleet(parse_id(&fleet, "fleet")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -118,9 +164,17 @@ async fn delete_fleet(State(s): State<AppState>, Path(fleet): Path<String>) -> R
 /// its webhook.
 async fn fleet_json(s: &AppState, fleet: &Fleet) -> Result<Value, ApiError> {
     let mut sources = HashMap::new();
-    for v in fleet.spec.vessels.iter().filter(|v| v.kind == VesselKind::Rhai) {
+    for v in fleet
+        .spec
+        .vessels
+        .iter()
+        .filter(|v| v.kind == VesselKind::Rhai)
+    {
         if let Ok(code) = s.store.code(&v.sha256).await {
-            sources.insert(v.sha256.clone(), String::from_utf8_lossy(&code).into_owned());
+            sources.insert(
+                v.sha256.clone(),
+                String::from_utf8_lossy(&code).into_owned(),
+            );
         }
     }
     let mut doc = fleet.spec.to_document(&sources);
@@ -129,7 +183,10 @@ async fn fleet_json(s: &AppState, fleet: &Fleet) -> Result<Value, ApiError> {
         map.insert("id".into(), json!(fleet.id));
         map.insert("project_id".into(), json!(fleet.project_id));
         map.insert("org_id".into(), json!(fleet.org_id));
-        map.insert("webhook".into(), webhook.map(|w| webhook_json(s, &w)).unwrap_or(Value::Null));
+        map.insert(
+            "webhook".into(),
+            webhook.map(|w| webhook_json(s, &w)).unwrap_or(Value::Null),
+        );
         map.insert("created_at".into(), json!(rfc3339(fleet.created_at)));
         map.insert("updated_at".into(), json!(rfc3339(fleet.updated_at)));
     }
@@ -170,22 +227,38 @@ async fn create_webhook(
         None | Some(Value::Null) => WebhookAuth::None,
         Some(Value::String(mode)) if mode == "none" => WebhookAuth::None,
         Some(other) => serde_json::from_value::<WebhookAuth>(other.clone()).map_err(|_| {
-            ApiError::BadRequest(format!("unsupported auth {other}: this version supports only \"none\""))
+            ApiError::BadRequest(format!(
+                "unsupported auth {other}: this version supports only \"none\""
+            ))
         })?,
     };
     if body.rate_limit.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::BadRequest("rate_limit is not supported by this version".into()));
+        return Err(ApiError::BadRequest(
+            "rate_limit is not supported by this version".into(),
+        ));
     }
-    let hook = s.store.create_webhook(fleet_id, &new_webhook_id(), &auth).await?;
+    let hook = s
+        .store
+        .create_webhook(fleet_id, &new_webhook_id(), &auth)
+        .await?;
     Ok((StatusCode::CREATED, Json(webhook_json(&s, &hook))))
 }
 
-async fn rotate_webhook(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<Json<Value>, ApiError> {
-    let hook = s.store.rotate_webhook(parse_id(&fleet, "fleet")?, &new_webhook_id()).await?;
+async fn rotate_webhook(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hook = s
+        .store
+        .rotate_webhook(parse_id(&fleet, "fleet")?, &new_webhook_id())
+        .await?;
     Ok(Json(webhook_json(&s, &hook)))
 }
 
-async fn delete_webhook(State(s): State<AppState>, Path(fleet): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_webhook(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.store.delete_webhook(parse_id(&fleet, "fleet")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -217,21 +290,41 @@ async fn list_runs(
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit {raw:?} must be a number from 1 to 1000")))?,
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("limit {raw:?} must be a number from 1 to 1000"))
+            })?,
     };
     let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => Some(
-            uuid::Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("before {raw:?} is not a run id")))?,
+            uuid::Uuid::parse_str(raw)
+                .map_err(|_| ApiError::BadRequest(format!("before {raw:?} is not a run id")))?,
         ),
     };
-    let runs = s.store.runs(fleet_id, &RunFilter { status, limit, before }).await?;
-    let next = if runs.len() as u32 == limit { runs.last().map(|r| r.id) } else { None };
+    let runs = s
+        .store
+        .runs(
+            fleet_id,
+            &RunFilter {
+                status,
+                limit,
+                before,
+            },
+        )
+        .await?;
+    let next = if runs.len() as u32 == limit {
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
     let runs: Vec<Value> = runs.iter().map(|r| run_json(r, None)).collect();
     Ok(Json(json!({"runs": runs, "next_before": next})))
 }
 
-async fn get_run(State(s): State<AppState>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_run(
+    State(s): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (run, request) = s.store.run(parse_id(&run, "run")?).await?;
     Ok(Json(run_json(&run, Some(&request))))
 }

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -38,7 +38,11 @@ fn answer(request_id: Uuid, status: StatusCode, body: Value) -> Response {
 }
 
 fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
-    answer(request_id, status, json!({"request": {"id": request_id}, "error": message}))
+    answer(
+        request_id,
+        status,
+        json!({"request": {"id": request_id}, "error": message}),
+    )
 }
 
 /// Webhook ids are `wh_` and 24 alphanumerics; anything else is refused before the store.
@@ -56,11 +60,22 @@ pub(super) async fn ingress(
 ) -> Response {
     let request_id = Uuid::now_v7();
     if method != Method::POST {
-        let mut res = error(request_id, StatusCode::METHOD_NOT_ALLOWED, "only POST is accepted");
-        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut res = error(
+            request_id,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only POST is accepted",
+        );
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
-    let unknown = || answer(request_id, StatusCode::BAD_REQUEST, json!({"request": {"id": request_id}, "data": null}));
+    let unknown = || {
+        answer(
+            request_id,
+            StatusCode::BAD_REQUEST,
+            json!({"request": {"id": request_id}, "data": null}),
+        )
+    };
     if !well_formed(&id) {
         return unknown();
     }
@@ -69,27 +84,44 @@ pub(super) async fn ingress(
         Ok(None) => return unknown(),
         Err(e) => {
             tracing::error!(error = %e, "resolving a webhook failed");
-            return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+            return error(
+                request_id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable, retry later",
+            );
         }
     };
     if target.concurrency == Concurrency::Reject {
         match s.store.has_active_run(target.webhook.fleet_id).await {
             Ok(false) => {}
             Ok(true) => {
-                let mut res = error(request_id, StatusCode::TOO_MANY_REQUESTS, "the fleet already has a run queued or running");
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut res = error(
+                    request_id,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the fleet already has a run queued or running",
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return res;
             }
             Err(e) => {
                 tracing::error!(error = %e, "checking active runs failed");
-                return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+                return error(
+                    request_id,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage unavailable, retry later",
+                );
             }
         }
     }
 
     let limit = s.settings.max_body_bytes;
     let too_large = || {
-        error(request_id, StatusCode::PAYLOAD_TOO_LARGE, &format!("body over the limit of {limit} bytes"))
+        error(
+            request_id,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body over the limit of {limit} bytes"),
+        )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -106,7 +138,11 @@ pub(super) async fn ingress(
             return if too_big {
                 too_large()
             } else {
-                error(request_id, StatusCode::BAD_REQUEST, "could not read the request body")
+                error(
+                    request_id,
+                    StatusCode::BAD_REQUEST,
+                    "could not read the request body",
+                )
             };
         }
     };
@@ -129,10 +165,18 @@ pub(super) async fn ingress(
         received_at: crate::util::now_ms(),
     };
     let run_id = Uuid::now_v7();
-    let ingest = Ingest { request: record, run_id, serial: target.concurrency == Concurrency::Queue };
+    let ingest = Ingest {
+        request: record,
+        run_id,
+        serial: target.concurrency == Concurrency::Queue,
+    };
     if let Err(e) = s.batcher.commit(ingest).await {
         tracing::error!(error = %e, "committing a webhook call failed");
-        return error(request_id, StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later");
+        return error(
+            request_id,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage unavailable, retry later",
+        );
     }
     s.scheduler.wake();
     answer(

@@ -118,14 +118,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge(format!("request body over {MAX_ADMIN_BODY} bytes"))
-            } else {
-                ApiError::BadRequest(format!("could not read the body: {e}"))
-            }
-        })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(format!("request body over {MAX_ADMIN_BODY} bytes"))
+                } else {
+                    ApiError::BadRequest(format!("could not read the body: {e}"))
+                }
+            })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
@@ -134,7 +140,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 /// Parses an id from a path, naming what it should have been.
 pub(crate) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} not found (malformed id {raw:?})")))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::NotFound(format!("{what} not found (malformed id {raw:?})")))
 }
 
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -145,8 +152,10 @@ async fn require_admin(State(state): State<AppState>, req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        None => ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
-            .into_response(),
+        None => {
+            ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
+                .into_response()
+        }
         Some(token) if crate::util::secret_matches(token, &state.settings.admin_token_hash) => {
             next.run(req).await
         }

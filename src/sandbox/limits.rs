@@ -69,15 +69,27 @@ impl LimitsDoc {
     pub fn check(&self, what: &str) -> Result<(), String> {
         let fields = [
             ("fuel", self.fuel, 1, Limits::MAX.fuel),
-            ("memory_bytes", self.memory_bytes, 65_536, Limits::MAX.memory_bytes),
+            (
+                "memory_bytes",
+                self.memory_bytes,
+                65_536,
+                Limits::MAX.memory_bytes,
+            ),
             ("timeout_ms", self.timeout_ms, 1, Limits::MAX.timeout_ms),
-            ("output_bytes", self.output_bytes, 1_024, Limits::MAX.output_bytes),
+            (
+                "output_bytes",
+                self.output_bytes,
+                1_024,
+                Limits::MAX.output_bytes,
+            ),
         ];
         for (name, value, min, max) in fields {
             if let Some(v) = value
                 && !(min..=max).contains(&v)
             {
-                return Err(format!("{what}: limits.{name} must be between {min} and {max}, got {v}"));
+                return Err(format!(
+                    "{what}: limits.{name} must be between {min} and {max}, got {v}"
+                ));
             }
         }
         Ok(())

@@ -154,7 +154,11 @@ pub struct VesselOutcome {
 
 impl VesselOutcome {
     /// An outcome for a vessel that never got to run.
-    pub fn not_run(status: VesselStatus, reason: Option<FailureReason>, error: Option<String>) -> Self {
+    pub fn not_run(
+        status: VesselStatus,
+        reason: Option<FailureReason>,
+        error: Option<String>,
+    ) -> Self {
         VesselOutcome {
             status,
             exit_code: None,
@@ -218,7 +222,12 @@ impl Sandbox {
 
     /// Checks and compiles code, caching the result under its sha256. This is the validation a
     /// fleet's code passes when it is saved. Wasm compilation is CPU-heavy: call off the reactor.
-    pub fn compile(&self, kind: VesselKind, sha256: &str, code: &[u8]) -> Result<Program, CodeError> {
+    pub fn compile(
+        &self,
+        kind: VesselKind,
+        sha256: &str,
+        code: &[u8],
+    ) -> Result<Program, CodeError> {
         match kind {
             VesselKind::Rhai => self.rhai.compile(sha256, code).map(Program::Rhai),
             VesselKind::Wasm => self.wasm.compile(sha256, code).map(Program::Wasm),
@@ -259,7 +268,10 @@ pub(crate) enum CollectError {
 
 impl Collector {
     pub(crate) fn new(limit: u64) -> Self {
-        Collector { limit, ..Default::default() }
+        Collector {
+            limit,
+            ..Default::default()
+        }
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), CollectError> {
@@ -307,7 +319,11 @@ impl Collector {
     pub(crate) fn log(&mut self, to_stderr: bool, text: &str) {
         let room = self.limit.saturating_sub(self.used) as usize;
         let take = floor_char_boundary(text, room.min(text.len()));
-        let target = if to_stderr { &mut self.stderr } else { &mut self.stdout };
+        let target = if to_stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
         target.push_str(&text[..take]);
         let _ = self.charge(text.len());
     }

@@ -30,7 +30,7 @@ impl<T: serde::de::DeserializeOwned> Payload<T> {
     /// Parses a body. JSON is recognised by a JSON content type, or — because `curl -d` labels
     /// everything as a form — by a body that starts like a JSON object or array and parses as
     /// one. Form bodies need the form content type. Everything else is raw.
-    pub fn parse(content_type: &str, body: &[u8]) -> Payload {
+    pub fn parse(content_type: &str, body: &[u8]) -> Payload<T> {
         let ct = content_type.to_ascii_lowercase();
         let looks_json = body
             .iter()
@@ -92,12 +92,21 @@ mod tests {
     #[test]
     fn form_fields_are_decoded() {
         let p: Payload = Payload::parse("application/x-www-form-urlencoded", b"a=1+2&b=%2F");
-        assert_eq!(p, Payload::Form(vec![("a".into(), "1 2".into()), ("b".into(), "/".into())]));
+        assert_eq!(
+            p,
+            Payload::Form(vec![("a".into(), "1 2".into()), ("b".into(), "/".into())])
+        );
     }
 
     #[test]
     fn broken_json_is_raw() {
-        assert_eq!(Payload::<Value>::parse("application/json", b"{nope").kind(), PayloadKind::Raw);
-        assert_eq!(Payload::<Value>::parse("", &[0xff, 0, 1]).kind(), PayloadKind::Raw);
+        assert_eq!(
+            Payload::<Value>::parse("application/json", b"{nope").kind(),
+            PayloadKind::Raw
+        );
+        assert_eq!(
+            Payload::<Value>::parse("", &[0xff, 0, 1]).kind(),
+            PayloadKind::Raw
+        );
     }
 }

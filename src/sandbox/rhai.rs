@@ -70,10 +70,13 @@ impl RhaiRunner {
         let ast = self.compiler.compile(source).map_err(|e| {
             let pos = e.position();
             match (pos.line(), pos.position()) {
-                (Some(line), Some(col)) => {
-                    CodeError(format!("syntax error at line {line}, column {col}: {}", e.err_type()))
+                (Some(line), Some(col)) => CodeError(format!(
+                    "syntax error at line {line}, column {col}: {}",
+                    e.err_type()
+                )),
+                (Some(line), None) => {
+                    CodeError(format!("syntax error at line {line}: {}", e.err_type()))
                 }
-                (Some(line), None) => CodeError(format!("syntax error at line {line}: {}", e.err_type())),
                 _ => CodeError(format!("syntax error: {}", e.err_type())),
             }
         })?;
@@ -122,7 +125,11 @@ impl RhaiRunner {
             .unwrap_or_default();
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
         VesselOutcome {
-            status: if reason.is_none() { VesselStatus::Succeeded } else { VesselStatus::Failed },
+            status: if reason.is_none() {
+                VesselStatus::Succeeded
+            } else {
+                VesselStatus::Failed
+            },
             exit_code,
             reason,
             error,
@@ -159,17 +166,24 @@ fn register_io(engine: &mut Engine, collector: &Arc<Mutex<Collector>>) {
         }
     });
     let out = collector.clone();
-    engine.register_fn("set_var", move |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        let value = dynamic_to_var(value);
-        let mut c = out.lock().map_err(|_| "collector poisoned")?;
-        c.set_var(name, value).map_err(|e| collect_error(e.to_string()))
-    });
+    engine.register_fn(
+        "set_var",
+        move |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let value = dynamic_to_var(value);
+            let mut c = out.lock().map_err(|_| "collector poisoned")?;
+            c.set_var(name, value)
+                .map_err(|e| collect_error(e.to_string()))
+        },
+    );
     let out = collector.clone();
-    engine.register_fn("emit", move |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
-        let mut c = out.lock().map_err(|_| "collector poisoned")?;
-        c.emit(row).map_err(|e| collect_error(e.to_string()))
-    });
+    engine.register_fn(
+        "emit",
+        move |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
+            let mut c = out.lock().map_err(|_| "collector poisoned")?;
+            c.emit(row).map_err(|e| collect_error(e.to_string()))
+        },
+    );
     engine.register_fn("exit", |code: i64| -> Result<(), Box<EvalAltResult>> {
         Err(EvalAltResult::ErrorTerminated(Dynamic::from(Stop::Exit(code)), Position::NONE).into())
     });
@@ -199,8 +213,11 @@ fn build_scope(input: &VesselInput) -> Scope<'static> {
     let payload = match Payload::<Dynamic>::parse(&input.request.content_type, body) {
         Payload::Json(v) => v,
         Payload::Form(fields) => {
-            let map: Map = fields.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-            map.into()
+            let map: Map = fields
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            Dynamic::from_map(map)
         }
         Payload::Raw => body_dynamic(body),
     };
@@ -236,7 +253,11 @@ fn body_dynamic(body: &[u8]) -> Dynamic {
 
 type Judged = (Option<i32>, Option<FailureReason>, Option<String>);
 
-fn judge(result: Result<Dynamic, Box<EvalAltResult>>, overflowed: bool, limits: super::Limits) -> Judged {
+fn judge(
+    result: Result<Dynamic, Box<EvalAltResult>>,
+    overflowed: bool,
+    limits: super::Limits,
+) -> Judged {
     let exit = |code: i64| -> Judged {
         let code = code.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
         if overflowed {
@@ -264,7 +285,10 @@ fn judge(result: Result<Dynamic, Box<EvalAltResult>>, overflowed: bool, limits: 
             Some(Stop::Output) | None => (
                 None,
                 Some(FailureReason::OutputLimit),
-                Some(format!("output limit of {} bytes reached", limits.output_bytes)),
+                Some(format!(
+                    "output limit of {} bytes reached",
+                    limits.output_bytes
+                )),
             ),
         },
         EvalAltResult::ErrorTooManyOperations(_) => (
@@ -275,17 +299,25 @@ fn judge(result: Result<Dynamic, Box<EvalAltResult>>, overflowed: bool, limits: 
         EvalAltResult::ErrorDataTooLarge(what, pos) => (
             None,
             Some(FailureReason::MemoryLimit),
-            Some(format!("{what} over the memory limit of {} bytes ({pos})", limits.memory_bytes)),
+            Some(format!(
+                "{what} over the memory limit of {} bytes ({pos})",
+                limits.memory_bytes
+            )),
         ),
         EvalAltResult::ErrorStackOverflow(pos) => (
             None,
             Some(FailureReason::MemoryLimit),
-            Some(format!("call depth over the limit of {MAX_CALL_LEVELS} ({pos})")),
+            Some(format!(
+                "call depth over the limit of {MAX_CALL_LEVELS} ({pos})"
+            )),
         ),
         _ if overflowed => (
             None,
             Some(FailureReason::OutputLimit),
-            Some(format!("output limit of {} bytes reached", limits.output_bytes)),
+            Some(format!(
+                "output limit of {} bytes reached",
+                limits.output_bytes
+            )),
         ),
         _ => (None, Some(FailureReason::ScriptError), Some(message)),
     }
@@ -299,7 +331,12 @@ mod tests {
 
     fn run(script: &str, body: &str, limits: Limits) -> VesselOutcome {
         let runner = RhaiRunner::new();
-        let ast = runner.compile(&crate::util::sha256_hex(script.as_bytes()), script.as_bytes()).unwrap();
+        let ast = runner
+            .compile(
+                &crate::util::sha256_hex(script.as_bytes()),
+                script.as_bytes(),
+            )
+            .unwrap();
         let input = VesselInput {
             body: bytes::Bytes::copy_from_slice(body.as_bytes()),
             request: Arc::new(RequestMeta {
@@ -337,16 +374,45 @@ mod tests {
 
     #[test]
     fn limits_have_typed_reasons() {
-        let small = Limits { fuel: 10_000, ..Limits::default() };
-        assert_eq!(run("loop {}", "", small).reason, Some(FailureReason::FuelExhausted));
-        let slow = Limits { fuel: u64::MAX / 2, timeout_ms: 50, ..Limits::default() };
-        assert_eq!(run("loop {}", "", slow).reason, Some(FailureReason::Timeout));
+        let small = Limits {
+            fuel: 10_000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            run("loop {}", "", small).reason,
+            Some(FailureReason::FuelExhausted)
+        );
+        let slow = Limits {
+            fuel: u64::MAX / 2,
+            timeout_ms: 50,
+            ..Limits::default()
+        };
+        assert_eq!(
+            run("loop {}", "", slow).reason,
+            Some(FailureReason::Timeout)
+        );
         let bomb = run(r#"let s = "xx"; loop { s += s; }"#, "", Limits::default());
-        assert_eq!(bomb.reason, Some(FailureReason::MemoryLimit), "{:?}", bomb.error);
+        assert_eq!(
+            bomb.reason,
+            Some(FailureReason::MemoryLimit),
+            "{:?}",
+            bomb.error
+        );
         let deep = run("fn f(n) { f(n + 1) } f(0)", "", Limits::default());
-        assert_eq!(deep.reason, Some(FailureReason::MemoryLimit), "{:?}", deep.error);
-        let out = Limits { output_bytes: 1024, ..Limits::default() };
-        assert_eq!(run(r#"loop { print("spam") }"#, "", out).reason, Some(FailureReason::OutputLimit));
+        assert_eq!(
+            deep.reason,
+            Some(FailureReason::MemoryLimit),
+            "{:?}",
+            deep.error
+        );
+        let out = Limits {
+            output_bytes: 1024,
+            ..Limits::default()
+        };
+        assert_eq!(
+            run(r#"loop { print("spam") }"#, "", out).reason,
+            Some(FailureReason::OutputLimit)
+        );
     }
 
     #[test]
@@ -354,12 +420,17 @@ mod tests {
         let out = run("let x = 1;\nthrow \"boom\";", "", Limits::default());
         assert_eq!(out.reason, Some(FailureReason::ScriptError));
         let error = out.error.unwrap();
-        assert!(error.contains("boom") && error.contains("line 2"), "{error}");
+        assert!(
+            error.contains("boom") && error.contains("line 2"),
+            "{error}"
+        );
     }
 
     #[test]
     fn syntax_error_names_line_and_column() {
-        let err = RhaiRunner::new().compile("x", b"let a = 1;\nlet = ;").unwrap_err();
+        let err = RhaiRunner::new()
+            .compile("x", b"let a = 1;\nlet = ;")
+            .unwrap_err();
         assert!(err.0.contains("line 2"), "{}", err.0);
     }
 }

@@ -61,7 +61,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
             return Err(wasmtime::format_err!(
@@ -72,10 +77,17 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.hit = true;
-            return Err(wasmtime::format_err!("table of {desired} elements is over the limit of {MAX_TABLE_ELEMENTS}"));
+            return Err(wasmtime::format_err!(
+                "table of {desired} elements is over the limit of {MAX_TABLE_ELEMENTS}"
+            ));
         }
         Ok(true)
     }
@@ -98,13 +110,15 @@ impl WasmRunner {
             Err(e) => {
                 // Pooling reserves address space up front; where that is refused, run without it.
                 tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-                Engine::new(&engine_config(None)).map_err(|e| anyhow::anyhow!("creating the Wasm engine: {e}"))?
+                Engine::new(&engine_config(None))
+                    .map_err(|e| anyhow::anyhow!("creating the Wasm engine: {e}"))?
             }
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        add_wharf_functions(&mut linker).map_err(|e| anyhow::anyhow!("linking wharf functions: {e}"))?;
+        add_wharf_functions(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking wharf functions: {e}"))?;
         start_ticker(&engine);
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)?;
@@ -132,9 +146,17 @@ impl WasmRunner {
             Some(module) => module,
             None => {
                 let started = Instant::now();
-                let module = Module::new(&self.engine, code)
-                    .map_err(|e| CodeError(format!("not a valid WebAssembly module: {}", root_cause(&e))))?;
-                tracing::info!(sha256, ms = started.elapsed().as_millis() as u64, "compiled Wasm module");
+                let module = Module::new(&self.engine, code).map_err(|e| {
+                    CodeError(format!(
+                        "not a valid WebAssembly module: {}",
+                        root_cause(&e)
+                    ))
+                })?;
+                tracing::info!(
+                    sha256,
+                    ms = started.elapsed().as_millis() as u64,
+                    "compiled Wasm module"
+                );
                 check_interface(&module)?;
                 self.store_artifact(sha256, &module);
                 module
@@ -151,7 +173,9 @@ impl WasmRunner {
     }
 
     fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
-        self.cache_dir.as_ref().map(|d| d.join(format!("{sha256}.cwasm")))
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}.cwasm")))
     }
 
     /// A module from the on-disk cache, if present and made by a compatible engine.
@@ -161,9 +185,7 @@ impl WasmRunner {
             return None;
         }
         // A file from another wasmtime version or CPU is refused here and then recompiled.
-        if Engine::detect_precompiled_file(&path).ok().flatten().is_none() {
-            return None;
-        }
+        Engine::detect_precompiled_file(&path).ok().flatten()?;
         let started = Instant::now();
         // SAFETY: the file is one this process family wrote into its own data folder from a
         // module it compiled (`store_artifact`), named by the sha256 of the source; wasmtime
@@ -172,7 +194,11 @@ impl WasmRunner {
         let loaded = unsafe { Module::deserialize_file(&self.engine, &path) };
         match loaded {
             Ok(module) => {
-                tracing::info!(sha256, us = started.elapsed().as_micros() as u64, "loaded compiled Wasm module from disk");
+                tracing::info!(
+                    sha256,
+                    us = started.elapsed().as_micros() as u64,
+                    "loaded compiled Wasm module from disk"
+                );
                 Some(module)
             }
             Err(e) => {
@@ -183,14 +209,19 @@ impl WasmRunner {
     }
 
     fn store_artifact(&self, sha256: &str, module: &Module) {
-        let Some(path) = self.artifact_path(sha256) else { return };
-        let result = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            // Write then rename, so a crash never leaves a half-written artifact behind.
-            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-            std::fs::write(&tmp, bytes)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| e.to_string())
-        });
+        let Some(path) = self.artifact_path(sha256) else {
+            return;
+        };
+        let result = module
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                // Write then rename, so a crash never leaves a half-written artifact behind.
+                let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+                std::fs::write(&tmp, bytes)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| e.to_string())
+            });
         if let Err(e) = result {
             tracing::warn!(sha256, error = %e, "could not keep the compiled module on disk");
         }
@@ -206,7 +237,10 @@ impl WasmRunner {
         let wasi = wasi_context(input, &stdout, &stderr);
         let state = HostState {
             wasi,
-            limiter: Limiter { memory_bytes: limits.memory_bytes as usize, hit: false },
+            limiter: Limiter {
+                memory_bytes: limits.memory_bytes as usize,
+                hit: false,
+            },
             collector: Collector::new(limits.output_bytes),
             request_json: serde_json::to_vec(&*input.request).unwrap_or_default(),
         };
@@ -226,7 +260,11 @@ impl WasmRunner {
         let (exit_code, reason, error) = judge(result, &state, out_full, limits);
         let collector = state.collector;
         VesselOutcome {
-            status: if reason.is_none() { VesselStatus::Succeeded } else { VesselStatus::Failed },
+            status: if reason.is_none() {
+                VesselStatus::Succeeded
+            } else {
+                VesselStatus::Failed
+            },
             exit_code,
             reason,
             error,
@@ -242,7 +280,10 @@ impl WasmRunner {
 
 fn engine_config(pool_slots: Option<u32>) -> Config {
     let mut config = Config::new();
-    config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(1 << 20);
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20);
     if let Some(slots) = pool_slots {
         // Slots for every concurrent run plus compiles and dry runs, each able to hold the
         // largest memory a fleet may ask for. Keeping a little memory resident between runs
@@ -265,18 +306,24 @@ fn engine_config(pool_slots: Option<u32>) -> Config {
 /// Advances the engine's epoch every [`TICK`] for as long as the engine lives.
 fn start_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let _ = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+    let _ = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
             }
-        }
-    });
+        });
 }
 
-fn wasi_context(input: &VesselInput, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiP1Ctx {
+fn wasi_context(
+    input: &VesselInput,
+    stdout: &MemoryOutputPipe,
+    stderr: &MemoryOutputPipe,
+) -> WasiP1Ctx {
     let ids = &input.ids;
     let mut b = WasiCtxBuilder::new();
     b.stdin(MemoryInputPipe::new(input.body.clone()))
@@ -323,9 +370,15 @@ fn check_interface(module: &Module) -> Result<(), CodeError> {
         )));
     }
     match module.get_export("_start") {
-        Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
-        Some(_) => Err(CodeError("export _start must be a function taking and returning nothing".into())),
-        None => Err(CodeError("module has no _start export: build it as a WASI command".into())),
+        Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {
+            Ok(())
+        }
+        Some(_) => Err(CodeError(
+            "export _start must be a function taking and returning nothing".into(),
+        )),
+        None => Err(CodeError(
+            "module has no _start export: build it as a WASI command".into(),
+        )),
     }
 }
 
@@ -335,9 +388,21 @@ fn root_cause(e: &wasmtime::Error) -> String {
 
 type Judged = (Option<i32>, Option<FailureReason>, Option<String>);
 
-fn judge(result: wasmtime::Result<()>, state: &HostState, out_full: bool, limits: Limits) -> Judged {
-    let output_limit = || {
-        (None, Some(FailureReason::OutputLimit), Some(format!("output limit of {} bytes reached", limits.output_bytes)))
+fn judge(
+    result: wasmtime::Result<()>,
+    state: &HostState,
+    out_full: bool,
+    limits: Limits,
+) -> Judged {
+    let output_limit = || -> Judged {
+        (
+            None,
+            Some(FailureReason::OutputLimit),
+            Some(format!(
+                "output limit of {} bytes reached",
+                limits.output_bytes
+            )),
+        )
     };
     let code = match &result {
         Ok(()) => Some(0),
@@ -348,9 +413,15 @@ fn judge(result: wasmtime::Result<()>, state: &HostState, out_full: bool, limits
         return (code, reason, error);
     }
     if let Some(code) = code {
-        return if code == 0 { (Some(0), None, None) } else { (Some(code), Some(FailureReason::ExitCode), None) };
+        return if code == 0 {
+            (Some(0), None, None)
+        } else {
+            (Some(code), Some(FailureReason::ExitCode), None)
+        };
     }
-    let Err(e) = result else { return (Some(0), None, None) };
+    let Err(e) = result else {
+        return (Some(0), None, None);
+    };
     if state.limiter.hit {
         return (None, Some(FailureReason::MemoryLimit), Some(root_cause(&e)));
     }
@@ -360,10 +431,16 @@ fn judge(result: wasmtime::Result<()>, state: &HostState, out_full: bool, limits
             Some(FailureReason::FuelExhausted),
             Some(format!("fuel of {} instructions exhausted", limits.fuel)),
         ),
-        Some(Trap::Interrupt) => {
-            (None, Some(FailureReason::Timeout), Some(format!("timed out after {} ms", limits.timeout_ms)))
-        }
-        Some(Trap::StackOverflow) => (None, Some(FailureReason::MemoryLimit), Some("call stack exhausted".into())),
+        Some(Trap::Interrupt) => (
+            None,
+            Some(FailureReason::Timeout),
+            Some(format!("timed out after {} ms", limits.timeout_ms)),
+        ),
+        Some(Trap::StackOverflow) => (
+            None,
+            Some(FailureReason::MemoryLimit),
+            Some("call stack exhausted".into()),
+        ),
         _ => (None, Some(FailureReason::Trap), Some(root_cause(&e))),
     }
 }
@@ -374,7 +451,12 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "wharf",
         "set_var",
-        |mut caller: Caller<'_, HostState>, name_ptr: i32, name_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, HostState>,
+         name_ptr: i32,
+         name_len: i32,
+         val_ptr: i32,
+         val_len: i32|
+         -> wasmtime::Result<i32> {
             let name = guest_bytes(&mut caller, name_ptr, name_len)?;
             let value = guest_bytes(&mut caller, val_ptr, val_len)?;
             let (Ok(name), Ok(value)) = (String::from_utf8(name), String::from_utf8(value)) else {
@@ -392,7 +474,9 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "emit",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             let bytes = guest_bytes(&mut caller, ptr, len)?;
-            let Ok(row) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(-1) };
+            let Ok(row) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return Ok(-1);
+            };
             Ok(match caller.data_mut().collector.emit(row) {
                 Ok(()) => 0,
                 Err(super::CollectError::Invalid(_)) => -1,
@@ -411,9 +495,11 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let memory = guest_memory(&mut caller)?;
             let (mem, state) = memory.data_and_store_mut(&mut caller);
             let start = ptr as u32 as usize;
-            let dest = mem
-                .get_mut(start..start + needed)
-                .ok_or_else(|| wasmtime::format_err!("wharf.request: buffer {ptr}+{needed} is outside guest memory"))?;
+            let dest = mem.get_mut(start..start + needed).ok_or_else(|| {
+                wasmtime::format_err!(
+                    "wharf.request: buffer {ptr}+{needed} is outside guest memory"
+                )
+            })?;
             dest.copy_from_slice(&state.request_json);
             Ok(needed as i32)
         },
@@ -424,16 +510,24 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<wasmtime::Memory> {
     match caller.get_export("memory") {
         Some(wasmtime::Extern::Memory(m)) => Ok(m),
-        _ => Err(wasmtime::format_err!("the module exports no memory named \"memory\"")),
+        _ => Err(wasmtime::format_err!(
+            "the module exports no memory named \"memory\""
+        )),
     }
 }
 
-fn guest_bytes(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+fn guest_bytes(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Vec<u8>> {
     let memory = guest_memory(caller)?;
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     memory
         .data(&*caller)
         .get(start..start.saturating_add(len))
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| wasmtime::format_err!("pointer {ptr} with length {len} is outside guest memory"))
+        .ok_or_else(|| {
+            wasmtime::format_err!("pointer {ptr} with length {len} is outside guest memory")
+        })
 }

@@ -44,7 +44,11 @@ pub struct FleetOutcome {
 }
 
 /// Executes a claimed run to its end and records it.
-pub(crate) async fn execute_claimed(ctx: &RunContext, claimed: Claimed, shutdown: &CancellationToken) {
+pub(crate) async fn execute_claimed(
+    ctx: &RunContext,
+    claimed: Claimed,
+    shutdown: &CancellationToken,
+) {
     let run = &claimed.run;
     let span = tracing::info_span!("run", run_id = %run.id, attempt = run.attempt);
     let _guard = span.enter();
@@ -52,10 +56,17 @@ pub(crate) async fn execute_claimed(ctx: &RunContext, claimed: Claimed, shutdown
         Ok(f) => f,
         Err(e) => {
             let error = match e {
-                StoreError::NotFound(_) => "the fleet was deleted before the run started".to_string(),
+                StoreError::NotFound(_) => {
+                    "the fleet was deleted before the run started".to_string()
+                }
                 other => format!("could not load the fleet: {other}"),
             };
-            let finish = Finish { status: RunStatus::Failed, variables: BTreeMap::new(), vessels: Vec::new(), error: Some(error) };
+            let finish = Finish {
+                status: RunStatus::Failed,
+                variables: BTreeMap::new(),
+                vessels: Vec::new(),
+                error: Some(error),
+            };
             if let Err(e) = ctx.store.finish(run.id, &ctx.owner, &finish).await {
                 tracing::error!(error = %e, "recording a failed run");
             }
@@ -95,7 +106,16 @@ pub(crate) async fn execute_claimed(ctx: &RunContext, claimed: Claimed, shutdown
             }
         })
     };
-    let outcome = execute_fleet(ctx, &fleet.spec, ids, meta, body, Some(run.id), Some(shutdown)).await;
+    let outcome = execute_fleet(
+        ctx,
+        &fleet.spec,
+        ids,
+        meta,
+        body,
+        Some(run.id),
+        Some(shutdown),
+    )
+    .await;
     renewer.abort();
 
     if outcome.interrupted {
@@ -104,7 +124,12 @@ pub(crate) async fn execute_claimed(ctx: &RunContext, claimed: Claimed, shutdown
         }
         return;
     }
-    let finish = Finish { status: outcome.status, variables: outcome.variables, vessels: outcome.vessels, error: None };
+    let finish = Finish {
+        status: outcome.status,
+        variables: outcome.variables,
+        vessels: outcome.vessels,
+        error: None,
+    };
     match ctx.store.finish(run.id, &ctx.owner, &finish).await {
         Ok(()) => tracing::info!(status = finish.status.as_str(), "run finished"),
         Err(e) => tracing::error!(error = %e, "recording a finished run failed"),
@@ -112,12 +137,16 @@ pub(crate) async fn execute_claimed(ctx: &RunContext, claimed: Claimed, shutdown
 }
 
 /// The declared variables, overridden by same-named top-level keys of a JSON-object body.
-pub fn initial_variables(spec: &FleetSpec, content_type: &str, body: &[u8]) -> BTreeMap<String, String> {
+pub fn initial_variables(
+    spec: &FleetSpec,
+    content_type: &str,
+    body: &[u8],
+) -> BTreeMap<String, String> {
     let mut vars = spec.variables.clone();
     if vars.is_empty() {
         return vars;
     }
-    let payload: Payload = Payload::parse(content_type, body);
+    let payload: Payload = Payload::<serde_json::Value>::parse(content_type, body);
     if let Some(obj) = payload.object() {
         for (name, value) in vars.iter_mut() {
             if let Some(v) = obj.get(name) {
@@ -145,10 +174,17 @@ pub async fn execute_fleet(
     let mut failed = false;
     for vessel in &spec.vessels {
         if shutdown.is_some_and(|s| s.is_cancelled()) {
-            return FleetOutcome { status: RunStatus::Queued, variables, vessels, interrupted: true };
+            return FleetOutcome {
+                status: RunStatus::Queued,
+                variables,
+                vessels,
+                interrupted: true,
+            };
         }
         let needs_ok = vessel.needs.iter().all(|n| {
-            vessels.iter().any(|v| &v.name == n && v.outcome.status == VesselStatus::Succeeded)
+            vessels
+                .iter()
+                .any(|v| &v.name == n && v.outcome.status == VesselStatus::Succeeded)
         });
         let should_run = match vessel.when {
             When::Success => !failed && needs_ok,
@@ -161,7 +197,10 @@ pub async fn execute_fleet(
             let input = VesselInput {
                 body: body.clone(),
                 request: meta.clone(),
-                ids: RunIds { vessel: vessel.name.clone(), ..ids.clone() },
+                ids: RunIds {
+                    vessel: vessel.name.clone(),
+                    ..ids.clone()
+                },
                 variables: variables.clone(),
                 limits: defaults.with(&vessel.limits),
             };
@@ -170,40 +209,83 @@ pub async fn execute_fleet(
         if outcome.status == VesselStatus::Failed {
             failed = true;
         }
-        variables.extend(outcome.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-        vessels.push(VesselRun { name: vessel.name.clone(), outcome });
+        variables.extend(
+            outcome
+                .variables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        vessels.push(VesselRun {
+            name: vessel.name.clone(),
+            outcome,
+        });
         if let Some(id) = run_id
-            && let Err(e) = ctx.store.progress(id, &ctx.owner, &variables, &vessels).await
+            && let Err(e) = ctx
+                .store
+                .progress(id, &ctx.owner, &variables, &vessels)
+                .await
         {
             tracing::warn!(error = %e, "recording progress failed");
         }
     }
-    let status = if failed { RunStatus::Failed } else { RunStatus::Succeeded };
-    FleetOutcome { status, variables, vessels, interrupted: false }
+    let status = if failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    FleetOutcome {
+        status,
+        variables,
+        vessels,
+        interrupted: false,
+    }
 }
 
 /// Loads (or takes from the cache) a vessel's program and runs it on the pool.
-async fn run_vessel(ctx: &RunContext, kind: VesselKind, sha256: &str, input: VesselInput) -> VesselOutcome {
+async fn run_vessel(
+    ctx: &RunContext,
+    kind: VesselKind,
+    sha256: &str,
+    input: VesselInput,
+) -> VesselOutcome {
     let program = match load_program(ctx, kind, sha256).await {
         Ok(p) => p,
-        Err(e) => return VesselOutcome::not_run(VesselStatus::Failed, Some(FailureReason::Trap), Some(e)),
+        Err(e) => {
+            return VesselOutcome::not_run(
+                VesselStatus::Failed,
+                Some(FailureReason::Trap),
+                Some(e),
+            );
+        }
     };
     let sandbox = ctx.sandbox.clone();
     match ctx.pool.run(move || sandbox.run(&program, &input)).await {
         Ok(outcome) => outcome,
         Err(panic) => {
             tracing::error!(error = %panic, "a vessel run panicked");
-            VesselOutcome::not_run(VesselStatus::Failed, Some(FailureReason::Trap), Some("internal error in the sandbox".into()))
+            VesselOutcome::not_run(
+                VesselStatus::Failed,
+                Some(FailureReason::Trap),
+                Some("internal error in the sandbox".into()),
+            )
         }
     }
 }
 
 /// The compiled program for some code: from the cache, or fetched and compiled on the pool.
-pub(crate) async fn load_program(ctx: &RunContext, kind: VesselKind, sha256: &str) -> Result<Program, String> {
+pub(crate) async fn load_program(
+    ctx: &RunContext,
+    kind: VesselKind,
+    sha256: &str,
+) -> Result<Program, String> {
     if let Some(p) = ctx.sandbox.cached(kind, sha256) {
         return Ok(p);
     }
-    let code = ctx.store.code(sha256).await.map_err(|e| format!("could not load the vessel's code: {e}"))?;
+    let code = ctx
+        .store
+        .code(sha256)
+        .await
+        .map_err(|e| format!("could not load the vessel's code: {e}"))?;
     let (sandbox, sha) = (ctx.sandbox.clone(), sha256.to_owned());
     ctx.pool
         .run(move || sandbox.compile(kind, &sha, &code))

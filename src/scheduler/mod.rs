@@ -15,9 +15,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{FleetDoc, FleetError, FleetSpec};
-use crate::sandbox::{Sandbox, VesselKind};
+use crate::sandbox::{RequestMeta, RunIds, Sandbox, VesselKind};
 use crate::store::{Store, StoreError};
-pub use execute::{execute_fleet, FleetOutcome, RunContext};
+pub use execute::{FleetOutcome, RunContext, execute_fleet};
 pub use pool::VesselPool;
 
 /// Settings of the scheduler.
@@ -71,9 +71,21 @@ struct Inner {
 
 impl Scheduler {
     /// Builds the scheduler and its vessel pool (one thread per worker).
-    pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, config: SchedulerConfig) -> std::io::Result<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        config: SchedulerConfig,
+    ) -> std::io::Result<Self> {
         let pool = VesselPool::new(config.workers)?;
-        Ok(Scheduler { inner: Arc::new(Inner { store, sandbox, pool, wake: Notify::new(), config }) })
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                sandbox,
+                pool,
+                wake: Notify::new(),
+                config,
+            }),
+        })
     }
 
     /// The vessel pool, for other callers of the sandbox (dry runs).
@@ -91,8 +103,14 @@ impl Scheduler {
     pub async fn prepare_fleet(&self, doc: FleetDoc) -> Result<FleetSpec, PrepareError> {
         let inner = &self.inner;
         let mut parsed = doc.parse().map_err(PrepareError::Invalid)?;
-        let inline: std::collections::HashSet<String> = parsed.code.iter().map(|c| c.sha256.clone()).collect();
-        for vessel in parsed.spec.vessels.iter_mut().filter(|v| !inline.contains(&v.sha256)) {
+        let inline: std::collections::HashSet<String> =
+            parsed.code.iter().map(|c| c.sha256.clone()).collect();
+        for vessel in parsed
+            .spec
+            .vessels
+            .iter_mut()
+            .filter(|v| !inline.contains(&v.sha256))
+        {
             let code = match inner.store.code(&vessel.sha256).await {
                 Ok(code) => code,
                 Err(StoreError::NotFound(_)) => {
@@ -104,16 +122,28 @@ impl Scheduler {
                 Err(e) => return Err(PrepareError::Store(e)),
             };
             vessel.size = code.len() as u64;
-            self.check_code(&vessel.name, vessel.kind, &vessel.sha256, code).await?;
+            self.check_code(&vessel.name, vessel.kind, &vessel.sha256, code)
+                .await?;
         }
         for code in &parsed.code {
-            self.check_code(&code.vessel, code.kind, &code.sha256, code.bytes.clone()).await?;
+            self.check_code(&code.vessel, code.kind, &code.sha256, code.bytes.clone())
+                .await?;
         }
-        inner.store.put_code(&parsed.code).await.map_err(PrepareError::Store)?;
+        inner
+            .store
+            .put_code(&parsed.code)
+            .await
+            .map_err(PrepareError::Store)?;
         Ok(parsed.spec)
     }
 
-    async fn check_code(&self, vessel: &str, kind: VesselKind, sha256: &str, code: Vec<u8>) -> Result<(), PrepareError> {
+    async fn check_code(
+        &self,
+        vessel: &str,
+        kind: VesselKind,
+        sha256: &str,
+        code: Vec<u8>,
+    ) -> Result<(), PrepareError> {
         let (sandbox, sha) = (self.inner.sandbox.clone(), sha256.to_owned());
         let compiled = self
             .inner
@@ -122,6 +152,39 @@ impl Scheduler {
             .await
             .map_err(|e| PrepareError::Invalid(FleetError(format!("vessel {vessel}: {e}"))))?;
         compiled.map_err(|e| PrepareError::Invalid(FleetError(format!("vessel {vessel}: {e}"))))
+    }
+
+    fn context(&self) -> RunContext {
+        let inner = &self.inner;
+        RunContext {
+            store: inner.store.clone(),
+            sandbox: inner.sandbox.clone(),
+            pool: inner.pool.clone(),
+            owner: inner.config.node_id.clone(),
+            lease: inner.config.lease,
+        }
+    }
+
+    /// Runs a fleet on a request without queuing or recording anything: what a run would record.
+    /// The server's dry-run endpoint and `wharf run` both come through here, so a dry run takes
+    /// exactly the path of a real one minus the store writes.
+    pub async fn dry_run(
+        &self,
+        spec: &FleetSpec,
+        ids: RunIds,
+        request: RequestMeta,
+        body: bytes::Bytes,
+    ) -> FleetOutcome {
+        execute_fleet(
+            &self.context(),
+            spec,
+            ids,
+            Arc::new(request),
+            body,
+            None,
+            None,
+        )
+        .await
     }
 
     /// Tells an idle worker that a run was queued.
@@ -155,14 +218,7 @@ impl Scheduler {
                 Ok(Some(claimed)) => {
                     // Pass the baton: there may be more queued work for an idle colleague.
                     inner.wake.notify_one();
-                    let ctx = RunContext {
-                        store: inner.store.clone(),
-                        sandbox: inner.sandbox.clone(),
-                        pool: inner.pool.clone(),
-                        owner: inner.config.node_id.clone(),
-                        lease: inner.config.lease,
-                    };
-                    execute::execute_claimed(&ctx, claimed, &shutdown).await;
+                    execute::execute_claimed(&self.context(), claimed, &shutdown).await;
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -190,7 +246,12 @@ impl Scheduler {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.cancelled() => return,
             }
-            match self.inner.store.requeue_expired(crate::util::now_ms(), false).await {
+            match self
+                .inner
+                .store
+                .requeue_expired(crate::util::now_ms(), false)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(runs = n, "re-queued runs whose worker was lost");

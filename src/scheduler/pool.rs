@@ -52,7 +52,10 @@ impl VesselPool {
                     }
                 })?;
         }
-        Ok(VesselPool { tx, size: size.max(1) })
+        Ok(VesselPool {
+            tx,
+            size: size.max(1),
+        })
     }
 
     /// Number of threads.
@@ -61,7 +64,10 @@ impl VesselPool {
     }
 
     /// Runs `f` on a pool thread and waits for its result without blocking the reactor.
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Panicked> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Panicked> {
         let (reply, done) = oneshot::channel();
         let job: Job = Box::new(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
@@ -74,7 +80,10 @@ impl VesselPool {
             });
             let _ = reply.send(result);
         });
-        self.tx.send(job).map_err(|_| Panicked("the vessel pool has stopped".into()))?;
-        done.await.map_err(|_| Panicked("the vessel thread was lost".into()))?
+        self.tx
+            .send(job)
+            .map_err(|_| Panicked("the vessel pool has stopped".into()))?;
+        done.await
+            .map_err(|_| Panicked("the vessel thread was lost".into()))?
     }
 }

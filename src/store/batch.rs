@@ -47,6 +47,8 @@ impl IngestBatcher {
         let (reply, done) = oneshot::channel();
         let closed = || StoreError::Corrupt("the ingest writer has stopped".into());
         self.tx.send((ingest, reply)).await.map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?.map_err(StoreError::Conflict)
+        done.await
+            .map_err(|_| closed())?
+            .map_err(StoreError::Conflict)
     }
 }

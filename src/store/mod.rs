@@ -294,7 +294,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_fleet(&self, id: Uuid) -> StoreResult<()>;
 
     /// Creates the fleet's webhook; `Conflict` if it has one.
-    async fn create_webhook(&self, fleet_id: Uuid, id: &str, auth: &WebhookAuth) -> StoreResult<Webhook>;
+    async fn create_webhook(
+        &self,
+        fleet_id: Uuid,
+        id: &str,
+        auth: &WebhookAuth,
+    ) -> StoreResult<Webhook>;
     /// Gives the fleet's webhook a new id; the old one stops resolving.
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook>;
     /// Removes the fleet's webhook.
@@ -313,7 +318,13 @@ pub trait Store: Send + Sync + 'static {
     /// Extends a lease; false if the run is no longer held by `owner`.
     async fn renew(&self, run_id: Uuid, owner: &str, lease_until: i64) -> StoreResult<bool>;
     /// Records progress of a held run (variables, vessels so far).
-    async fn progress(&self, run_id: Uuid, owner: &str, vars: &BTreeMap<String, String>, vessels: &[VesselRun]) -> StoreResult<()>;
+    async fn progress(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        vars: &BTreeMap<String, String>,
+        vessels: &[VesselRun],
+    ) -> StoreResult<()>;
     /// Ends a held run.
     async fn finish(&self, run_id: Uuid, owner: &str, finish: &Finish) -> StoreResult<()>;
     /// Puts running runs whose lease ended before `now` back in the queue (all running runs

@@ -10,7 +10,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -22,8 +25,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-const RUN_COLUMNS: &str =
-    "id, fleet_id, request_id, status, attempt, variables, vessels, error, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, created_at, started_at, finished_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
@@ -35,7 +37,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
@@ -68,7 +73,10 @@ impl SqliteStore {
         } else {
             "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE id = ?"
         };
-        let row = sqlx::query(sql).bind(key.to_owned()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql)
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| webhook_from(&r)).transpose()
     }
 
@@ -117,7 +125,8 @@ fn run_from(row: &SqliteRow) -> StoreResult<RunRecord> {
         id: uuid_col(row, "id")?,
         fleet_id: uuid_col(row, "fleet_id")?,
         request_id: uuid_col(row, "request_id")?,
-        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         variables: serde_json::from_str(row.try_get("variables")?)?,
         vessels: serde_json::from_str(row.try_get("vessels")?)?,
@@ -131,7 +140,9 @@ fn run_from(row: &SqliteRow) -> StoreResult<RunRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn is_empty(&self) -> StoreResult<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n == 0)
     }
 
@@ -143,7 +154,10 @@ impl Store for SqliteStore {
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        Ok(Org { id, name: name.to_owned() })
+        Ok(Org {
+            id,
+            name: name.to_owned(),
+        })
     }
 
     async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid> {
@@ -165,11 +179,12 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("api key"));
         }
@@ -190,19 +205,25 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("org"));
         }
-        Ok(Project { id, name: name.to_owned(), org_id })
+        Ok(Project {
+            id,
+            name: name.to_owned(),
+            org_id,
+        })
     }
 
     async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for c in code {
-            sqlx::query("INSERT OR IGNORE INTO code (sha256, kind, bytes, created_at) VALUES (?, ?, ?, ?)")
-                .bind(c.sha256.clone())
-                .bind(c.kind.as_str())
-                .bind(c.bytes.clone())
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO code (sha256, kind, bytes, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(c.sha256.clone())
+            .bind(c.kind.as_str())
+            .bind(c.bytes.clone())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -264,20 +285,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_webhook(&self, fleet_id: Uuid, id: &str, auth: &WebhookAuth) -> StoreResult<Webhook> {
+    async fn create_webhook(
+        &self,
+        fleet_id: Uuid,
+        id: &str,
+        auth: &WebhookAuth,
+    ) -> StoreResult<Webhook> {
         self.fleet_row(fleet_id).await?;
         let now = now_ms();
-        let done = sqlx::query("INSERT OR IGNORE INTO webhooks (id, fleet_id, auth, created_at) VALUES (?, ?, ?, ?)")
-            .bind(id.to_owned())
-            .bind(fleet_id.to_string())
-            .bind(serde_json::to_string(auth)?)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO webhooks (id, fleet_id, auth, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.to_owned())
+        .bind(fleet_id.to_string())
+        .bind(serde_json::to_string(auth)?)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the fleet already has a webhook".into()));
+            return Err(StoreError::Conflict(
+                "the fleet already has a webhook".into(),
+            ));
         }
-        Ok(Webhook { id: id.to_owned(), fleet_id, auth: auth.clone(), created_at: now })
+        Ok(Webhook {
+            id: id.to_owned(),
+            fleet_id,
+            auth: auth.clone(),
+            created_at: now,
+        })
     }
 
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
@@ -290,7 +325,9 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("webhook"));
         }
-        self.webhook_by(true, &fleet_id.to_string()).await?.ok_or(StoreError::NotFound("webhook"))
+        self.webhook_by(true, &fleet_id.to_string())
+            .await?
+            .ok_or(StoreError::NotFound("webhook"))
     }
 
     async fn delete_webhook(&self, fleet_id: Uuid) -> StoreResult<()> {
@@ -360,7 +397,9 @@ impl Store for SqliteStore {
                 .push_bind(r.received_at);
         });
         requests.build().execute(&mut *tx).await?;
-        let mut runs = QueryBuilder::new("INSERT INTO runs (id, fleet_id, request_id, status, serial, created_at) ");
+        let mut runs = QueryBuilder::new(
+            "INSERT INTO runs (id, fleet_id, request_id, status, serial, created_at) ",
+        );
         runs.push_values(batch, |mut b, i| {
             b.push_bind(i.run_id.to_string())
                 .push_bind(i.request.fleet_id.to_string())
@@ -408,7 +447,13 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn progress(&self, run_id: Uuid, owner: &str, vars: &BTreeMap<String, String>, vessels: &[VesselRun]) -> StoreResult<()> {
+    async fn progress(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        vars: &BTreeMap<String, String>,
+        vessels: &[VesselRun],
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE runs SET variables = ?, vessels = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
             .bind(serde_json::to_string(vars)?)
             .bind(serde_json::to_string(vessels)?)
@@ -471,19 +516,24 @@ impl Store for SqliteStore {
             q.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(before) = filter.before {
-            q.push(" AND seq < (SELECT seq FROM runs WHERE id = ").push_bind(before.to_string()).push(")");
+            q.push(" AND seq < (SELECT seq FROM runs WHERE id = ")
+                .push_bind(before.to_string())
+                .push(")");
         }
-        q.push(" ORDER BY seq DESC LIMIT ").push_bind(filter.limit as i64);
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(filter.limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_from).collect()
     }
 
     async fn run(&self, id: Uuid) -> StoreResult<(RunRecord, RequestRecord)> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("run"))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("run"))?;
         let run = run_from(&row)?;
         let request = self.request(&run.request_id.to_string(), false).await?;
         Ok((run, request))

@@ -23,18 +23,31 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let data = tempfile::tempdir().expect("temp dir");
+    spawn_in(tempfile::tempdir().expect("temp dir"), tweak).await
+}
+
+/// A server on an existing data folder (a restart).
+pub async fn spawn_in(data: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::with_data_dir(data.path());
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.grace_seconds = 2;
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prepared = wharf::server::prepare(config, listener).await.expect("server starts");
+    let prepared = wharf::server::prepare(config, listener)
+        .await
+        .expect("server starts");
     let base = prepared.public_url.clone();
     let demo = prepared.demo.clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(prepared.run(shutdown.clone()));
-    TestApp { base, client: reqwest::Client::new(), shutdown, handle, demo, data }
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        shutdown,
+        handle,
+        demo,
+        data,
+    }
 }
 
 impl TestApp {
@@ -43,8 +56,16 @@ impl TestApp {
     }
 
     /// An admin call; returns status and JSON body (Null when empty).
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(&format!("/api/v1{path}"))).bearer_auth(ADMIN_TOKEN);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(&format!("/api/v1{path}")))
+            .bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -66,7 +87,12 @@ impl TestApp {
     pub async fn project(&self) -> String {
         let (s, org) = self.post("/orgs", json!({"name": "acme"})).await;
         assert_eq!(s, StatusCode::CREATED, "{org}");
-        let (s, p) = self.post(&format!("/orgs/{}/projects", org["id"].as_str().unwrap()), json!({"name": "tools"})).await;
+        let (s, p) = self
+            .post(
+                &format!("/orgs/{}/projects", org["id"].as_str().unwrap()),
+                json!({"name": "tools"}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{p}");
         p["id"].as_str().unwrap().to_owned()
     }
@@ -83,11 +109,27 @@ impl TestApp {
     }
 
     /// POSTs a body to a webhook URL.
-    pub async fn trigger(&self, url: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let res = self.client.post(url).header("content-type", content_type).body(body).send().await.unwrap();
+    pub async fn trigger(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let res = self
+            .client
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let (status, headers) = (res.status(), res.headers().clone());
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
     }
 
     /// Triggers and returns the fleet run id, asserting a 201.
@@ -99,10 +141,20 @@ impl TestApp {
 
     /// Polls a run until it leaves queued/running.
     pub async fn finished_run(&self, run_id: &str) -> Value {
-        self.wait_run(run_id, |r| !matches!(r["status"].as_str(), Some("queued" | "running")), Duration::from_secs(30)).await
+        self.wait_run(
+            run_id,
+            |r| !matches!(r["status"].as_str(), Some("queued" | "running")),
+            Duration::from_secs(30),
+        )
+        .await
     }
 
-    pub async fn wait_run(&self, run_id: &str, done: impl Fn(&Value) -> bool, within: Duration) -> Value {
+    pub async fn wait_run(
+        &self,
+        run_id: &str,
+        done: impl Fn(&Value) -> bool,
+        within: Duration,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let (s, run) = self.get(&format!("/runs/{run_id}")).await;
@@ -110,7 +162,10 @@ impl TestApp {
             if done(&run) {
                 return run;
             }
-            assert!(started.elapsed() < within, "run {run_id} did not get there in time: {run}");
+            assert!(
+                started.elapsed() < within,
+                "run {run_id} did not get there in time: {run}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -16,16 +16,35 @@ async fn run_script(app: &TestApp, script: &str, limits: serde_json::Value) -> s
 async fn limits_end_runs_with_their_reason() {
     let app = spawn_app().await;
     let v = run_script(&app, "loop {}", json!({"fuel": 100000})).await;
-    assert_eq!((v["status"].as_str(), v["reason"].as_str()), (Some("failed"), Some("fuel_exhausted")), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("failed"), Some("fuel_exhausted")),
+        "{v}"
+    );
     assert!(v["fuel_used"].as_u64().unwrap() >= 99_000);
-    let v = run_script(&app, "let s = \"ab\"; loop { s += s; }", json!({"memory_bytes": 1048576})).await;
+    let v = run_script(
+        &app,
+        "let s = \"ab\"; loop { s += s; }",
+        json!({"memory_bytes": 1048576}),
+    )
+    .await;
     assert_eq!(v["reason"], "memory_limit", "{v}");
     let v = run_script(&app, "fn f(n) { f(n + 1) } f(0)", json!({})).await;
     assert_eq!(v["reason"], "memory_limit", "{v}");
     assert!(v["error"].as_str().unwrap().contains("call depth"));
-    let v = run_script(&app, "loop {}", json!({"fuel": 100000000000u64, "timeout_ms": 200})).await;
+    let v = run_script(
+        &app,
+        "loop {}",
+        json!({"fuel": 100000000000u64, "timeout_ms": 200}),
+    )
+    .await;
     assert_eq!(v["reason"], "timeout", "{v}");
-    let v = run_script(&app, "loop { print(\"flood\") }", json!({"output_bytes": 4096})).await;
+    let v = run_script(
+        &app,
+        "loop { print(\"flood\") }",
+        json!({"output_bytes": 4096}),
+    )
+    .await;
     assert_eq!(v["reason"], "output_limit", "{v}");
     assert!(v["stdout"].as_str().unwrap().len() <= 4096);
     let v = run_script(&app, "let x = 1;\nlet y = x.nope();", json!({})).await;
@@ -33,7 +52,10 @@ async fn limits_end_runs_with_their_reason() {
     assert!(v["error"].as_str().unwrap().contains("line 2"), "{v}");
     // The server still takes calls.
     let (_, url) = app.fleet_with_hook(rhai_fleet("0")).await;
-    assert_eq!(app.trigger(&url, "text/plain", "ok").await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.trigger(&url, "text/plain", "ok").await.0,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -51,7 +73,9 @@ async fn script_sees_request_run_and_emits_rows() {
         42
     "#;
     let (fleet, url) = app.fleet_with_hook(rhai_fleet(script)).await;
-    let run = app.finished_run(&app.trigger_ok(&url, r#"{"sku":"A-1"}"#).await).await;
+    let run = app
+        .finished_run(&app.trigger_ok(&url, r#"{"sku":"A-1"}"#).await)
+        .await;
     let v = &run["vessels"][0];
     assert_eq!(v["exit_code"], 42);
     assert_eq!(v["reason"], "exit_code");
@@ -60,6 +84,9 @@ async fn script_sees_request_run_and_emits_rows() {
     assert_eq!(v["variables"]["vessel"], "main");
     assert_eq!(v["variables"]["attempt"], "1");
     assert_eq!(v["variables"]["fleet"], fleet.as_str());
-    assert_eq!(v["rows"], json!([{"data": {"sku": "A-1"}, "operation": "added", "primary_key": "A-1"}, {"data": {"plain": true}}]));
+    assert_eq!(
+        v["rows"],
+        json!([{"data": {"sku": "A-1"}, "operation": "added", "primary_key": "A-1"}, {"data": {"plain": true}}])
+    );
     assert!(v["stderr"].as_str().unwrap().contains("to stderr"));
 }
