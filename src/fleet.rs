@@ -392,6 +392,38 @@ impl FleetSpec {
     }
 }
 
+/// Reads a fleet file: a fleet document whose vessels may name their code by `source_file`
+/// (Rhai) or `wasm_file` (Wasm), paths relative to the file's folder. Those are read and put
+/// inline as `source` / `wasm_base64`, so the result is a document the API accepts as it is.
+pub fn read_fleet_file(path: &std::path::Path) -> Result<Value, FleetError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FleetError(format!("cannot read {}: {e}", path.display())))?;
+    let mut doc: Value = serde_json::from_str(&text)
+        .map_err(|e| FleetError(format!("{} is not valid JSON: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let vessels = doc.get_mut("vessels").and_then(Value::as_array_mut);
+    for vessel in vessels.into_iter().flatten() {
+        let Some(map) = vessel.as_object_mut() else { continue };
+        for (file_key, inline_key) in [("source_file", "source"), ("wasm_file", "wasm_base64")] {
+            let Some(file) = map.remove(file_key) else { continue };
+            let Some(file) = file.as_str() else {
+                return err(format!("{file_key} must be a path"));
+            };
+            let full = base.join(file);
+            let bytes = std::fs::read(&full)
+                .map_err(|e| FleetError(format!("cannot read {}: {e}", full.display())))?;
+            let inline = if inline_key == "source" {
+                String::from_utf8(bytes)
+                    .map_err(|_| FleetError(format!("{} is not UTF-8 text", full.display())))?
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            };
+            map.insert(inline_key.into(), Value::String(inline));
+        }
+    }
+    Ok(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

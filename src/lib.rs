@@ -2,7 +2,7 @@
 //!
 //! A caller POSTs any body to a fleet's webhook; wharf commits the request and a queued run,
 //! answers `201`, and workers run the fleet's vessels (Wasm modules or Rhai scripts) in a
-//! fuel-metered sandbox. The contract lives in `DESIGN.md`; this crate is organised so that each
+//! fuel-metered sandbox. This crate is organised so that each
 //! part of it has one obvious home.
 //!
 //! # Layout
@@ -14,6 +14,7 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! - [`scheduler`]: claims queued runs, executes fleets vessel by vessel on a bounded pool.
 //! - [`api`]: HTTP only — routing, extractors, status codes.
+//! - [`local`]: `wharf run` and `wharf bundle` for guest authors, on the scheduler's dry-run path.
 //! - [`server`]: wires the parts together: `serve(listener, shutdown)` and first-start set-up.
 //!
 //! Dependencies point inward: `api → scheduler → sandbox`, and everything may use `store`.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod config;
 pub mod fleet;
+pub mod local;
 pub mod sandbox;
 pub mod scheduler;
 pub mod server;

@@ -1,4 +1,4 @@
-//! The `wharf` command: `serve` runs the service.
+//! The `wharf` command: `serve` runs the service; `run` and `bundle` serve guest authors.
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,15 @@ struct Cli {
 enum Command {
     /// Run the service: webhook ingress, admin API and workers.
     Serve(Box<Config>),
+    /// Run one vessel (.wasm, .rhai) or a fleet file (.json) locally on a payload, through the
+    /// same sandbox as the server. Exits with the vessel's exit status.
+    Run(Box<wharf::local::RunArgs>),
+    /// Print a fleet file with its `source_file` / `wasm_file` code inlined: a document ready
+    /// for `POST /api/v1/projects/{project}/fleets`.
+    Bundle {
+        /// The fleet file.
+        fleet_file: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +45,20 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(config) => runtime.block_on(serve(*config)),
+        Command::Run(args) => {
+            let run = runtime.block_on(wharf::local::run(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&run.report)?);
+            } else {
+                print!("{}", wharf::local::render(&run));
+            }
+            drop(runtime);
+            std::process::exit(run.exit_code);
+        }
+        Command::Bundle { fleet_file } => {
+            println!("{}", wharf::local::bundle(&fleet_file)?);
+            Ok(())
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, JsonBody, parse_id};
 use crate::fleet::FleetDoc;
-use crate::sandbox::VesselKind;
+use crate::sandbox::{RunIds, VesselKind};
 use crate::scheduler::PrepareError;
 use crate::store::{Fleet, RequestRecord, RunFilter, RunRecord, RunStatus, Webhook, WebhookAuth};
 use crate::util::{random_token, rfc3339, sha256_hex};
@@ -36,6 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
         )
         .route("/fleets/{fleet}/webhook/rotate", post(rotate_webhook))
         .route("/fleets/{fleet}/runs", get(list_runs))
+        .route("/fleets/{fleet}/dry-run", post(dry_run))
         .route("/runs/{run}", get(get_run))
 }
 
@@ -352,4 +353,47 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
         "started_at": run.started_at.map(rfc3339),
         "finished_at": run.finished_at.map(rfc3339),
     })
+}
+
+/// Runs the whole fleet on the posted body, as a webhook call would, and answers what the run
+/// would record. Nothing is queued or stored; the request id is fresh and marks no stored request.
+async fn dry_run(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
+    let limit = s.settings.max_body_bytes;
+    if body.len() > limit {
+        return Err(ApiError::TooLarge(format!(
+            "body of {} bytes is over the limit of {limit} bytes",
+            body.len()
+        )));
+    }
+    let request_id = uuid::Uuid::now_v7();
+    let request = super::ingress::describe(request_id, &method, &uri, &headers);
+    let ids = RunIds {
+        org_id: fleet.org_id.to_string(),
+        project_id: fleet.project_id.to_string(),
+        fleet_id: fleet.id.to_string(),
+        fleet_run_id: uuid::Uuid::now_v7().to_string(),
+        vessel: String::new(),
+        attempt: 1,
+    };
+    let request_json = json!({
+        "id": request.id, "method": request.method, "content_type": request.content_type,
+        "headers": request.headers, "query": request.query, "body_size": body.len(),
+    });
+    let outcome = s.scheduler.dry_run(&fleet.spec, ids, request, body).await;
+    Ok(Json(json!({
+        "dry_run": true,
+        "fleet_id": fleet.id,
+        "status": outcome.status,
+        "variables": outcome.variables,
+        "request": request_json,
+        "vessels": outcome.vessels,
+    })))
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::fleet::Concurrency;
+use crate::sandbox::RequestMeta;
 use crate::store::{Ingest, RequestRecord};
 
 /// Headers whose values are secrets: stored and shown as `[redacted]`.
@@ -147,19 +148,14 @@ pub(super) async fn ingress(
         }
     };
 
+    let meta = describe(request_id, &method, &uri, &headers);
     let record = RequestRecord {
         id: request_id,
         fleet_id: target.webhook.fleet_id,
-        method: method.to_string(),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default(),
-        headers: header_map(&headers),
-        query: uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default(),
+        method: meta.method,
+        content_type: meta.content_type,
+        headers: meta.headers,
+        query: meta.query,
         body_size: body.len() as u64,
         body: body.to_vec(),
         received_at: crate::util::now_ms(),
@@ -192,6 +188,23 @@ pub(super) async fn ingress(
             }
         }),
     )
+}
+
+/// What vessels see of a call: method, content type, headers (secrets redacted) and query.
+pub(super) fn describe(id: Uuid, method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestMeta {
+    RequestMeta {
+        id: id.to_string(),
+        method: method.to_string(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        headers: header_map(headers),
+        query: uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default(),
+    }
 }
 
 /// Headers with lower-cased names (as `http` gives them), repeated ones joined by `, `, and
