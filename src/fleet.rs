@@ -403,9 +403,13 @@ pub fn read_fleet_file(path: &std::path::Path) -> Result<Value, FleetError> {
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     let vessels = doc.get_mut("vessels").and_then(Value::as_array_mut);
     for vessel in vessels.into_iter().flatten() {
-        let Some(map) = vessel.as_object_mut() else { continue };
+        let Some(map) = vessel.as_object_mut() else {
+            continue;
+        };
         for (file_key, inline_key) in [("source_file", "source"), ("wasm_file", "wasm_base64")] {
-            let Some(file) = map.remove(file_key) else { continue };
+            let Some(file) = map.remove(file_key) else {
+                continue;
+            };
             let Some(file) = file.as_str() else {
                 return err(format!("{file_key} must be a path"));
             };

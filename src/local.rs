@@ -174,7 +174,13 @@ fn target_document(target: &Path) -> anyhow::Result<Value> {
         .and_then(|s| s.to_str())
         .unwrap_or("vessel")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     let (kind, file_key) = match ext {
@@ -220,7 +226,11 @@ fn apply_overrides(doc: &mut Value, args: &RunArgs) {
         return;
     }
     let vessels = map.get_mut("vessels").and_then(Value::as_array_mut);
-    for vessel in vessels.into_iter().flatten().filter_map(Value::as_object_mut) {
+    for vessel in vessels
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
         let entry = vessel
             .entry("limits")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -242,7 +252,9 @@ fn read_payload(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
             Ok(buf)
         }
-        Some(p) => std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display())),
+        Some(p) => {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Integration tests: the real server on a random port, spoken to over HTTP.
 
 mod admin;
+mod cli;
+mod examples;
 mod helpers;
 mod ingress;
 mod restart;
