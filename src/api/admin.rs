@@ -38,6 +38,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/fleets/{fleet}/runs", get(list_runs))
         .route("/fleets/{fleet}/dry-run", post(dry_run))
         .route("/runs/{run}", get(get_run))
+        .route("/metrics", get(metrics))
 }
 
 #[derive(Deserialize)]
@@ -396,4 +397,27 @@ async fn dry_run(
         "request": request_json,
         "vessels": outcome.vessels,
     })))
+}
+
+/// Counters in the Prometheus text format.
+async fn metrics(
+    State(s): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let stats = s.scheduler.sandbox().stats();
+    let body = format!(
+        "# HELP wharf_wasm_modules_compiled_total Wasm modules compiled since start.\n\
+         # TYPE wharf_wasm_modules_compiled_total counter\n\
+         wharf_wasm_modules_compiled_total {}\n\
+         # HELP wharf_wasm_modules_loaded_total Wasm modules loaded from the disk cache since start.\n\
+         # TYPE wharf_wasm_modules_loaded_total counter\n\
+         wharf_wasm_modules_loaded_total {}\n",
+        stats.wasm_compiled, stats.wasm_loaded_from_disk
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }

@@ -197,6 +197,15 @@ pub struct SandboxConfig {
     pub max_concurrent: u32,
 }
 
+/// Counters of the sandbox since start.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxStats {
+    /// Wasm modules compiled by Cranelift.
+    pub wasm_compiled: u64,
+    /// Wasm modules loaded from the on-disk cache instead.
+    pub wasm_loaded_from_disk: u64,
+}
+
 /// One per process: owns the Wasm engine and the caches of compiled code.
 pub struct Sandbox {
     rhai: rhai::RhaiRunner,
@@ -210,6 +219,15 @@ impl Sandbox {
             rhai: rhai::RhaiRunner::new(),
             wasm: wasm::WasmRunner::new(config)?,
         })
+    }
+
+    /// Counters for `/metrics`: Wasm modules compiled and loaded from disk since start.
+    pub fn stats(&self) -> SandboxStats {
+        let (wasm_compiled, wasm_loaded_from_disk) = self.wasm.counts();
+        SandboxStats {
+            wasm_compiled,
+            wasm_loaded_from_disk,
+        }
     }
 
     /// A compiled program from the cache, if this code was compiled before.

@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::{
@@ -99,6 +100,10 @@ pub struct WasmRunner {
     linker: Linker<HostState>,
     cache: moka::sync::Cache<String, Arc<WasmProgram>>,
     cache_dir: Option<PathBuf>,
+    /// Modules compiled by Cranelift since start.
+    compiled: AtomicU64,
+    /// Modules loaded from the on-disk cache since start (a restart that did not recompile).
+    loaded: AtomicU64,
 }
 
 impl WasmRunner {
@@ -128,7 +133,17 @@ impl WasmRunner {
             linker,
             cache: moka::sync::Cache::builder().max_capacity(1_000).build(),
             cache_dir: config.cache_dir.clone(),
+            compiled: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
         })
+    }
+
+    /// Modules compiled, and modules loaded from the disk cache, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.compiled.load(Ordering::Relaxed),
+            self.loaded.load(Ordering::Relaxed),
+        )
     }
 
     /// The cached program for a code hash.
@@ -143,7 +158,10 @@ impl WasmRunner {
             return Ok(p);
         }
         let module = match self.load_artifact(sha256) {
-            Some(module) => module,
+            Some(module) => {
+                self.loaded.fetch_add(1, Ordering::Relaxed);
+                module
+            }
             None => {
                 let started = Instant::now();
                 let module = Module::new(&self.engine, code).map_err(|e| {
@@ -158,6 +176,7 @@ impl WasmRunner {
                     "compiled Wasm module"
                 );
                 check_interface(&module)?;
+                self.compiled.fetch_add(1, Ordering::Relaxed);
                 self.store_artifact(sha256, &module);
                 module
             }

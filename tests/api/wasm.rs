@@ -356,3 +356,39 @@ async fn spinning_guests_do_not_starve_a_benign_run_or_ingress() {
         assert_eq!(run["vessels"][0]["reason"], "timeout");
     }
 }
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let res = app
+        .client
+        .get(app.url("/api/v1/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_loads_compiled_modules_instead_of_compiling() {
+    let app = spawn_app().await;
+    let doc = json!({"name": "w", "vessels": [wasm_vessel("v", &exit_with(0), json!({}))]});
+    let (_, url) = app.fleet_with_hook(doc).await;
+    assert_eq!(metric(&app, "wharf_wasm_modules_compiled_total").await, 1);
+    let run = app.finished_run(&app.trigger_ok(&url, "{}").await).await;
+    assert_eq!(run["status"], "succeeded");
+    let data = app.stop().await;
+
+    let app = spawn_in(data, |_| {}).await;
+    let hook = url.rsplit_once("/webhooks/").unwrap().1;
+    let url = app.url(&format!("/webhooks/{hook}"));
+    let run = app.finished_run(&app.trigger_ok(&url, "{}").await).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(metric(&app, "wharf_wasm_modules_compiled_total").await, 0);
+    assert_eq!(metric(&app, "wharf_wasm_modules_loaded_total").await, 1);
+}
