@@ -21,6 +21,7 @@ pub struct Config {
     #[arg(long, env = "WHARF_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Runs (and so vessels) executed at once by this node; independent of the core count.
+    /// 0 makes an ingress-only node: it accepts and queues, and runs nothing.
     #[arg(long, env = "WHARF_WORKERS", default_value_t = 16)]
     pub workers: usize,
     /// Seconds running vessels get to finish after a shutdown signal.

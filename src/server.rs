@@ -70,13 +70,14 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
         cache_dir: Some(config.data_dir.join("modules")),
-        max_concurrent: config.workers as u32,
+        // Fleet checks at save time still compile (and so need a slot) on an ingress-only node.
+        max_concurrent: config.workers.max(1) as u32,
     })?);
     let scheduler = Scheduler::new(
         store.clone(),
         sandbox,
         SchedulerConfig {
-            workers: config.workers.max(1),
+            workers: config.workers,
             lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
             ..SchedulerConfig::default()
         },

@@ -297,7 +297,9 @@ impl WasmRunner {
     }
 }
 
-fn engine_config(pool_slots: Option<u32>) -> Config {
+/// The engine settings every wharf engine uses (fuel, epochs, pooling with `pool_slots`); public
+/// so that benchmarks measure the raw wasmtime floor on exactly the same settings.
+pub fn engine_config(pool_slots: Option<u32>) -> Config {
     let mut config = Config::new();
     config
         .consume_fuel(true)
