@@ -1,11 +1,13 @@
-//! Rhai vessels: scripts compiled once per source hash, run in a fresh engine per run.
+//! Rhai vessels: scripts compiled once per source hash, run on an engine kept per thread.
 //!
-//! An `Engine` is built per run because Rhai's limits and callbacks are engine-wide and every
-//! run has its own limits and its own collector. That is cheap: the standard library is built
-//! once and shared, and the AST comes from the cache.
+//! Rhai's limits and callbacks are engine-wide while every run has its own limits and its own
+//! collector. Building an engine per run cost more than the script itself (see BENCHMARKS.md),
+//! so each vessel thread keeps one engine whose callbacks reach the run in progress through a
+//! thread-local, and whose limits are set again before every run. A thread runs one vessel at a
+//! time, so the two never mix.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use rhai::packages::{Package, StandardPackage};
@@ -23,6 +25,23 @@ const CLOCK_EVERY: u64 = 1024;
 
 static STD: LazyLock<rhai::Shared<rhai::Module>> =
     LazyLock::new(|| StandardPackage::new().as_shared_module());
+
+/// What the engine's callbacks need of the run in progress on this thread.
+struct RunState {
+    collector: Collector,
+    ops: u64,
+    deadline: Instant,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<RunState>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the state of the run in progress, if there is one.
+fn with_run<T>(f: impl FnOnce(&mut RunState) -> T) -> Option<T> {
+    CURRENT.with_borrow_mut(|s| s.as_mut().map(f))
+}
 
 /// The token a run is ended with, carried by `ErrorTerminated`, which scripts cannot catch.
 #[derive(Debug, Clone)]
@@ -89,40 +108,27 @@ impl RhaiRunner {
     pub fn run(&self, ast: &AST, input: &VesselInput) -> VesselOutcome {
         let started = Instant::now();
         let limits = input.limits;
-        let collector = Arc::new(Mutex::new(Collector::new(limits.output_bytes)));
-        let ops_used = Arc::new(AtomicU64::new(0));
-
-        let mut engine = bare_engine();
-        engine
-            .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
-            .set_max_call_levels(MAX_CALL_LEVELS)
-            .set_max_operations(limits.fuel)
-            .set_max_string_size(limits.memory_bytes as usize)
-            .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
-            .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
-        register_io(&mut engine, &collector);
-        let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let (ops, out) = (ops_used.clone(), collector.clone());
-        engine.on_progress(move |n| {
-            ops.store(n, Ordering::Relaxed);
-            if n % CLOCK_EVERY == 0 {
-                if Instant::now() >= deadline {
-                    return Some(Dynamic::from(Stop::Timeout));
-                }
-                if out.lock().map(|c| c.overflowed).unwrap_or(true) {
-                    return Some(Dynamic::from(Stop::Output));
-                }
-            }
-            None
+        CURRENT.set(Some(RunState {
+            collector: Collector::new(limits.output_bytes),
+            ops: 0,
+            deadline: started + Duration::from_millis(limits.timeout_ms),
+        }));
+        let result = ENGINE.with_borrow_mut(|slot| {
+            let engine = slot.get_or_insert_with(run_engine);
+            engine
+                .set_max_operations(limits.fuel)
+                .set_max_string_size(limits.memory_bytes as usize)
+                .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
+                .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
+            let mut scope = build_scope(input);
+            engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
-
-        let mut scope = build_scope(input);
-        let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
-        drop(engine);
-        let collector = Arc::try_unwrap(collector)
-            .ok()
-            .and_then(|m| m.into_inner().ok())
-            .unwrap_or_default();
+        let RunState { collector, ops, .. } = CURRENT.take().unwrap_or_else(|| RunState {
+            collector: Collector::default(),
+            ops: 0,
+            deadline: started,
+        });
+        let ops_used = ops;
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
         VesselOutcome {
             status: if reason.is_none() {
@@ -137,7 +143,7 @@ impl RhaiRunner {
             rows: collector.rows,
             stdout: collector.stdout,
             stderr: collector.stderr,
-            fuel_used: ops_used.load(Ordering::Relaxed),
+            fuel_used: ops_used,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         }
     }
@@ -150,43 +156,59 @@ fn bare_engine() -> Engine {
     engine
 }
 
-fn register_io(engine: &mut Engine, collector: &Arc<Mutex<Collector>>) {
-    let out = collector.clone();
-    engine.on_print(move |s| {
-        if let Ok(mut c) = out.lock() {
-            c.log(false, s);
-            c.log(false, "\n");
-        }
+/// The engine of a vessel thread: the standard library, the vessel functions and callbacks
+/// that act on the run in progress ([`CURRENT`]). Per-run limits are set before each run.
+fn run_engine() -> Engine {
+    let mut engine = bare_engine();
+    engine
+        .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
+        .set_max_call_levels(MAX_CALL_LEVELS);
+    engine.on_progress(|n| {
+        with_run(|run| {
+            run.ops = n;
+            if n % CLOCK_EVERY == 0 {
+                if Instant::now() >= run.deadline {
+                    return Some(Dynamic::from(Stop::Timeout));
+                }
+                if run.collector.overflowed {
+                    return Some(Dynamic::from(Stop::Output));
+                }
+            }
+            None
+        })
+        .flatten()
     });
-    let out = collector.clone();
-    engine.on_debug(move |s, _, _| {
-        if let Ok(mut c) = out.lock() {
-            c.log(true, s);
-            c.log(true, "\n");
-        }
+    engine.on_print(|s| {
+        with_run(|run| {
+            run.collector.log(false, s);
+            run.collector.log(false, "\n");
+        });
     });
-    let out = collector.clone();
+    engine.on_debug(|s, _, _| {
+        with_run(|run| {
+            run.collector.log(true, s);
+            run.collector.log(true, "\n");
+        });
+    });
     engine.register_fn(
         "set_var",
-        move |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
             let value = dynamic_to_var(value);
-            let mut c = out.lock().map_err(|_| "collector poisoned")?;
-            c.set_var(name, value)
+            with_run(|run| run.collector.set_var(name, value))
+                .unwrap_or(Ok(()))
                 .map_err(|e| collect_error(e.to_string()))
         },
     );
-    let out = collector.clone();
-    engine.register_fn(
-        "emit",
-        move |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
-            let mut c = out.lock().map_err(|_| "collector poisoned")?;
-            c.emit(row).map_err(|e| collect_error(e.to_string()))
-        },
-    );
+    engine.register_fn("emit", |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
+        with_run(|run| run.collector.emit(row))
+            .unwrap_or(Ok(()))
+            .map_err(|e| collect_error(e.to_string()))
+    });
     engine.register_fn("exit", |code: i64| -> Result<(), Box<EvalAltResult>> {
         Err(EvalAltResult::ErrorTerminated(Dynamic::from(Stop::Exit(code)), Position::NONE).into())
     });
+    engine
 }
 
 fn collect_error(message: String) -> Box<EvalAltResult> {

@@ -219,7 +219,10 @@ pub async fn execute_fleet(
             name: vessel.name.clone(),
             outcome,
         });
-        if let Some(id) = run_id
+        // Progress lets `GET /runs/{id}` show a long fleet part-way; after the last vessel the
+        // finish write records the same, so that statement is saved.
+        let more_to_come = vessels.len() < spec.vessels.len();
+        if let Some(id) = run_id.filter(|_| more_to_come)
             && let Err(e) = ctx
                 .store
                 .progress(id, &ctx.owner, &variables, &vessels)

@@ -23,6 +23,12 @@ use crate::util::now_ms;
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Webhook id → target, for ingress: every call resolves its id, and a query through the
+    /// driver costs more than the rest of the request. Cleared by every write that could change
+    /// an answer (rotate, remove, fleet replace or delete); `generation` stops a lookup that
+    /// raced such a write from caching what it read before it.
+    webhooks: moka::sync::Cache<String, WebhookTarget>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, created_at, started_at, finished_at";
@@ -45,7 +51,17 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            webhooks: moka::sync::Cache::new(10_000),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn forget_webhooks(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.webhooks.invalidate_all();
     }
 
     async fn fleet_row(&self, id: Uuid) -> StoreResult<Fleet> {
@@ -268,6 +284,7 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        self.forget_webhooks();
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("fleet"));
         }
@@ -279,6 +296,7 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        self.forget_webhooks();
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("fleet"));
         }
@@ -322,6 +340,7 @@ impl Store for SqliteStore {
             .bind(fleet_id.to_string())
             .execute(&self.pool)
             .await?;
+        self.forget_webhooks();
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("webhook"));
         }
@@ -335,6 +354,7 @@ impl Store for SqliteStore {
             .bind(fleet_id.to_string())
             .execute(&self.pool)
             .await?;
+        self.forget_webhooks();
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("webhook"));
         }
@@ -346,6 +366,10 @@ impl Store for SqliteStore {
     }
 
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
+        if let Some(hit) = self.webhooks.get(id) {
+            return Ok(Some(hit));
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let row = sqlx::query(
             "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
              FROM webhooks w JOIN fleets f ON f.id = w.fleet_id JOIN projects p ON p.id = f.project_id
@@ -356,12 +380,16 @@ impl Store for SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let spec: FleetSpec = serde_json::from_str(row.try_get("spec")?)?;
-        Ok(Some(WebhookTarget {
+        let target = WebhookTarget {
             webhook: webhook_from(&row)?,
             project_id: uuid_col(&row, "project_id")?,
             org_id: uuid_col(&row, "org_id")?,
             concurrency: spec.concurrency,
-        }))
+        };
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            self.webhooks.insert(id.to_owned(), target.clone());
+        }
+        Ok(Some(target))
     }
 
     async fn has_active_run(&self, fleet_id: Uuid) -> StoreResult<bool> {

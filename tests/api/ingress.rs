@@ -87,6 +87,11 @@ async fn unknown_malformed_rotated_and_removed_ids_are_400_with_null_data() {
             b["request"]["id"].as_str().unwrap()
         );
     }
+    // Used once before rotating, so a cached resolution of it must be dropped by the rotation.
+    assert_eq!(
+        app.trigger(&url, "text/plain", "x").await.0,
+        StatusCode::CREATED
+    );
     let (s, rotated) = app
         .post(&format!("/fleets/{fleet}/webhook/rotate"), json!({}))
         .await;
