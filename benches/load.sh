@@ -103,12 +103,12 @@ start_wharf() {
     wait_http "http://127.0.0.1:$port/healthz"
 }
 
-# fleet FLEET_JSON: creates the fleet and its webhook, sets $fleet and $hook
+# fleet FLEET_JSON_FILE: creates the fleet and its webhook, sets $fleet and $hook
 fleet() {
     local org project
     org=$(api POST /orgs '{"name":"bench"}' | jq -r .id)
     project=$(api POST "/orgs/$org/projects" '{"name":"bench"}' | jq -r .id)
-    fleet=$(api POST "/projects/$project/fleets" "$1" | jq -r .id)
+    fleet=$(api POST "/projects/$project/fleets" "@$1" | jq -r .id)
     hook=$(api POST "/fleets/$fleet/webhook" '{}' | jq -r .url)
 }
 
@@ -152,13 +152,14 @@ for kind in wasm rhai; do
     start_wharf "wharf-$kind" 18080
     R[${kind}_idle]=$(rss_mb "$wpid")
     if [[ $kind == wasm ]]; then
-        doc=$(jq -n --arg w "$(base64 -w0 "$work/guests/github-push.wasm")" \
-            '{name: "bench-wasm", variables: {branch: "main"}, vessels: [{name: "v", kind: "wasm", wasm_base64: $w}]}')
+        base64 -w0 "$work/guests/github-push.wasm" >"$work/vessel.b64"
+        jq -n --rawfile w "$work/vessel.b64" \
+            '{name: "bench-wasm", variables: {branch: "main"}, vessels: [{name: "v", kind: "wasm", wasm_base64: $w}]}' >"$work/doc.json"
     else
-        doc=$(jq -n '{name: "bench-rhai", vessels: [{name: "v", kind: "rhai", source:
-            "set_var(\"repository\", payload.repository.full_name); set_var(\"pusher\", payload.pusher.name); set_var(\"branch\", payload[\"ref\"]); set_var(\"commit_count\", payload.commits.len());"}]}')
+        jq -n '{name: "bench-rhai", vessels: [{name: "v", kind: "rhai", source:
+            "set_var(\"repository\", payload.repository.full_name); set_var(\"pusher\", payload.pusher.name); set_var(\"branch\", payload[\"ref\"]); set_var(\"commit_count\", payload.commits.len());"}]}' >"$work/doc.json"
     fi
-    fleet "$doc"
+    fleet "$work/doc.json"
     start=$(date +%s.%N)
     read -r n R[${kind}_rps] R[${kind}_p50] R[${kind}_p99] R[${kind}_err] < <(drive "$hook")
     R[${kind}_rss]=$(rss_mb "$wpid")
@@ -172,7 +173,8 @@ done
 log "wharf ingress-only (--workers 0), until 100,000 runs are queued"
 start_wharf wharf-mem 18081 --workers 0
 R[mem_idle]=$(rss_mb "$wpid")
-fleet "$(jq -n '{name: "mem", vessels: [{name: "v", kind: "rhai", source: "1"}]}')"
+jq -n '{name: "mem", vessels: [{name: "v", kind: "rhai", source: "1"}]}' >"$work/doc.json"
+fleet "$work/doc.json"
 queued=0
 while ((queued < 100000)); do
     WRK_STOP_AFTER=$(((100000 - queued + 1) / 2 + 64)) drive "$hook" >/dev/null

@@ -22,7 +22,12 @@ use crate::util::now_ms;
 
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
+    /// The one connection that writes. SQLite admits one writer at a time; several writing
+    /// connections would meet in SQLite's busy handler, which sleeps in steps of milliseconds —
+    /// waiting for a connection of this pool instead costs microseconds.
     pool: SqlitePool,
+    /// Connections for reads, which WAL lets run beside the writer.
+    reader: SqlitePool,
     /// Webhook id → target, for ingress: every call resolves its id, and a query through the
     /// driver costs more than the rest of the request. Cleared by every write that could change
     /// an answer (rotate, remove, fleet replace or delete); `generation` stops a lookup that
@@ -44,15 +49,20 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+            .max_connections(1)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
         Ok(SqliteStore {
             pool,
+            reader,
             webhooks: moka::sync::Cache::new(10_000),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -70,7 +80,7 @@ impl SqliteStore {
              FROM fleets f JOIN projects p ON p.id = f.project_id WHERE f.id = ?",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?
         .ok_or(StoreError::NotFound("fleet"))?;
         Ok(Fleet {
@@ -91,7 +101,7 @@ impl SqliteStore {
         };
         let row = sqlx::query(sql)
             .bind(key.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.map(|r| webhook_from(&r)).transpose()
     }
@@ -104,7 +114,7 @@ impl SqliteStore {
         };
         let row = sqlx::query(sql)
             .bind(id.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?
             .ok_or(StoreError::NotFound("request"))?;
         Ok(RequestRecord {
@@ -157,7 +167,7 @@ fn run_from(row: &SqliteRow) -> StoreResult<RunRecord> {
 impl Store for SqliteStore {
     async fn is_empty(&self) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?;
         Ok(n == 0)
     }
@@ -248,7 +258,7 @@ impl Store for SqliteStore {
     async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
         sqlx::query_scalar("SELECT bytes FROM code WHERE sha256 = ?")
             .bind(sha256.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?
             .ok_or(StoreError::NotFound("code"))
     }
@@ -376,7 +386,7 @@ impl Store for SqliteStore {
              WHERE w.id = ?",
         )
         .bind(id.to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let spec: FleetSpec = serde_json::from_str(row.try_get("spec")?)?;
@@ -397,7 +407,7 @@ impl Store for SqliteStore {
             "SELECT COUNT(*) FROM runs WHERE fleet_id = ? AND status IN ('queued', 'running')",
         )
         .bind(fleet_id.to_string())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await?;
         Ok(n > 0)
     }
@@ -550,7 +560,7 @@ impl Store for SqliteStore {
         }
         q.push(" ORDER BY seq DESC LIMIT ")
             .push_bind(filter.limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(run_from).collect()
     }
 
@@ -559,7 +569,7 @@ impl Store for SqliteStore {
             "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
         )))
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?
         .ok_or(StoreError::NotFound("run"))?;
         let run = run_from(&row)?;
