@@ -177,7 +177,7 @@ jq -n '{name: "mem", vessels: [{name: "v", kind: "rhai", source: "1"}]}' >"$work
 fleet "$work/doc.json"
 queued=0
 while ((queued < 100000)); do
-    WRK_STOP_AFTER=$(((100000 - queued + 1) / 2 + 64)) drive "$hook" >/dev/null
+    read -r _ R[mem_rps] R[mem_p50] R[mem_p99] _ < <(WRK_STOP_AFTER=$(((100000 - queued + 1) / 2 + 64)) drive "$hook")
     queued=$(sqlite3 "$work/wharf-mem/wharf.db" "SELECT COUNT(*) FROM runs WHERE status = 'queued'")
 done
 R[mem_queued]=$queued
@@ -198,6 +198,7 @@ Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server o
 | adnanh/webhook 2.8, sync shell hook | ${R[hook_rps]} | ${R[hook_p50]} | ${R[hook_p99]} | ${R[hook_rps]} | – |
 | wharf, one Wasm vessel | ${R[wasm_rps]} | ${R[wasm_p50]} | ${R[wasm_p99]} | ${R[wasm_runs]} | ${R[wasm_rss]} |
 | wharf, one Rhai vessel | ${R[rhai_rps]} | ${R[rhai_p50]} | ${R[rhai_p99]} | ${R[rhai_runs]} | ${R[rhai_rss]} |
+| wharf ingress-only (\`--workers 0\`), filling to 100,000 queued | ${R[mem_rps]} | ${R[mem_p50]} | ${R[mem_p99]} | – | ${R[mem_rss]} |
 
 (wharf errors: Wasm ${R[wasm_err]} non-201, ${R[wasm_failed]} failed runs; Rhai ${R[rhai_err]} non-201, ${R[rhai_failed]} failed runs; webhook ${R[hook_err]} errors)
 
