@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::fleet::{FleetDoc, read_fleet_file};
-use crate::sandbox::{RequestMeta, RunIds, Sandbox, SandboxConfig, VesselStatus};
+use crate::sandbox::{RequestMeta, Sandbox, SandboxConfig, VesselStatus};
 use crate::scheduler::{FleetOutcome, PrepareError, Scheduler, SchedulerConfig};
 use crate::store::{RunStatus, Store, sqlite::SqliteStore};
 
@@ -121,30 +121,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
         headers,
         query: args.query.iter().cloned().collect(),
     };
-    let ids = RunIds {
-        org_id: "local".into(),
-        project_id: "local".into(),
-        fleet_id: "local".into(),
-        fleet_run_id: uuid::Uuid::now_v7().to_string(),
-        vessel: String::new(),
-        attempt: 1,
-    };
-    let request_json = json!({
-        "id": request.id, "method": request.method, "content_type": request.content_type,
-        "headers": request.headers, "query": request.query, "body_size": body.len(),
-    });
-    let outcome = scheduler.dry_run(&spec, ids, request, body.into()).await;
-    let report = json!({
-        "dry_run": true,
-        "status": outcome.status,
-        "variables": outcome.variables,
-        "request": request_json,
-        "vessels": outcome.vessels,
-    });
+    let ids = ["local", "local", "local"].map(String::from);
+    let dry = scheduler.dry_run(&spec, ids, request, body.into()).await;
     Ok(LocalRun {
-        exit_code: exit_code(&outcome),
-        report,
-        outcome,
+        exit_code: exit_code(&dry.outcome),
+        report: dry.report,
+        outcome: dry.outcome,
     })
 }
 

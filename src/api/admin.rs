@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, JsonBody, parse_id};
 use crate::fleet::FleetDoc;
-use crate::sandbox::{RunIds, VesselKind};
+use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
 use crate::store::{Fleet, RequestRecord, RunFilter, RunRecord, RunStatus, Webhook, WebhookAuth};
 use crate::util::{random_token, rfc3339, sha256_hex};
@@ -376,27 +376,9 @@ async fn dry_run(
     }
     let request_id = uuid::Uuid::now_v7();
     let request = super::ingress::describe(request_id, &method, &uri, &headers);
-    let ids = RunIds {
-        org_id: fleet.org_id.to_string(),
-        project_id: fleet.project_id.to_string(),
-        fleet_id: fleet.id.to_string(),
-        fleet_run_id: uuid::Uuid::now_v7().to_string(),
-        vessel: String::new(),
-        attempt: 1,
-    };
-    let request_json = json!({
-        "id": request.id, "method": request.method, "content_type": request.content_type,
-        "headers": request.headers, "query": request.query, "body_size": body.len(),
-    });
-    let outcome = s.scheduler.dry_run(&fleet.spec, ids, request, body).await;
-    Ok(Json(json!({
-        "dry_run": true,
-        "fleet_id": fleet.id,
-        "status": outcome.status,
-        "variables": outcome.variables,
-        "request": request_json,
-        "vessels": outcome.vessels,
-    })))
+    let ids = [fleet.org_id, fleet.project_id, fleet.id].map(|id| id.to_string());
+    let dry = s.scheduler.dry_run(&fleet.spec, ids, request, body).await;
+    Ok(Json(dry.report))
 }
 
 /// Counters in the Prometheus text format.

@@ -44,6 +44,16 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The result of a dry run.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// What executing the fleet gave.
+    pub outcome: FleetOutcome,
+    /// The answer of the dry-run endpoint (and of `wharf run --json`): `dry_run`, `fleet_id`,
+    /// `status`, `variables`, `request`, `vessels`.
+    pub report: serde_json::Value,
+}
+
 /// Why a fleet document was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -167,15 +177,29 @@ impl Scheduler {
 
     /// Runs a fleet on a request without queuing or recording anything: what a run would record.
     /// The server's dry-run endpoint and `wharf run` both come through here, so a dry run takes
-    /// exactly the path of a real one minus the store writes.
+    /// exactly the path of a real one minus the store writes. `ids` names the fleet's org,
+    /// project and fleet; the run id is fresh and the attempt is 1.
     pub async fn dry_run(
         &self,
         spec: &FleetSpec,
-        ids: RunIds,
+        ids: [String; 3],
         request: RequestMeta,
         body: bytes::Bytes,
-    ) -> FleetOutcome {
-        execute_fleet(
+    ) -> DryRun {
+        let [org_id, project_id, fleet_id] = ids;
+        let report_request = serde_json::json!({
+            "id": request.id, "method": request.method, "content_type": request.content_type,
+            "headers": request.headers, "query": request.query, "body_size": body.len(),
+        });
+        let ids = RunIds {
+            org_id,
+            project_id,
+            fleet_id: fleet_id.clone(),
+            fleet_run_id: uuid::Uuid::now_v7().to_string(),
+            vessel: String::new(),
+            attempt: 1,
+        };
+        let outcome = execute_fleet(
             &self.context(),
             spec,
             ids,
@@ -184,7 +208,16 @@ impl Scheduler {
             None,
             None,
         )
-        .await
+        .await;
+        let report = serde_json::json!({
+            "dry_run": true,
+            "fleet_id": fleet_id,
+            "status": outcome.status,
+            "variables": outcome.variables,
+            "request": report_request,
+            "vessels": outcome.vessels,
+        });
+        DryRun { outcome, report }
     }
 
     /// Tells an idle worker that a run was queued.

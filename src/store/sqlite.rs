@@ -149,11 +149,11 @@ async fn insert_batch(
         let r = &i.request;
         b.push_bind(r.id.to_string())
             .push_bind(r.fleet_id.to_string())
-            .push_bind(r.method.clone())
-            .push_bind(r.content_type.clone())
+            .push_bind(r.method.as_str())
+            .push_bind(r.content_type.as_str())
             .push_bind(serde_json::to_string(&r.headers).unwrap_or_default())
             .push_bind(serde_json::to_string(&r.query).unwrap_or_default())
-            .push_bind(r.body.clone())
+            .push_bind(r.body.as_slice())
             .push_bind(r.body_size as i64)
             .push_bind(r.received_at);
     });

@@ -27,15 +27,7 @@ async fn admin_calls_need_the_token() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.healthz().await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -216,33 +208,18 @@ async fn run_history_is_newest_first_with_cursor_and_filter() {
     }
     let (s, page) = app.get(&format!("/fleets/{fleet}/runs?limit=2")).await;
     assert_eq!(s, StatusCode::OK);
-    let got: Vec<&str> = page["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let got = run_ids(&page);
     assert_eq!(got, [ids[4].as_str(), ids[3].as_str()]);
     let next = page["next_before"].as_str().unwrap();
     let (_, page2) = app
         .get(&format!("/fleets/{fleet}/runs?limit=2&before={next}"))
         .await;
-    let got: Vec<&str> = page2["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let got = run_ids(&page2);
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
     let (_, failed) = app
         .get(&format!("/fleets/{fleet}/runs?status=failed"))
         .await;
-    let failed: Vec<&str> = failed["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let failed = run_ids(&failed);
     assert_eq!(failed, [ids[3].as_str(), ids[1].as_str()]);
     for bad in ["status=weird", "limit=0", "limit=abc", "before=xyz"] {
         let (s, e) = app.get(&format!("/fleets/{fleet}/runs?{bad}")).await;
@@ -364,4 +341,14 @@ async fn a_failure_stops_success_vessels_and_runs_failure_ones() {
         assert!(run.get(key).is_some(), "run lacks {key}");
     }
     assert_eq!(run["attempt"], 1);
+}
+
+/// The run ids of a history page, in order.
+fn run_ids(page: &serde_json::Value) -> Vec<&str> {
+    page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect()
 }

@@ -108,6 +108,16 @@ impl TestApp {
         (id, hook["url"].as_str().unwrap().to_owned())
     }
 
+    /// The status `/healthz` answers.
+    pub async fn healthz(&self) -> StatusCode {
+        self.client
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// POSTs a body to a webhook URL.
     pub async fn trigger(
         &self,

@@ -67,6 +67,15 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (Sta
     (res.status(), res.json().await.unwrap_or(Value::Null))
 }
 
+async fn post_webhook(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn run_status(base: &str, run: &str) -> Value {
     call(
         reqwest::Method::GET,
@@ -109,12 +118,7 @@ async fn history_survives_and_a_crashed_run_is_requeued() {
     let fleet_id = fleet["id"].as_str().unwrap().to_owned();
     let (_, hook) = post(&format!("/fleets/{fleet_id}/webhook"), json!({})).await;
     let url = hook["url"].as_str().unwrap().to_owned();
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let res = post_webhook(&url).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let run_id = res.json::<Value>().await.unwrap()["data"]["fleet_run_id"]
         .as_str()
@@ -155,12 +159,7 @@ async fn history_survives_and_a_crashed_run_is_requeued() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(runs["runs"][0]["id"], run_id.as_str());
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let res = post_webhook(&url).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }
 

@@ -326,15 +326,7 @@ async fn spinning_guests_do_not_starve_a_benign_run_or_ingress() {
         )
         .await;
     }
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.healthz().await, StatusCode::OK);
     let (_, url) = app
         .fleet_with_hook(
             json!({"name": "ok", "vessels": [wasm_vessel("v", &exit_with(0), json!({}))]}),
