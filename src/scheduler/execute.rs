@@ -49,9 +49,14 @@ pub(crate) async fn execute_claimed(
     claimed: Claimed,
     shutdown: &CancellationToken,
 ) {
+    // The span is attached to the future, never entered with a guard held across an await:
+    // a guard would leak into whatever else the thread polls and nest spans without end.
+    let span = tracing::info_span!("run", run_id = %claimed.run.id, attempt = claimed.run.attempt);
+    tracing::Instrument::instrument(execute_claimed_inner(ctx, claimed, shutdown), span).await
+}
+
+async fn execute_claimed_inner(ctx: &RunContext, claimed: Claimed, shutdown: &CancellationToken) {
     let run = &claimed.run;
-    let span = tracing::info_span!("run", run_id = %run.id, attempt = run.attempt);
-    let _guard = span.enter();
     let fleet = match ctx.store.fleet(run.fleet_id).await {
         Ok(f) => f,
         Err(e) => {
