@@ -20,10 +20,18 @@ pub struct Config {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "WHARF_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Runs (and so vessels) executed at once by this node; independent of the core count.
-    /// 0 makes an ingress-only node: it accepts and queues, and runs nothing.
-    #[arg(long, env = "WHARF_WORKERS", default_value_t = 16)]
+    /// Vessel threads for quick vessels; defaults to the number of cores (more only adds
+    /// contention). 0 makes an ingress-only node: it accepts and queues, and runs nothing.
+    #[arg(long, env = "WHARF_WORKERS", default_value_t = crate::scheduler::default_workers())]
     pub workers: usize,
+    /// Extra vessel threads for vessels running longer than 100 ms, so that slow guests do not
+    /// starve quick ones.
+    #[arg(long, env = "WHARF_MAX_SLOW_VESSELS", default_value_t = 32)]
+    pub max_slow_vessels: usize,
+    /// Attempts after which a run whose worker keeps being lost (e.g. it crashes the node each
+    /// time) is failed with reason `max_attempts`.
+    #[arg(long, env = "WHARF_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
@@ -50,7 +58,9 @@ impl Config {
             data_dir: data_dir.into(),
             public_url: None,
             max_body_bytes: 1 << 20,
-            workers: 16,
+            workers: crate::scheduler::default_workers(),
+            max_slow_vessels: 32,
+            max_attempts: 3,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
@@ -72,6 +82,8 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workers", &self.workers)
+            .field("max_slow_vessels", &self.max_slow_vessels)
+            .field("max_attempts", &self.max_attempts)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
             .field(

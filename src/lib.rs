@@ -11,17 +11,22 @@
 //! - [`fleet`]: the fleet document, parsed once into a validated [`fleet::FleetSpec`].
 //! - [`sandbox`]: the vessel contract — inputs, outcomes, limits — with one runner per kind.
 //!   It knows nothing of HTTP or storage.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
-//! - [`scheduler`]: claims queued runs, executes fleets vessel by vessel on a bounded pool.
+//! - [`store`]: the [`store::Store`] traits (catalog, queue, history) and the SQLite store, whose
+//!   one writer thread commits every write in batches.
+//! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
+//! - [`scheduler`]: claims queued runs in batches, executes fleets vessel by vessel on the
+//!   vessel threads, records ends in batches.
 //! - [`api`]: HTTP only — routing, extractors, status codes.
 //! - [`local`]: `wharf run` and `wharf bundle` for guest authors, on the scheduler's dry-run path.
 //! - [`server`]: wires the parts together: `serve(listener, shutdown)` and first-start set-up.
 //!
-//! Dependencies point inward: `api → scheduler → sandbox`, and everything may use `store`.
+//! Dependencies point inward: `api → ingest / scheduler → sandbox`, and everything may use
+//! `store`.
 
 pub mod api;
 pub mod config;
 pub mod fleet;
+pub mod ingest;
 pub mod local;
 pub mod sandbox;
 pub mod scheduler;

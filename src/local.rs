@@ -90,15 +90,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
 
     let scratch = tempfile::tempdir()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&scratch.path().join("run.db")).await?);
-    let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
-        cache_dir: None,
-        max_concurrent: 2,
-    })?);
     let config = SchedulerConfig {
         workers: 1,
+        max_slow: 1,
         node_id: "local".into(),
         ..SchedulerConfig::default()
     };
+    let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
+        cache_dir: None,
+        max_concurrent: Scheduler::max_vessels(&config) as u32,
+    })?);
     let scheduler = Scheduler::new(store, sandbox, config)?;
     let spec = scheduler.prepare_fleet(doc).await.map_err(|e| match e {
         PrepareError::Invalid(e) => anyhow::anyhow!("{e}"),

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiSettings, AppState};
 use crate::config::Config;
 use crate::fleet::FleetDoc;
+use crate::ingest::Ingress;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{IngestBatcher, Store, WebhookAuth};
+use crate::store::{Store, WebhookAuth};
 use crate::util::{random_token, sha256_hex};
 
 /// File (in the data folder) holding the sha256 of a generated admin token.
@@ -48,6 +49,8 @@ pub struct Prepared {
     pub public_url: String,
     /// Runs found running at start and put back in the queue.
     pub recovered_runs: u64,
+    /// Runs found running at start that had used up their attempts, now failed.
+    pub failed_runs: u64,
 }
 
 /// Opens everything and performs first-start set-up.
@@ -60,28 +63,30 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
             .context("opening the SQLite store")?,
     );
     // SQLite is single-node: whatever was running belonged to a process that is gone.
-    let recovered_runs = store.requeue_expired(crate::util::now_ms(), true).await?;
-    if recovered_runs > 0 {
+    let recovered = store
+        .requeue_expired(crate::util::now_ms(), true, config.max_attempts)
+        .await?;
+    if recovered.requeued + recovered.failed > 0 {
         tracing::warn!(
-            runs = recovered_runs,
-            "re-queued runs interrupted by the last stop"
+            requeued = recovered.requeued,
+            failed = recovered.failed,
+            "runs interrupted by the last stop: re-queued, or failed after max attempts"
         );
     }
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
+    let scheduler_config = SchedulerConfig {
+        workers: config.workers,
+        prefetch: config.workers,
+        max_slow: config.max_slow_vessels,
+        lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
+        max_attempts: config.max_attempts,
+        ..SchedulerConfig::default()
+    };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
         cache_dir: Some(config.data_dir.join("modules")),
-        // Fleet checks at save time still compile (and so need a slot) on an ingress-only node.
-        max_concurrent: config.workers.max(1) as u32,
+        max_concurrent: Scheduler::max_vessels(&scheduler_config) as u32,
     })?);
-    let scheduler = Scheduler::new(
-        store.clone(),
-        sandbox,
-        SchedulerConfig {
-            workers: config.workers,
-            lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
-            ..SchedulerConfig::default()
-        },
-    )?;
+    let scheduler = Scheduler::new(store.clone(), sandbox, scheduler_config)?;
     let local = listener.local_addr()?;
     let public_url = config
         .public_url
@@ -99,7 +104,7 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
         None
     };
     let state = AppState {
-        batcher: IngestBatcher::start(store.clone()),
+        ingress: Ingress::new(store.clone(), scheduler.clone()),
         store,
         scheduler,
         settings: Arc::new(ApiSettings {
@@ -115,7 +120,8 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
         generated_admin_token,
         demo,
         public_url,
-        recovered_runs,
+        recovered_runs: recovered.requeued,
+        failed_runs: recovered.failed,
     })
 }
 

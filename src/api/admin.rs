@@ -350,6 +350,8 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
         "request": request,
         "vessels": run.vessels,
         "error": run.error,
+        "reason": run.reason,
+        "lost_attempts": run.lost_attempts,
         "created_at": rfc3339(run.created_at),
         "started_at": run.started_at.map(rfc3339),
         "finished_at": run.finished_at.map(rfc3339),

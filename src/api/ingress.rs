@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::fleet::Concurrency;
+use crate::ingest::Refused;
 use crate::sandbox::RequestMeta;
-use crate::store::{Ingest, RequestRecord};
+use crate::store::RequestRecord;
 
 /// Headers whose values are secrets: stored and shown as `[redacted]`.
 const REDACTED: &[&str] = &[
@@ -46,11 +46,6 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Webhook ids are `wh_` and 24 alphanumerics; anything else is refused before the store.
-fn well_formed(id: &str) -> bool {
-    id.len() == 27 && id.starts_with("wh_") && id[3..].bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 pub(super) async fn ingress(
     State(s): State<AppState>,
     method: Method,
@@ -70,51 +65,10 @@ pub(super) async fn ingress(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
-    let unknown = || {
-        answer(
-            request_id,
-            StatusCode::BAD_REQUEST,
-            json!({"request": {"id": request_id}, "data": null}),
-        )
+    let target = match s.ingress.resolve(&id).await {
+        Ok(t) => t,
+        Err(why) => return refused(request_id, why),
     };
-    if !well_formed(&id) {
-        return unknown();
-    }
-    let target = match s.store.resolve_webhook(&id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return unknown(),
-        Err(e) => {
-            tracing::error!(error = %e, "resolving a webhook failed");
-            return error(
-                request_id,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable, retry later",
-            );
-        }
-    };
-    if target.concurrency == Concurrency::Reject {
-        match s.store.has_active_run(target.webhook.fleet_id).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let mut res = error(
-                    request_id,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "the fleet already has a run queued or running",
-                );
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return res;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "checking active runs failed");
-                return error(
-                    request_id,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage unavailable, retry later",
-                );
-            }
-        }
-    }
 
     let limit = s.settings.max_body_bytes;
     let too_large = || {
@@ -160,34 +114,49 @@ pub(super) async fn ingress(
         body: body.to_vec(),
         received_at: crate::util::now_ms(),
     };
-    let run_id = Uuid::now_v7();
-    let ingest = Ingest {
-        request: record,
-        run_id,
-        serial: target.concurrency == Concurrency::Queue,
+    let accepted = match s.ingress.admit(&target, record).await {
+        Ok(a) => a,
+        Err(why) => return refused(request_id, why),
     };
-    if let Err(e) = s.batcher.commit(ingest).await {
-        tracing::error!(error = %e, "committing a webhook call failed");
-        return error(
-            request_id,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage unavailable, retry later",
-        );
-    }
-    s.scheduler.wake();
     answer(
         request_id,
         StatusCode::CREATED,
         json!({
             "request": {"id": request_id},
             "data": {
-                "fleet_id": target.webhook.fleet_id,
-                "project_id": target.project_id,
-                "org_id": target.org_id,
-                "fleet_run_id": run_id,
+                "fleet_id": accepted.fleet_id,
+                "project_id": accepted.project_id,
+                "org_id": accepted.org_id,
+                "fleet_run_id": accepted.run_id,
             }
         }),
     )
+}
+
+/// The answer to a refused call.
+fn refused(request_id: Uuid, why: Refused) -> Response {
+    match why {
+        Refused::UnknownWebhook => answer(
+            request_id,
+            StatusCode::BAD_REQUEST,
+            json!({"request": {"id": request_id}, "data": null}),
+        ),
+        Refused::Busy { retry_after } => {
+            let mut res = error(
+                request_id,
+                StatusCode::TOO_MANY_REQUESTS,
+                "the fleet already has a run queued or running",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Refused::Unavailable => error(
+            request_id,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage unavailable, retry later",
+        ),
+    }
 }
 
 /// What vessels see of a call: method, content type, headers (secrets redacted) and query.

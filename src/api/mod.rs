@@ -17,8 +17,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::ingest::Ingress;
 use crate::scheduler::Scheduler;
-use crate::store::{IngestBatcher, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Largest admin API body: a fleet document may carry 16 MiB modules in base64.
 const MAX_ADMIN_BODY: usize = 64 << 20;
@@ -41,8 +42,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The scheduler (woken after ingress, used for fleet checks).
     pub scheduler: Scheduler,
-    /// Group-commit writer for ingress.
-    pub batcher: IngestBatcher,
+    /// Admission of webhook calls.
+    pub ingress: Ingress,
     /// HTTP settings.
     pub settings: Arc<ApiSettings>,
 }

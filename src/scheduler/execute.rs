@@ -1,11 +1,11 @@
-//! Executing one fleet run: variables, vessel order, `when` conditions, lease renewal.
+//! Executing one fleet run: variables, vessel order, `when` conditions; fenced progress.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::pool::VesselPool;
 use crate::fleet::{FleetSpec, When};
@@ -13,7 +13,7 @@ use crate::sandbox::{
     FailureReason, Limits, Payload, Program, RequestMeta, RunIds, Sandbox, VesselInput, VesselKind,
     VesselOutcome, VesselStatus, value_to_var,
 };
-use crate::store::{Claimed, Finish, RunStatus, Store, StoreError, VesselRun};
+use crate::store::{Lease, RunStatus, Store, VesselRun};
 
 /// What executing a fleet needs.
 #[derive(Clone)]
@@ -24,10 +24,46 @@ pub struct RunContext {
     pub sandbox: Arc<Sandbox>,
     /// Threads vessels run on.
     pub pool: VesselPool,
-    /// The lease owner (node id).
-    pub owner: String,
-    /// Lease length.
-    pub lease: Duration,
+    /// When a running vessel gives its dispatch slot up (see [`Slot`]).
+    pub slow_after: Duration,
+}
+
+/// The dispatch slot a claimed run holds. Quick runs hold a permit of the dispatcher's
+/// semaphore; a run whose vessel has been running longer than `slow_after` trades it for a
+/// permit of the slow lane, so a few slow guests cannot keep the node from claiming more work.
+pub(crate) struct Slot {
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    slow: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, slow: Arc<tokio::sync::Semaphore>) -> Self {
+        Slot {
+            permit: Mutex::new(Some(permit)),
+            slow,
+        }
+    }
+
+    /// Moves the run to the slow lane, if the lane has room; otherwise it keeps its slot.
+    fn mark_slow(&self) {
+        if let Ok(slow) = self.slow.clone().try_acquire_owned()
+            && let Ok(mut permit) = self.permit.lock()
+        {
+            *permit = Some(slow);
+        }
+    }
+}
+
+/// A claimed run as its execution sees it.
+pub(crate) struct Held<'a> {
+    /// The claim; progress is fenced with it.
+    pub lease: Lease,
+    /// Fires when the lease was lost: stop, record nothing more.
+    pub lost: &'a CancellationToken,
+    /// Fires at shutdown: stop between vessels and hand the run back.
+    pub shutdown: &'a CancellationToken,
+    /// The dispatch slot.
+    pub slot: &'a Slot,
 }
 
 /// The result of executing a fleet.
@@ -39,106 +75,8 @@ pub struct FleetOutcome {
     pub variables: BTreeMap<String, String>,
     /// One entry per vessel, in run order.
     pub vessels: Vec<VesselRun>,
-    /// Set when the run stopped early for shutdown (the run is handed back, not finished).
+    /// Set when the run stopped early for shutdown or a lost lease (nothing to finish).
     pub interrupted: bool,
-}
-
-/// Executes a claimed run to its end and records it.
-pub(crate) async fn execute_claimed(
-    ctx: &RunContext,
-    claimed: Claimed,
-    shutdown: &CancellationToken,
-) {
-    // The span is attached to the future, never entered with a guard held across an await:
-    // a guard would leak into whatever else the thread polls and nest spans without end.
-    let span = tracing::info_span!("run", run_id = %claimed.run.id, attempt = claimed.run.attempt);
-    tracing::Instrument::instrument(execute_claimed_inner(ctx, claimed, shutdown), span).await
-}
-
-async fn execute_claimed_inner(ctx: &RunContext, claimed: Claimed, shutdown: &CancellationToken) {
-    let run = &claimed.run;
-    let fleet = match ctx.store.fleet(run.fleet_id).await {
-        Ok(f) => f,
-        Err(e) => {
-            let error = match e {
-                StoreError::NotFound(_) => {
-                    "the fleet was deleted before the run started".to_string()
-                }
-                other => format!("could not load the fleet: {other}"),
-            };
-            let finish = Finish {
-                status: RunStatus::Failed,
-                variables: BTreeMap::new(),
-                vessels: Vec::new(),
-                error: Some(error),
-            };
-            if let Err(e) = ctx.store.finish(run.id, &ctx.owner, &finish).await {
-                tracing::error!(error = %e, "recording a failed run");
-            }
-            return;
-        }
-    };
-    let req = &claimed.request;
-    let meta = Arc::new(RequestMeta {
-        id: req.id.to_string(),
-        method: req.method.clone(),
-        content_type: req.content_type.clone(),
-        headers: req.headers.clone(),
-        query: req.query.clone(),
-    });
-    let ids = RunIds {
-        org_id: fleet.org_id.to_string(),
-        project_id: fleet.project_id.to_string(),
-        fleet_id: fleet.id.to_string(),
-        fleet_run_id: run.id.to_string(),
-        vessel: String::new(),
-        attempt: run.attempt,
-    };
-    let body = bytes::Bytes::from(claimed.request.body);
-
-    // Renew the lease while the fleet executes; losing it means another node took the run over.
-    let renewer = {
-        let (store, owner, lease, id) = (ctx.store.clone(), ctx.owner.clone(), ctx.lease, run.id);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let until = crate::util::now_ms() + lease.as_millis() as i64;
-                match store.renew(id, &owner, until).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "renewing a lease failed"),
-                }
-            }
-        })
-    };
-    let outcome = execute_fleet(
-        ctx,
-        &fleet.spec,
-        ids,
-        meta,
-        body,
-        Some(run.id),
-        Some(shutdown),
-    )
-    .await;
-    renewer.abort();
-
-    if outcome.interrupted {
-        if let Err(e) = ctx.store.release(run.id, &ctx.owner).await {
-            tracing::error!(error = %e, "handing a run back failed");
-        }
-        return;
-    }
-    let finish = Finish {
-        status: outcome.status,
-        variables: outcome.variables,
-        vessels: outcome.vessels,
-        error: None,
-    };
-    match ctx.store.finish(run.id, &ctx.owner, &finish).await {
-        Ok(()) => tracing::info!(status = finish.status.as_str(), "run finished"),
-        Err(e) => tracing::error!(error = %e, "recording a finished run failed"),
-    }
 }
 
 /// The declared variables, overridden by same-named top-level keys of a JSON-object body.
@@ -162,23 +100,26 @@ pub fn initial_variables(
     vars
 }
 
-/// Runs every vessel of a fleet in order. With `run_id`, progress is recorded after each vessel;
-/// with `shutdown`, the run stops between vessels once it fires (and is reported interrupted).
-pub async fn execute_fleet(
+/// Runs every vessel of a fleet in order. With `held` (a claimed run, not a dry run), progress
+/// is recorded after each vessel but the last, and the run stops between vessels once its
+/// lease is lost or shutdown fires (reported as interrupted).
+pub(crate) async fn execute_fleet(
     ctx: &RunContext,
     spec: &FleetSpec,
     ids: RunIds,
     meta: Arc<RequestMeta>,
     body: bytes::Bytes,
-    run_id: Option<Uuid>,
-    shutdown: Option<&CancellationToken>,
+    held: Option<Held<'_>>,
 ) -> FleetOutcome {
     let mut variables = initial_variables(spec, &meta.content_type, &body);
     let defaults = Limits::default().with(&spec.limits);
     let mut vessels: Vec<VesselRun> = Vec::with_capacity(spec.vessels.len());
     let mut failed = false;
     for vessel in &spec.vessels {
-        if shutdown.is_some_and(|s| s.is_cancelled()) {
+        if held
+            .as_ref()
+            .is_some_and(|h| h.shutdown.is_cancelled() || h.lost.is_cancelled())
+        {
             return FleetOutcome {
                 status: RunStatus::Queued,
                 variables,
@@ -209,7 +150,7 @@ pub async fn execute_fleet(
                 variables: variables.clone(),
                 limits: defaults.with(&vessel.limits),
             };
-            run_vessel(ctx, vessel.kind, &vessel.sha256, input).await
+            run_vessel(ctx, vessel.kind, &vessel.sha256, input, held.as_ref()).await
         };
         if outcome.status == VesselStatus::Failed {
             failed = true;
@@ -225,15 +166,17 @@ pub async fn execute_fleet(
             outcome,
         });
         // Progress lets `GET /runs/{id}` show a long fleet part-way; after the last vessel the
-        // finish write records the same, so that statement is saved.
+        // finish records the same, so that write is saved.
         let more_to_come = vessels.len() < spec.vessels.len();
-        if let Some(id) = run_id.filter(|_| more_to_come)
-            && let Err(e) = ctx
-                .store
-                .progress(id, &ctx.owner, &variables, &vessels)
-                .await
-        {
-            tracing::warn!(error = %e, "recording progress failed");
+        if let Some(h) = held.as_ref().filter(|_| more_to_come) {
+            match ctx.store.progress(h.lease, &variables, &vessels).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("lease lost: another claim holds this run; stopping");
+                    h.lost.cancel();
+                }
+                Err(e) => tracing::warn!(error = %e, "recording progress failed"),
+            }
         }
     }
     let status = if failed {
@@ -255,6 +198,7 @@ async fn run_vessel(
     kind: VesselKind,
     sha256: &str,
     input: VesselInput,
+    held: Option<&Held<'_>>,
 ) -> VesselOutcome {
     let program = match load_program(ctx, kind, sha256).await {
         Ok(p) => p,
@@ -267,7 +211,19 @@ async fn run_vessel(
         }
     };
     let sandbox = ctx.sandbox.clone();
-    match ctx.pool.run(move || sandbox.run(&program, &input)).await {
+    let job = ctx.pool.run(move || sandbox.run(&program, &input));
+    tokio::pin!(job);
+    let result = match held {
+        None => job.await,
+        Some(h) => tokio::select! {
+            result = &mut job => result,
+            _ = tokio::time::sleep(ctx.slow_after) => {
+                h.slot.mark_slow();
+                job.await
+            }
+        },
+    };
+    match result {
         Ok(outcome) => outcome,
         Err(panic) => {
             tracing::error!(error = %panic, "a vessel run panicked");

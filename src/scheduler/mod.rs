@@ -1,10 +1,15 @@
-//! Scheduling: workers claim queued runs from the store and execute fleets vessel by vessel.
+//! Scheduling: the node claims queued runs from the store and executes fleets vessel by vessel.
 //!
-//! Workers are tokio tasks that only wait (on the store, on the vessel pool); the vessels
-//! themselves run on the [`pool::VesselPool`] threads. A claimed run carries a lease that the
-//! executing task renews; if this process dies, the lease runs out and another worker (or this
-//! node after a restart) runs it again as the next attempt.
+//! - `dispatch`: one dispatcher claiming in batches, one renewer for all leases, one finisher
+//!   recording ends in batches, one reaper for runs whose worker died;
+//! - `execute`: one fleet run — variables, order, `when`, fenced progress;
+//! - [`pool`]: the vessel threads, sized to the cores, with a slow lane.
+//!
+//! Executions are tokio tasks that only wait; vessels run on the pool's threads. A claimed run
+//! carries a fenced lease; if this process dies, the lease runs out and the run is attempted
+//! again (up to `max_attempts`).
 
+mod dispatch;
 mod execute;
 pub mod pool;
 
@@ -12,36 +17,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{FleetDoc, FleetError, FleetSpec};
 use crate::sandbox::{RequestMeta, RunIds, Sandbox, VesselKind};
 use crate::store::{Store, StoreError};
-pub use execute::{FleetOutcome, RunContext, execute_fleet};
-pub use pool::VesselPool;
+pub use execute::{FleetOutcome, RunContext, initial_variables};
+pub use pool::{PoolSize, VesselPool};
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Runs executed at once by this node.
+    /// Vessel threads for quick vessels (and so runs executing at once); 0 runs nothing.
     pub workers: usize,
+    /// Runs claimed beyond the free vessel threads, so a thread never waits for a claim.
+    pub prefetch: usize,
+    /// Extra threads (and runs) allowed for vessels running longer than `slow_after`.
+    pub max_slow: usize,
+    /// When a running vessel counts as slow.
+    pub slow_after: Duration,
     /// How long a claim holds before it counts as lost.
     pub lease: Duration,
-    /// How often idle workers look at the queue without being woken (other nodes, expired leases).
+    /// How often an idle dispatcher looks at the queue without being woken.
     pub poll: Duration,
     /// This node's name in leases.
     pub node_id: String,
+    /// Attempts after which a run whose worker keeps getting lost is failed.
+    pub max_attempts: u32,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
+        let workers = default_workers();
         SchedulerConfig {
-            workers: 16,
+            workers,
+            prefetch: workers,
+            max_slow: 32,
+            slow_after: Duration::from_millis(100),
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
+            max_attempts: 3,
         }
     }
+}
+
+/// One vessel thread per core: vessels are CPU-bound, and more busy threads than cores only
+/// adds contention (slow vessels get extra threads of their own, see [`pool`]).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// The result of a dry run.
@@ -77,16 +102,23 @@ struct Inner {
     pool: VesselPool,
     wake: Notify,
     config: SchedulerConfig,
+    leases: dispatch::Leases,
 }
 
 impl Scheduler {
-    /// Builds the scheduler and its vessel pool (one thread per worker).
+    /// Builds the scheduler and its vessel pool. The sandbox must allow
+    /// [`Scheduler::max_vessels`] vessels at once.
     pub fn new(
         store: Arc<dyn Store>,
         sandbox: Arc<Sandbox>,
         config: SchedulerConfig,
     ) -> std::io::Result<Self> {
-        let pool = VesselPool::new(config.workers)?;
+        let pool = VesselPool::new(PoolSize {
+            // Fleet checks at save time compile on the pool, even on an ingress-only node.
+            core: config.workers.max(1),
+            max_slow: config.max_slow,
+            slow_after: config.slow_after,
+        })?;
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -94,8 +126,14 @@ impl Scheduler {
                 pool,
                 wake: Notify::new(),
                 config,
+                leases: dispatch::Leases::default(),
             }),
         })
+    }
+
+    /// The most vessels that can run at once under `config` (core threads and the slow lane).
+    pub fn max_vessels(config: &SchedulerConfig) -> usize {
+        config.workers.max(1) + config.max_slow
     }
 
     /// The vessel pool, for other callers of the sandbox (dry runs).
@@ -170,8 +208,7 @@ impl Scheduler {
             store: inner.store.clone(),
             sandbox: inner.sandbox.clone(),
             pool: inner.pool.clone(),
-            owner: inner.config.node_id.clone(),
-            lease: inner.config.lease,
+            slow_after: inner.config.slow_after,
         }
     }
 
@@ -199,16 +236,8 @@ impl Scheduler {
             vessel: String::new(),
             attempt: 1,
         };
-        let outcome = execute_fleet(
-            &self.context(),
-            spec,
-            ids,
-            Arc::new(request),
-            body,
-            None,
-            None,
-        )
-        .await;
+        let outcome =
+            execute::execute_fleet(&self.context(), spec, ids, Arc::new(request), body, None).await;
         let report = serde_json::json!({
             "dry_run": true,
             "fleet_id": fleet_id,
@@ -223,75 +252,5 @@ impl Scheduler {
     /// Tells an idle worker that a run was queued.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
-    }
-
-    /// Runs the workers until `shutdown` fires; then stops claiming and returns once the runs in
-    /// hand are finished or handed back.
-    pub async fn run(&self, shutdown: CancellationToken) {
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.inner.config.workers {
-            let me = self.clone();
-            let shutdown = shutdown.clone();
-            workers.spawn(async move { me.worker(shutdown).await });
-        }
-        let reaper = {
-            let me = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { me.reap_expired(shutdown).await })
-        };
-        while workers.join_next().await.is_some() {}
-        let _ = reaper.await;
-    }
-
-    async fn worker(&self, shutdown: CancellationToken) {
-        let inner = &self.inner;
-        while !shutdown.is_cancelled() {
-            let lease_until = crate::util::now_ms() + inner.config.lease.as_millis() as i64;
-            match inner.store.claim(&inner.config.node_id, lease_until).await {
-                Ok(Some(claimed)) => {
-                    // Pass the baton: there may be more queued work for an idle colleague.
-                    inner.wake.notify_one();
-                    execute::execute_claimed(&self.context(), claimed, &shutdown).await;
-                }
-                Ok(None) => {
-                    tokio::select! {
-                        _ = inner.wake.notified() => {}
-                        _ = tokio::time::sleep(inner.config.poll) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming a run failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(inner.config.poll) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Re-queues runs whose lease ran out (their worker died), every few seconds.
-    async fn reap_expired(&self, shutdown: CancellationToken) {
-        let every = (self.inner.config.lease / 3).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            match self
-                .inner
-                .store
-                .requeue_expired(crate::util::now_ms(), false)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(runs = n, "re-queued runs whose worker was lost");
-                    self.wake();
-                }
-                Err(e) => tracing::error!(error = %e, "re-queuing expired runs failed"),
-            }
-        }
     }
 }

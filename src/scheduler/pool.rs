@@ -1,13 +1,21 @@
-//! A fixed pool of OS threads for vessel runs.
+//! The vessel threads: a core of threads sized to the CPUs, plus a slow lane.
 //!
 //! Vessels are CPU-bound and synchronous, so they never run on the async reactor: a spinning
 //! guest would stall ingress. Dedicated threads (rather than tokio's blocking pool) give a hard
-//! bound on concurrent vessels that is independent of the core count, a stack big enough for
-//! deep Rhai recursion to hit its own limit first, and fairness from the OS scheduler: eight
-//! spinning guests on two cores still leave a ninth run its time slices.
+//! bound on concurrent vessels, a stack big enough for deep Rhai recursion to hit its own limit
+//! first, and fairness from the OS scheduler.
+//!
+//! How many: as many *busy* threads as there are cores does the most work — more only adds
+//! contention (16 threads on 2 cores did fewer runs per second than 2). But a vessel that
+//! runs long (a guest spinning until its timeout) would then hold a core thread and starve the
+//! quick vessels queued behind it. So a vessel running longer than `slow_after` stops counting:
+//! the pool may start one more thread for each such vessel, up to `core + max_slow`, and the
+//! extra threads end after a while idle.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -15,12 +23,50 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Stack of each vessel thread.
 const STACK_BYTES: usize = 16 << 20;
+/// An extra thread idle this long ends.
+const EXTRA_IDLE: Duration = Duration::from_secs(10);
 
-/// Handle to the pool; dropping every handle lets the threads end.
+/// Sizes of the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSize {
+    /// Threads kept for quick vessels.
+    pub core: usize,
+    /// Extra threads allowed while that many vessels run longer than `slow_after`.
+    pub max_slow: usize,
+    /// When a running vessel counts as slow.
+    pub slow_after: Duration,
+}
+
+/// Handle to the pool; cheap to clone.
 #[derive(Clone)]
 pub struct VesselPool {
-    tx: mpsc::Sender<Job>,
-    size: usize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    size: PoolSize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    /// No thread.
+    Free,
+    /// A live thread waiting for work.
+    Waiting,
+    /// A thread running a job since then.
+    Busy(Instant),
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    /// What each thread slot is doing; slots of ended threads are reused.
+    slots: Vec<Slot>,
+    next_name: usize,
 }
 
 /// The job panicked; the thread survived.
@@ -29,38 +75,48 @@ pub struct VesselPool {
 pub struct Panicked(pub String);
 
 impl VesselPool {
-    /// Starts `size` threads.
-    pub fn new(size: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..size.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("vessel-{i}"))
-                .stack_size(STACK_BYTES)
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })?;
+    /// Starts the core threads and the watcher that opens the slow lane.
+    pub fn new(size: PoolSize) -> std::io::Result<Self> {
+        let size = PoolSize {
+            core: size.core.max(1),
+            ..size
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            size,
+        });
+        {
+            let mut state = shared.lock();
+            for _ in 0..size.core {
+                spawn(&shared, &mut state)?;
+            }
         }
-        Ok(VesselPool {
-            tx,
-            size: size.max(1),
-        })
+        let weak = Arc::downgrade(&shared);
+        let tick = (size.slow_after / 2).max(Duration::from_millis(5));
+        std::thread::Builder::new()
+            .name("vessel-watch".into())
+            .spawn(move || {
+                while let Some(shared) = weak.upgrade() {
+                    {
+                        let mut state = shared.lock();
+                        shared.grow_if_starved(&mut state);
+                    }
+                    drop(shared);
+                    std::thread::sleep(tick);
+                }
+            })?;
+        Ok(VesselPool { shared })
     }
 
-    /// Number of threads.
+    /// Core threads.
     pub fn size(&self) -> usize {
-        self.size
+        self.shared.size.core
+    }
+
+    /// The most threads the pool may have at once.
+    pub fn max_threads(&self) -> usize {
+        self.shared.size.core + self.shared.size.max_slow
     }
 
     /// Runs `f` on a pool thread and waits for its result without blocking the reactor.
@@ -80,10 +136,89 @@ impl VesselPool {
             });
             let _ = reply.send(result);
         });
-        self.tx
-            .send(job)
-            .map_err(|_| Panicked("the vessel pool has stopped".into()))?;
+        {
+            let mut state = self.shared.lock();
+            state.jobs.push_back(job);
+            if state.idle > 0 {
+                self.shared.work.notify_one();
+            } else {
+                self.shared.grow_if_starved(&mut state);
+            }
+        }
         done.await
             .map_err(|_| Panicked("the vessel thread was lost".into()))?
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A job never runs under the lock, so a poisoned lock only means a panic in this file's
+        // own bookkeeping; its state is still consistent enough to go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a thread when jobs wait, none is idle, and slow vessels hold threads.
+    fn grow_if_starved(self: &Arc<Self>, state: &mut State) {
+        if state.jobs.is_empty() || state.idle > 0 {
+            return;
+        }
+        let now = Instant::now();
+        let slow = state
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Busy(since) if now.duration_since(*since) >= self.size.slow_after))
+            .count();
+        let allowed = self.size.core + slow.min(self.size.max_slow);
+        if state.threads < allowed
+            && let Err(e) = spawn(self, state)
+        {
+            tracing::warn!(error = %e, "could not start a vessel thread");
+        }
+    }
+}
+
+fn spawn(shared: &Arc<Shared>, state: &mut State) -> std::io::Result<()> {
+    let slot = match state.slots.iter().position(|s| *s == Slot::Free) {
+        Some(i) => i,
+        None => {
+            state.slots.push(Slot::Free);
+            state.slots.len() - 1
+        }
+    };
+    let name = format!("vessel-{}", state.next_name);
+    state.next_name += 1;
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(STACK_BYTES)
+        .spawn(move || work(shared, slot))?;
+    state.slots[slot] = Slot::Waiting;
+    state.threads += 1;
+    Ok(())
+}
+
+fn work(shared: Arc<Shared>, slot: usize) {
+    let mut state = shared.lock();
+    loop {
+        let Some(job) = state.jobs.pop_front() else {
+            state.idle += 1;
+            let (next, timeout) = shared
+                .work
+                .wait_timeout(state, EXTRA_IDLE)
+                .unwrap_or_else(|e| e.into_inner());
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.jobs.is_empty() && state.threads > shared.size.core {
+                state.threads -= 1;
+                state.slots[slot] = Slot::Free;
+                return;
+            }
+            continue;
+        };
+        state.slots[slot] = Slot::Busy(Instant::now());
+        drop(state);
+        job();
+        state = shared.lock();
+        state.slots[slot] = Slot::Waiting;
     }
 }

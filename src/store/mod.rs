@@ -1,14 +1,23 @@
-//! Storage: one [`Store`] trait, one module per backend, each with its own migrations.
+//! Storage: three traits — [`Catalog`], [`Queue`], [`History`] — that make a [`Store`], one
+//! module per backend, each with its own migrations.
 //!
-//! The trait speaks in domain records. Times are milliseconds since the epoch, ids are UUIDs
-//! (v7 for requests and runs, so they sort by creation). The queue lives in the same store as the
-//! history: a run is claimed with a lease that its worker renews; a lease that runs out puts the
-//! run back in the queue with the next attempt number.
+//! The traits speak in domain records, never in driver types: a backend's errors become a
+//! [`StoreError`]. Times are milliseconds since the epoch; ids are UUIDs (v7 for requests and
+//! runs, so they sort by creation).
+//!
+//! The queue lives in the same store as the history. Its operations are batch-shaped so that a
+//! node pays per batch, not per run: ingress commits many calls at once ([`Queue::enqueue`]),
+//! a dispatcher claims as many runs as it has room for ([`Queue::claim`]), one call renews every
+//! lease a node holds ([`Queue::renew`]) and finished runs are recorded together
+//! ([`Queue::finish`]). A claim is *fenced*: it carries a [`Lease`] token, and renew, progress,
+//! finish and release succeed only for the current holder, so a worker that lost its run (its
+//! lease expired and someone else took it) can never overwrite the newer attempt.
 
 mod batch;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -20,7 +29,7 @@ use crate::sandbox::VesselOutcome;
 pub use batch::IngestBatcher;
 
 /// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist.
     #[error("{0} not found")]
@@ -30,7 +39,7 @@ pub enum StoreError {
     Conflict(String),
     /// The database failed; details are for the log, not for clients.
     #[error("database error: {0}")]
-    Backend(#[from] sqlx::Error),
+    Backend(String),
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -149,8 +158,18 @@ pub struct Ingest {
     pub request: RequestRecord,
     /// The id of the run to queue.
     pub run_id: Uuid,
-    /// Whether the fleet runs one at a time (`queue` policy).
-    pub serial: bool,
+    /// The fleet's concurrency policy, applied inside the committing transaction so that two
+    /// simultaneous calls cannot both pass a `reject` check.
+    pub policy: Concurrency,
+}
+
+/// What became of one call handed to [`Queue::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The request and its run are committed.
+    Queued,
+    /// `reject` policy: the fleet already has a run queued or running; nothing was stored.
+    Busy,
 }
 
 /// Status of a fleet run.
@@ -223,6 +242,10 @@ pub struct RunRecord {
     pub vessels: Vec<VesselRun>,
     /// A run-level error (fleet deleted, worker lost…).
     pub error: Option<String>,
+    /// A typed run-level failure reason (`max_attempts`, `node_lost` while re-queued…).
+    pub reason: Option<String>,
+    /// Attempts whose worker was lost: `{"attempt","reason","node","started_at","lost_at"}`.
+    pub lost_attempts: Vec<serde_json::Value>,
     /// Queued at (ms).
     pub created_at: i64,
     /// Claimed at (ms), latest attempt.
@@ -231,13 +254,36 @@ pub struct RunRecord {
     pub finished_at: Option<i64>,
 }
 
-/// A run a worker has claimed, with what it needs to execute it.
+/// Proof of holding a claimed run: the run and the token of this one claim. A run claimed
+/// again (after its lease ran out) gets a new token, which fences off the previous holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The run.
+    pub run_id: Uuid,
+    /// Unique to one claim of the run.
+    pub token: i64,
+}
+
+/// A run a worker has claimed, with everything it needs to execute it.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    /// The claim.
+    pub lease: Lease,
     /// The run, status `running`.
     pub run: RunRecord,
     /// Its request, body included.
     pub request: RequestRecord,
+    /// The fleet as it is now; `None` when it was deleted after the call was accepted.
+    pub fleet: Option<Arc<Fleet>>,
+}
+
+/// What [`Queue::requeue_expired`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Runs put back in the queue for another attempt.
+    pub requeued: u64,
+    /// Runs that had used up their attempts and were failed with reason `max_attempts`.
+    pub failed: u64,
 }
 
 /// Filters of the run history.
@@ -262,11 +308,13 @@ pub struct Finish {
     pub vessels: Vec<VesselRun>,
     /// Run-level error, if any.
     pub error: Option<String>,
+    /// Typed run-level reason, if any.
+    pub reason: Option<String>,
 }
 
-/// The storage interface; SQLite is the embedded default.
+/// Organisations, projects, code, fleets and webhooks: what users configure.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Catalog: Send + Sync {
     /// True before the first org exists (first start).
     async fn is_empty(&self) -> StoreResult<bool>;
 
@@ -308,33 +356,60 @@ pub trait Store: Send + Sync + 'static {
     async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>>;
     /// Resolves a webhook id from a URL.
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>>;
-    /// Whether a fleet has a run queued or running (for the `reject` policy).
-    async fn has_active_run(&self, fleet_id: Uuid) -> StoreResult<bool>;
+}
 
-    /// Commits requests and their queued runs, all in one transaction.
-    async fn enqueue(&self, batch: &[Ingest]) -> StoreResult<()>;
-    /// Claims the oldest claimable queued run for `owner` until `lease_until` (ms).
-    async fn claim(&self, owner: &str, lease_until: i64) -> StoreResult<Option<Claimed>>;
-    /// Extends a lease; false if the run is no longer held by `owner`.
-    async fn renew(&self, run_id: Uuid, owner: &str, lease_until: i64) -> StoreResult<bool>;
-    /// Records progress of a held run (variables, vessels so far).
+/// The run queue. Every operation takes or returns many runs at once; see the module docs.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Commits calls and their queued runs in one durable transaction, applying each fleet's
+    /// concurrency policy inside it. Returns one [`Admission`] per call, in order.
+    async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>>;
+    /// Claims up to `max` claimable runs, oldest first, for `node` until `lease_until` (ms).
+    /// A `queue`-policy fleet never has two runs claimed at once, and its runs go in arrival
+    /// order.
+    async fn claim(&self, node: &str, max: usize, lease_until: i64) -> StoreResult<Vec<Claimed>>;
+    /// Extends every lease `node` holds to `lease_until`, in one statement; returns those of
+    /// `leases` that are no longer held (the run was re-queued, claimed again, or ended).
+    async fn renew(
+        &self,
+        node: &str,
+        leases: &[Lease],
+        lease_until: i64,
+    ) -> StoreResult<Vec<Lease>>;
+    /// Records progress of a held run; false when the lease is no longer held.
     async fn progress(
         &self,
-        run_id: Uuid,
-        owner: &str,
+        lease: Lease,
         vars: &BTreeMap<String, String>,
         vessels: &[VesselRun],
-    ) -> StoreResult<()>;
-    /// Ends a held run.
-    async fn finish(&self, run_id: Uuid, owner: &str, finish: &Finish) -> StoreResult<()>;
-    /// Puts running runs whose lease ended before `now` back in the queue (all running runs
-    /// when `all`: a single-node store at start-up). Returns how many.
-    async fn requeue_expired(&self, now: i64, all: bool) -> StoreResult<u64>;
-    /// Gives a held run back to the queue without counting it as lost (graceful shutdown).
-    async fn release(&self, run_id: Uuid, owner: &str) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// Ends held runs; one flag per entry, false where the lease was no longer held (nothing
+    /// was written for that run).
+    async fn finish(&self, done: Vec<(Lease, Finish)>) -> StoreResult<Vec<bool>>;
+    /// Gives held runs back to the queue without counting an attempt (graceful shutdown).
+    async fn release(&self, leases: &[Lease]) -> StoreResult<()>;
+    /// Deals with running runs whose lease ended before `now` (every running run when `all`:
+    /// a single-node store at start-up): each lost attempt is recorded with reason `node_lost`;
+    /// a run that has had `max_attempts` attempts is failed with reason `max_attempts`, the
+    /// others go back to the queue.
+    async fn requeue_expired(
+        &self,
+        now: i64,
+        all: bool,
+        max_attempts: u32,
+    ) -> StoreResult<Requeued>;
+}
 
+/// Reading what happened.
+#[async_trait]
+pub trait History: Send + Sync {
     /// Run history of a fleet, newest first.
     async fn runs(&self, fleet_id: Uuid, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
     /// One run with its request (body omitted).
     async fn run(&self, id: Uuid) -> StoreResult<(RunRecord, RequestRecord)>;
 }
+
+/// A whole store: what the server is given.
+pub trait Store: Catalog + Queue + History + 'static {}
+
+impl<T: Catalog + Queue + History + 'static> Store for T {}

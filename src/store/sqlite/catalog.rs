@@ -1,0 +1,292 @@
+//! [`Catalog`] on SQLite: admin writes through the writer thread, lookups on read connections.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::*;
+use crate::util::now_ms;
+
+#[async_trait]
+impl Catalog for SqliteStore {
+    async fn is_empty(&self) -> StoreResult<bool> {
+        self.read(|c| Ok(c.query_row("SELECT NOT EXISTS (SELECT 1 FROM orgs)", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn create_org(&self, name: &str) -> StoreResult<Org> {
+        let org = Org {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+        };
+        let row = org.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![row.id.to_string(), row.name, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(org)
+    }
+
+    async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid> {
+        let id = Uuid::new_v4();
+        let hash = key_hash.to_owned();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO api_keys (id, org_id, key_hash, created_at)
+                 SELECT ?1, id, ?2, ?3 FROM orgs WHERE id = ?4",
+                params![id.to_string(), hash, now_ms(), org_id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("org"));
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()> {
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now_ms(), id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("api key"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_project(&self, org_id: Uuid, name: &str) -> StoreResult<Project> {
+        let project = Project {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            org_id,
+        };
+        let p = project.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO projects (id, org_id, name, created_at)
+                 SELECT ?1, id, ?2, ?3 FROM orgs WHERE id = ?4",
+                params![p.id.to_string(), p.name, now_ms(), p.org_id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("org"));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(project)
+    }
+
+    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
+        let code = code.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT OR IGNORE INTO code (sha256, kind, bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for item in &code {
+                stmt.execute(params![item.sha256, item.kind.as_str(), item.bytes, now_ms()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
+        let sha = sha256.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT bytes FROM code WHERE sha256 = ?1")?
+                .query_row([sha], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("code"))
+        })
+        .await
+    }
+
+    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
+        let id = Uuid::new_v4();
+        let doc = serde_json::to_string(spec)?;
+        self.write(move |c| {
+            let now = now_ms();
+            let n = c.execute(
+                "INSERT INTO fleets (id, project_id, spec, created_at, updated_at)
+                 SELECT ?1, id, ?2, ?3, ?3 FROM projects WHERE id = ?4",
+                params![id.to_string(), doc, now, project_id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("project"));
+            }
+            fleet_by_id(c, id)?.ok_or(StoreError::NotFound("fleet"))
+        })
+        .await
+    }
+
+    async fn fleet(&self, id: Uuid) -> StoreResult<Fleet> {
+        self.read(move |c| fleet_by_id(c, id)?.ok_or(StoreError::NotFound("fleet")))
+            .await
+    }
+
+    async fn replace_fleet(&self, id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
+        let doc = serde_json::to_string(spec)?;
+        let fleets = self.fleets.clone();
+        self.forget_webhooks();
+        let fleet = self
+            .write(move |c| {
+                let n = c.execute(
+                    "UPDATE fleets SET spec = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![doc, now_ms(), id.to_string()],
+                )?;
+                fleets.invalidate(&id);
+                if n == 0 {
+                    return Err(StoreError::NotFound("fleet"));
+                }
+                fleet_by_id(c, id)?.ok_or(StoreError::NotFound("fleet"))
+            })
+            .await;
+        self.forget_webhooks();
+        fleet
+    }
+
+    async fn delete_fleet(&self, id: Uuid) -> StoreResult<()> {
+        let fleets = self.fleets.clone();
+        self.forget_webhooks();
+        let done = self
+            .write(move |c| {
+                let n = c.execute("DELETE FROM fleets WHERE id = ?1", [id.to_string()])?;
+                fleets.invalidate(&id);
+                if n == 0 {
+                    return Err(StoreError::NotFound("fleet"));
+                }
+                Ok(())
+            })
+            .await;
+        self.forget_webhooks();
+        done
+    }
+
+    async fn create_webhook(
+        &self,
+        fleet_id: Uuid,
+        id: &str,
+        auth: &WebhookAuth,
+    ) -> StoreResult<Webhook> {
+        let hook = Webhook {
+            id: id.to_owned(),
+            fleet_id,
+            auth: auth.clone(),
+            created_at: now_ms(),
+        };
+        let (row, auth) = (hook.clone(), serde_json::to_string(auth)?);
+        self.write(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM fleets WHERE id = ?1)",
+                [fleet_id.to_string()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(StoreError::NotFound("fleet"));
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO webhooks (id, fleet_id, auth, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![row.id, fleet_id.to_string(), auth, row.created_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict("the fleet already has a webhook".into()));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(hook)
+    }
+
+    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
+        let new_id = new_id.to_owned();
+        self.forget_webhooks();
+        let hook = self
+            .write(move |c| {
+                let n = c.execute(
+                    "UPDATE webhooks SET id = ?1, created_at = ?2 WHERE fleet_id = ?3",
+                    params![new_id, now_ms(), fleet_id.to_string()],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound("webhook"));
+                }
+                Ok(c.query_row(
+                    "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = ?1",
+                    [fleet_id.to_string()],
+                    webhook_from,
+                )?)
+            })
+            .await;
+        self.forget_webhooks();
+        hook
+    }
+
+    async fn delete_webhook(&self, fleet_id: Uuid) -> StoreResult<()> {
+        self.forget_webhooks();
+        let done = self
+            .write(move |c| {
+                let n = c.execute(
+                    "DELETE FROM webhooks WHERE fleet_id = ?1",
+                    [fleet_id.to_string()],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound("webhook"));
+                }
+                Ok(())
+            })
+            .await;
+        self.forget_webhooks();
+        done
+    }
+
+    async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = ?1",
+            )?
+            .query_row([fleet_id.to_string()], webhook_from)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
+        if let Some(hit) = self.webhooks.get(id) {
+            return Ok(Some(hit));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let key = id.to_owned();
+        let target = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+                     FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
+                     JOIN projects p ON p.id = f.project_id
+                     WHERE w.id = ?1",
+                )?;
+                let mut rows = stmt.query([key])?;
+                let Some(row) = rows.next()? else {
+                    return Ok(None);
+                };
+                let spec: FleetSpec = json_at(row, "spec")?;
+                Ok(Some(WebhookTarget {
+                    webhook: webhook_from(row)?,
+                    project_id: uuid_at(row, "project_id")?,
+                    org_id: uuid_at(row, "org_id")?,
+                    concurrency: spec.concurrency,
+                }))
+            })
+            .await?;
+        if let Some(target) = &target
+            && self.generation.load(Ordering::SeqCst) == generation
+        {
+            self.webhooks.insert(id.to_owned(), target.clone());
+        }
+        Ok(target)
+    }
+}
