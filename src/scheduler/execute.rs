@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -211,15 +211,28 @@ async fn run_vessel(
         }
     };
     let sandbox = ctx.sandbox.clone();
-    let job = ctx.pool.run(move || sandbox.run(&program, &input));
+    // When the vessel got a thread: time spent waiting for one is not slowness of the vessel.
+    let started = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let job = ctx.pool.run({
+        let started = started.clone();
+        move || {
+            let _ = started.set(Instant::now());
+            sandbox.run(&program, &input)
+        }
+    });
     tokio::pin!(job);
     let result = match held {
         None => job.await,
-        Some(h) => tokio::select! {
-            result = &mut job => result,
-            _ = tokio::time::sleep(ctx.slow_after) => {
-                h.slot.mark_slow();
-                job.await
+        Some(h) => loop {
+            let mark = started.get().map_or(Instant::now(), |t| *t) + ctx.slow_after;
+            tokio::select! {
+                result = &mut job => break result,
+                _ = tokio::time::sleep_until(mark.into()) => {
+                    if started.get().is_some_and(|t| t.elapsed() >= ctx.slow_after) {
+                        h.slot.mark_slow();
+                        break job.await;
+                    }
+                }
             }
         },
     };

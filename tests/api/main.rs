@@ -5,6 +5,8 @@ mod cli;
 mod examples;
 mod helpers;
 mod ingress;
+mod queue;
 mod restart;
 mod rhai;
+mod store;
 mod wasm;
