@@ -27,6 +27,16 @@ fn release_next(c: &Connection, fleet_id: &str) -> StoreResult<()> {
 #[async_trait]
 impl Queue for SqliteStore {
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>> {
+        // Encoding off the writer thread: it is the one thread every write waits for.
+        let encoded = batch
+            .iter()
+            .map(|i| {
+                Ok((
+                    serde_json::to_string(&i.request.headers)?,
+                    serde_json::to_string(&i.request.query)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<(String, String)>>>()?;
         self.writer
             .call(true, move |c| {
                 let mut insert_request = c.prepare_cached(
@@ -44,7 +54,7 @@ impl Queue for SqliteStore {
                         AND status IN ('queued', 'running') AND (?2 = 0 OR serial = 1))",
                 )?;
                 let mut out = Vec::with_capacity(batch.len());
-                for item in &batch {
+                for (item, (headers, query)) in batch.iter().zip(encoded) {
                     let r = &item.request;
                     let fleet_id = r.fleet_id.to_string();
                     let held = match item.policy {
@@ -64,8 +74,8 @@ impl Queue for SqliteStore {
                         fleet_id,
                         r.method,
                         r.content_type,
-                        serde_json::to_string(&r.headers)?,
-                        serde_json::to_string(&r.query)?,
+                        headers,
+                        query,
                         r.body,
                         r.body_size as i64,
                         r.received_at,
