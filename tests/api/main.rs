@@ -8,4 +8,5 @@ mod helpers;
 mod ingress;
 mod restart;
 mod rhai;
+mod soak;
 mod wasm;
