@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod cli;
+mod crash;
 mod examples;
 mod helpers;
 mod ingress;
