@@ -245,16 +245,9 @@ async fn main() -> anyhow::Result<()> {
     all.latencies_us.sort_unstable();
     let answered = all.ok + all.non2xx;
     let elapsed = all.last_answer.map_or(0.0, |t| (t - start).as_secs_f64());
-    let achieved = if elapsed > 0.0 {
-        answered as f64 / elapsed
-    } else {
-        0.0
-    };
+    let achieved = answered as f64 / elapsed.max(f64::EPSILON);
     if let Some(out) = &args.out {
-        let mut text = all.run_ids.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
+        let text: String = all.run_ids.iter().map(|id| format!("{id}\n")).collect();
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     }
     println!(
