@@ -6,8 +6,12 @@
 # On this machine, one after another: a bare axum handler (the ingress baseline), Debian's
 # adnanh/webhook 2.8 in sync mode (the run-rate baseline), wharf with a one-vessel Wasm fleet,
 # wharf with a one-vessel Rhai fleet, an ingress-only wharf filled with 100,000 queued runs (for
-# memory), then the micro benchmarks (sandbox vs raw floors, claim cost vs queue length). The
-# server is pinned to CPU 0 and wrk to CPU 1 when there are two CPUs or more.
+# memory), then the micro benchmarks (sandbox vs raw floors, claim cost vs queue length). Each
+# wharf fleet is first driven as hard as wrk can (its maximum), then at a fixed half of its
+# maximum completed-runs rate by `loadgen` (benches/loadgen.rs, open loop) for the end-to-end
+# latency of its runs, from the call's arrival to the run's end, read from the SQLite file.
+# wharf runs at its default log level, as users run it; its stderr is kept and measured. The
+# server is pinned to CPU 0 and the load generators to CPU 1 when there are two CPUs or more.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +33,10 @@ missing=()
 for tool in wrk webhook jq sqlite3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    as_root=()
+    ((EUID == 0)) || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if (($(nproc) >= 2)); then
     srv=(taskset -c 0)
@@ -41,8 +48,11 @@ fi
 
 log "building (release)"
 cargo build --quiet --release --locked --bin wharf --example bare-axum
+cargo build --quiet --release --locked --example loadgen
 bash scripts/build-guests.sh "$work/guests" >/dev/null
-wharf="$root/target/release/wharf"
+# Honours CARGO_TARGET_DIR and workspace settings instead of assuming ./target.
+target="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release"
+wharf="$target/wharf"
 
 # A ~1 KB GitHub push payload (the Wasm vessel is the github-push example guest).
 jq -c '.commits = [.commits[0]] | del(.head_commit)' examples/github-push/payload.json >"$work/body.json"
@@ -68,7 +78,7 @@ function done(summary, latency, requests)
 end
 LUA
 
-# drive URL [extra wrk args]: prints "requests rate p50_ms p99_ms errors"
+# drive URL [extra wrk args]: the maximum, closed loop; prints "requests rate p50_ms p99_ms errors"
 drive() {
     local url=$1
     shift
@@ -84,6 +94,19 @@ wait_http() {
     return 1
 }
 
+# steady URL RATE IDS_FILE: open loop at RATE/s for the phase duration, the run id of every 201
+# into IDS_FILE; prints "sent ok non2xx errors achieved_rate p50_ms p99_ms max_ms"
+steady() {
+    "${gen[@]}" "$target/examples/loadgen" --url "$1" --body "$work/body.json" --rate "$2" \
+        --duration "$secs" --connections "$conns" --out "$3" | sed -n 's/^RESULT //p'
+}
+
+# pct P: the P-th percentile (nearest rank) of the numbers on stdin
+pct() { sort -n | awk -v p="$1" '{ v[NR] = $1 } END { r = p * NR / 100; if (r > int(r)) r = int(r) + 1; if (r < 1) r = 1; print NR ? v[r] : "-" }'; }
+
+# log_stats FILE: prints "bytes longest_line_bytes"
+log_stats() { LC_ALL=C awk '{ n += length + 1; if (length > m) m = length } END { print n + 0, m + 0 }' "$1"; }
+
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 api() { # METHOD PATH [BODY]
@@ -96,8 +119,9 @@ start_wharf() {
     local name=$1
     port=$2
     shift 2
-    WHARF_ADMIN_TOKEN=$token WHARF_LOG=warn "${srv[@]}" "$wharf" serve --listen "127.0.0.1:$port" \
-        --data-dir "$work/$name" --no-demo "$@" >"$work/$name.log" 2>&1 &
+    # No WHARF_LOG: the default filter, what users run. The log is stderr; stdout is the banner.
+    env -u WHARF_LOG WHARF_ADMIN_TOKEN=$token "${srv[@]}" "$wharf" serve --listen "127.0.0.1:$port" \
+        --data-dir "$work/$name" --no-demo "$@" >"$work/$name.out" 2>"$work/$name.log" &
     wpid=$!
     pids+=("$wpid")
     wait_http "http://127.0.0.1:$port/healthz"
@@ -124,7 +148,7 @@ drain() {
 declare -A R
 
 log "bare axum, $secs s"
-"${srv[@]}" "$root/target/release/examples/bare-axum" 127.0.0.1:18090 &
+"${srv[@]}" "$target/examples/bare-axum" 127.0.0.1:18090 &
 pids+=($!)
 wait_http http://127.0.0.1:18090/ 2>/dev/null || true
 sleep 0.5
@@ -166,8 +190,27 @@ for kind in wasm rhai; do
     end=$(drain)
     R[${kind}_runs]=$(echo "$n $start $end" | awk '{printf "%.0f", $1 / ($3 - $2)}')
     R[${kind}_failed]=$(api GET "/fleets/$fleet/runs?status=failed&limit=1000" | jq '.runs | length')
+
+    R[${kind}_rate]=$(awk -v r="${R[${kind}_runs]}" 'BEGIN {printf "%.0f", r / 2}')
+    log "wharf, one $kind vessel, fixed ${R[${kind}_rate]}/s for $secs s (end-to-end latency)"
+    since=$(date +%s%3N)
+    read -r _ R[${kind}_e2e_ok] R[${kind}_e2e_non2xx] R[${kind}_e2e_err] _ R[${kind}_ack_p50] R[${kind}_ack_p99] _ \
+        < <(steady "$hook" "${R[${kind}_rate]}" "$work/$kind.ids")
+    drain >/dev/null
+    # Every run of this phase: this data folder holds one fleet, and nothing else was queued since.
+    # created_at is when the call was received, finished_at when the run ended (both ms).
+    sqlite3 "$work/wharf-$kind/wharf.db" \
+        "SELECT finished_at - created_at FROM runs WHERE created_at >= $since AND finished_at IS NOT NULL" \
+        >"$work/$kind.e2e"
+    R[${kind}_e2e_runs]=$(wc -l <"$work/$kind.e2e")
+    R[${kind}_e2e_ids]=$(wc -l <"$work/$kind.ids")
+    R[${kind}_e2e_p50]=$(pct 50 <"$work/$kind.e2e")
+    R[${kind}_e2e_p99]=$(pct 99 <"$work/$kind.e2e")
+    R[${kind}_e2e_failed]=$(sqlite3 "$work/wharf-$kind/wharf.db" \
+        "SELECT COUNT(*) FROM runs WHERE created_at >= $since AND status != 'succeeded'")
     kill "$wpid"
     wait "$wpid" 2>/dev/null || true
+    read -r R[${kind}_log_bytes] R[${kind}_log_line] < <(log_stats "$work/wharf-$kind.log")
 done
 
 log "wharf ingress-only (--workers 0), until 100,000 runs are queued"
@@ -183,15 +226,22 @@ done
 R[mem_queued]=$queued
 R[mem_rss]=$(rss_mb "$wpid")
 kill "$wpid"
+wait "$wpid" 2>/dev/null || true
+read -r R[mem_log_bytes] R[mem_log_line] < <(log_stats "$work/wharf-mem.log")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op == ">=") ? v >= t : v < t; print ok ? "met" : "NOT met"}'; }
+# met VALUE OP TARGET: a missing measure ("-", empty) is never met
+met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = v ~ /^[0-9.]+$/ && ((op == ">=") ? v + 0 >= t : v + 0 < t); print ok ? "met" : "NOT met"}'; }
 
-ingress_ratio=$(ratio "${R[wasm_rps]}" "${R[axum_rps]}")
-runs_ratio=$(ratio "${R[wasm_runs]}" "${R[hook_rps]}")
+mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
+
+ingress_wasm=$(ratio "${R[wasm_rps]}" "${R[axum_rps]}")
+ingress_rhai=$(ratio "${R[rhai_rps]}" "${R[axum_rps]}")
+runs_wasm=$(ratio "${R[wasm_runs]}" "${R[hook_rps]}")
+runs_rhai=$(ratio "${R[rhai_runs]}" "${R[hook_rps]}")
 cat <<TABLE
 
-Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server on CPU 0, wrk on CPU 1
+Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server on CPU 0, wrk and loadgen on CPU 1
 | server | accepted/s | p50 ms | p99 ms | completed runs/s | RSS MB |
 |---|---|---|---|---|---|
 | bare axum (201, no store) | ${R[axum_rps]} | ${R[axum_p50]} | ${R[axum_p99]} | – | – |
@@ -202,10 +252,24 @@ Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server o
 
 (wharf errors: Wasm ${R[wasm_err]} non-201, ${R[wasm_failed]} failed runs; Rhai ${R[rhai_err]} non-201, ${R[rhai_failed]} failed runs; webhook ${R[hook_err]} errors)
 
+End to end at a fixed rate: loadgen, open loop, $conns connections, ${secs} s; run latency = finished_at − created_at of every run of the phase
+| fleet | rate/s | 201s | non-201 / errors | 201 p50 ms | 201 p99 ms | runs | not succeeded | run p50 ms | run p99 ms |
+|---|---|---|---|---|---|---|---|---|---|
+| one Wasm vessel | ${R[wasm_rate]} | ${R[wasm_e2e_ok]} | ${R[wasm_e2e_non2xx]} / ${R[wasm_e2e_err]} | ${R[wasm_ack_p50]} | ${R[wasm_ack_p99]} | ${R[wasm_e2e_runs]} | ${R[wasm_e2e_failed]} | ${R[wasm_e2e_p50]} | ${R[wasm_e2e_p99]} |
+| one Rhai vessel | ${R[rhai_rate]} | ${R[rhai_e2e_ok]} | ${R[rhai_e2e_non2xx]} / ${R[rhai_e2e_err]} | ${R[rhai_ack_p50]} | ${R[rhai_ack_p99]} | ${R[rhai_e2e_runs]} | ${R[rhai_e2e_failed]} | ${R[rhai_e2e_p50]} | ${R[rhai_e2e_p99]} |
+
+(run ids answered with 201: Wasm ${R[wasm_e2e_ids]}, Rhai ${R[rhai_e2e_ids]})
+
+wharf logs at the default level (stderr): Wasm $(mb "${R[wasm_log_bytes]}") MB, longest line ${R[wasm_log_line]} bytes; Rhai $(mb "${R[rhai_log_bytes]}") MB, longest line ${R[rhai_log_line]} bytes; ingress-only $(mb "${R[mem_log_bytes]}") MB, longest line ${R[mem_log_line]} bytes
+
 | target | measured | status |
 |---|---|---|
-| durable ingress ≥ 0.5× bare axum | ${ingress_ratio}× | $(met "$ingress_ratio" ">=" 0.5) |
-| completed Wasm runs/s ≥ 10× adnanh/webhook sync | ${runs_ratio}× | $(met "$runs_ratio" ">=" 10) |
+| completed Wasm runs/s ≥ 10× adnanh/webhook sync | ${runs_wasm}× | $(met "$runs_wasm" ">=" 10) |
+| completed Rhai runs/s ≥ 10× adnanh/webhook sync | ${runs_rhai}× | $(met "$runs_rhai" ">=" 10) |
+| accepted webhooks/s while Wasm workers run ≥ 0.5× bare axum | ${ingress_wasm}× | $(met "$ingress_wasm" ">=" 0.5) |
+| accepted webhooks/s while Rhai workers run ≥ 0.5× bare axum | ${ingress_rhai}× | $(met "$ingress_rhai" ">=" 0.5) |
+| end-to-end p99 (Wasm) < 20 ms | ${R[wasm_e2e_p99]} ms | $(met "${R[wasm_e2e_p99]}" "<" 20) |
+| end-to-end p99 (Rhai) < 20 ms | ${R[rhai_e2e_p99]} ms | $(met "${R[rhai_e2e_p99]}" "<" 20) |
 | RSS idle < 40 MB | ${R[mem_idle]} MB | $(met "${R[mem_idle]}" "<" 40) |
 | RSS with ${R[mem_queued]} queued runs < 150 MB | ${R[mem_rss]} MB | $(met "${R[mem_rss]}" "<" 150) |
 TABLE

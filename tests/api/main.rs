@@ -1,12 +1,15 @@
 //! Integration tests: the real server on a random port, spoken to over HTTP.
 
 mod admin;
+mod binary;
 mod cli;
+mod crash;
 mod examples;
 mod helpers;
 mod ingress;
 mod queue;
 mod restart;
 mod rhai;
+mod soak;
 mod store;
 mod wasm;

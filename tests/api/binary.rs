@@ -1,0 +1,183 @@
+//! The real `wharf` binary as a child process on a port and data folder, for the tests that need
+//! a process to kill, restart or watch (restart, crash, soak) rather than a server in the test's
+//! own runtime.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::ADMIN_TOKEN;
+
+/// A running `wharf serve`. Dropping it kills the process with SIGKILL, as a crash would.
+pub struct Proc {
+    child: Child,
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the server binds it itself, so it can be reused on restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary quietly (`WHARF_LOG=warn`, no output kept) and waits until it answers.
+pub async fn start(data: &Path, port: u16) -> Proc {
+    start_with(data, port, |_| {}).await
+}
+
+/// Like [`start`], with `tweak` changing the command before it is spawned: the log filter, where
+/// stderr goes, more flags.
+pub async fn start_with(data: &Path, port: u16, tweak: impl FnOnce(&mut Command)) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .env("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)
+    .env("WHARF_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    tweak(&mut cmd);
+    let mut server = Proc {
+        child: cmd.spawn().expect("binary starts"),
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+    };
+    let started = Instant::now();
+    while server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .is_err()
+    {
+        // A server that exited (a port taken, a store it cannot open) will never answer.
+        assert!(server.alive(), "server exited while starting");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
+impl Proc {
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, then reap: no chance to finish anything.
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// An admin call under `/api/v1`; returns status and JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("admin call answered");
+        (res.status(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// A new org and project, a fleet from `doc` in it and the fleet's webhook; returns (fleet
+    /// id, webhook URL).
+    pub async fn fleet_with_hook(&self, doc: Value) -> (String, String) {
+        let (s, org) = self.post("/orgs", json!({"name": "o"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{org}");
+        let (s, project) = self
+            .post(
+                &format!("/orgs/{}/projects", org["id"].as_str().unwrap()),
+                json!({"name": "p"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{project}");
+        let (s, fleet) = self
+            .post(
+                &format!("/projects/{}/fleets", project["id"].as_str().unwrap()),
+                doc,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{fleet}");
+        let id = fleet["id"].as_str().unwrap().to_owned();
+        let (s, hook) = self.post(&format!("/fleets/{id}/webhook"), json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{hook}");
+        (id, hook["url"].as_str().unwrap().to_owned())
+    }
+
+    /// Waits until the fleet has nothing queued or running, for at most `within`.
+    pub async fn drained(&self, fleet: &str, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let mut busy = false;
+            for status in ["queued", "running"] {
+                let (s, page) = self
+                    .get(&format!("/fleets/{fleet}/runs?status={status}&limit=1"))
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{page}");
+                busy |= !page["runs"].as_array().unwrap().is_empty();
+            }
+            if !busy {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "fleet {fleet} still has queued or running runs after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every run of the fleet, newest first, paging with `next_before`.
+    pub async fn all_runs(&self, fleet: &str) -> Vec<Value> {
+        let mut runs = Vec::new();
+        let mut path = format!("/fleets/{fleet}/runs?limit=1000");
+        // Bounded: a cursor that never ends would otherwise loop forever.
+        for _ in 0..1_000 {
+            let (s, page) = self.get(&path).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            runs.extend(page["runs"].as_array().unwrap().iter().cloned());
+            match page["next_before"].as_str() {
+                Some(next) => path = format!("/fleets/{fleet}/runs?limit=1000&before={next}"),
+                None => return runs,
+            }
+        }
+        panic!("more than 1,000 pages of runs");
+    }
+}

@@ -1,0 +1,138 @@
+//! Crash safety with the real binary: SIGKILL at a random moment while clients post webhooks,
+//! five times over one data folder. Every call answered `201` before a kill has its run in the
+//! store, and every one of those runs finishes after the restarts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::binary::{free_port, start_with};
+
+const CYCLES: usize = 5;
+const CLIENTS: usize = 16;
+
+/// Posts to `url` until `stop`; returns the run id of every call answered in full with `201`.
+async fn post_until(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let sent = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"n":{n}}}"#))
+            .send()
+            .await;
+        // A call cut off by the kill (no answer, or an answer not read to its end) was never
+        // acknowledged: the caller would retry it, and nothing is promised about it.
+        let Ok(res) = sent else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let status = res.status();
+        let Ok(body) = res.bytes().await else {
+            continue;
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    // Each start keeps its log, to read when something goes wrong.
+    let start = |n: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("wharf-{n}.log"))).unwrap();
+        start_with(&data, port, move |cmd| {
+            cmd.stderr(log);
+        })
+    };
+    let mut fleet_and_url = None;
+    let mut accepted = Vec::new();
+    for cycle in 0..CYCLES {
+        let server = start(cycle).await;
+        let (_, url) = match &fleet_and_url {
+            Some(f) => f,
+            None => fleet_and_url.insert(
+                server
+                    .fleet_with_hook(crate::helpers::rhai_fleet(
+                        r#"set_var("n", payload.n); print("ok");"#,
+                    ))
+                    .await,
+            ),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::new();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(post_until(client.clone(), url.clone(), stop.clone())))
+            .collect();
+        let ms = rand::random_range(100..=600);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        let before = accepted.len();
+        for c in clients {
+            let ids = tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .expect("a client stops within 30 s of the kill")
+                .expect("client task");
+            accepted.extend(ids);
+        }
+        eprintln!(
+            "cycle {cycle}: killed after {ms} ms, {} calls acknowledged",
+            accepted.len() - before
+        );
+    }
+    assert!(!accepted.is_empty(), "no call was ever acknowledged");
+
+    let server = start(CYCLES).await;
+    let (fleet, _) = fleet_and_url.unwrap();
+    server.drained(&fleet, Duration::from_secs(60)).await;
+    // Every acknowledged run is stored and succeeded; checked by a few concurrent readers.
+    let server = Arc::new(server);
+    let mut checks = tokio::task::JoinSet::new();
+    for chunk in accepted.chunks(accepted.len().div_ceil(8)) {
+        let (server, chunk) = (server.clone(), chunk.to_vec());
+        checks.spawn(async move {
+            for id in chunk {
+                let (s, run) = server.get(&format!("/runs/{id}")).await;
+                assert_eq!(s, StatusCode::OK, "acknowledged run {id} is missing: {run}");
+                assert_eq!(run["status"], "succeeded", "{run}");
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(done) = checks.join_next().await {
+            done.expect("check task");
+        }
+    })
+    .await
+    .expect("runs checked within 60 s");
+    // The listing agrees: it holds every acknowledged run once (plus runs of calls cut off before
+    // their answer was read), and all of them finished.
+    let all = server.all_runs(&fleet).await;
+    let listed: HashSet<&str> = all.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), all.len(), "a run listed twice");
+    let acknowledged: HashSet<&str> = accepted.iter().map(String::as_str).collect();
+    assert_eq!(
+        acknowledged.len(),
+        accepted.len(),
+        "a run id answered twice"
+    );
+    assert!(
+        acknowledged.is_subset(&listed),
+        "an acknowledged run is not listed"
+    );
+    if let Some(bad) = all.iter().find(|r| r["status"] != "succeeded") {
+        panic!("a run did not succeed: {bad}");
+    }
+}
