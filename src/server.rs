@@ -76,7 +76,7 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
     let scheduler_config = SchedulerConfig {
         workers: config.workers,
-        prefetch: config.workers,
+        prefetch: config.prefetch,
         max_slow: config.max_slow_vessels,
         lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
         max_attempts: config.max_attempts,

@@ -50,7 +50,7 @@ impl Default for SchedulerConfig {
         let workers = default_workers();
         SchedulerConfig {
             workers,
-            prefetch: workers,
+            prefetch: 32,
             max_slow: 32,
             slow_after: Duration::from_millis(100),
             lease: Duration::from_secs(30),

@@ -119,7 +119,7 @@ fn transaction(
             .map_err(backend)?;
         *full = durable;
     }
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller hears its write failed.
         batch.clear();
         return Err(backend(e));
@@ -127,32 +127,42 @@ fn transaction(
     for request in batch.drain(..) {
         dones.push(run_job(conn, request.job));
     }
-    match conn.execute_batch("COMMIT") {
+    match exec(conn, "COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(conn, "ROLLBACK");
             Err(backend(e))
         }
     }
 }
 
 fn run_job(conn: &Connection, job: Job) -> Done {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
         tracing::error!(error = %e, "opening a savepoint failed");
     }
+    let undo = || {
+        let _ = exec(conn, "ROLLBACK TO job");
+        let _ = exec(conn, "RELEASE job");
+    };
     match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
         Ok((true, done)) => {
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = exec(conn, "RELEASE job");
             done
         }
         Ok((false, done)) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            undo();
             done
         }
         Err(_) => {
             tracing::error!("a database job panicked; its writes were rolled back");
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            undo();
             Box::new(|_| {})
         }
     }
+}
+
+/// Runs a statement through the statement cache: even `BEGIN` and `SAVEPOINT` cost a parse
+/// otherwise, several times per transaction.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
