@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The local commands print their own report; only warnings belong on stderr there.
     let default_filter = match cli.command {
-        Command::Serve(_) => "info,sqlx=warn",
+        Command::Serve(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -92,3 +92,47 @@ async fn graceful_stop_leaves_queued_runs_for_the_next_start() {
         assert_eq!(run["variables"]["n"], "20000");
     }
 }
+
+/// A run that is in flight every time the node dies (as if it crashed the node) is not retried
+/// forever: after `--max-attempts` lost attempts it is failed with reason `max_attempts`, and the
+/// record keeps every lost attempt.
+#[tokio::test]
+async fn a_run_that_keeps_losing_its_node_fails_after_max_attempts() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(data.path(), port).await;
+    let doc = json!({"name": "doomed", "vessels": [{"name": "v", "kind": "rhai", "source": "loop {}",
+        "limits": {"fuel": 100000000000u64, "timeout_ms": 120000}}]});
+    let (_, url) = server.fleet_with_hook(doc).await;
+    let res = post_webhook(&url).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let run_id = res.json::<Value>().await.unwrap()["data"]["fleet_run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for attempt in 1..=3 {
+        let started = Instant::now();
+        loop {
+            let run = run_status(&server, &run_id).await;
+            if run["status"] == "running" && run["attempt"] == attempt {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "attempt {attempt} never started: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.kill();
+        server = start(data.path(), port).await;
+    }
+    let run = run_status(&server, &run_id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["reason"], "max_attempts", "{run}");
+    assert_eq!(run["attempt"], 3, "{run}");
+    let lost = run["lost_attempts"].as_array().unwrap();
+    assert_eq!(lost.len(), 3, "{run}");
+    assert!(lost.iter().all(|a| a["reason"] == "node_lost"), "{run}");
+    // The node is healthy and takes new work.
+    assert_eq!(post_webhook(&url).await.status(), StatusCode::CREATED);
+}
