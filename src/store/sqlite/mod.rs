@@ -74,6 +74,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(e.to_string()))??;
         let writer =
             Writer::start(conn).map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        start_checkpointer(&path)?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(Readers {
@@ -122,9 +123,45 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each writer job runs in a savepoint; its statement journal stays in memory instead of
+    // spilling to a temporary file once past 64 KiB.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (see `checkpointer`); this is only the backstop should
+    // that thread fall behind: at 10,000 pages (~40 MiB of WAL) the writer checkpoints itself.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts the thread that checkpoints the WAL beside the writer. A PASSIVE checkpoint never
+/// blocks the writer or readers; done here, its copying and fsyncs stay off the one thread every
+/// write waits for. Once everything is checkpointed, SQLite restarts the WAL from its beginning
+/// at the next write, so the file stays small. The thread ends with the process.
+fn start_checkpointer(path: &Path) -> StoreResult<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_millis(100))?;
+    // This connection must never checkpoint on its own commits (it makes none) nor on close.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let result: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    });
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "checkpointing the WAL failed; retrying");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 /// Applies the migrations not yet applied, each in its own transaction.
