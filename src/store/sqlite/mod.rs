@@ -30,8 +30,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
 ];
 
-/// Read-only connections kept open between reads.
-const IDLE_READERS: usize = 8;
+/// Read-only connections: at most this many reads run at once (more wait their turn rather than
+/// each taking a blocking thread and a connection of its own), and as many stay open between
+/// reads.
+const READERS: usize = 8;
 
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -80,6 +82,7 @@ impl SqliteStore {
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             }),
             webhooks: moka::sync::Cache::new(10_000),
             generation: AtomicU64::new(0),
@@ -93,7 +96,14 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let readers = self.readers.clone();
+        let permit = readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(format!("a read failed: {e}")))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = readers.take()?;
             let result = f(&conn);
             readers.put(conn);
@@ -200,6 +210,7 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Readers {
@@ -218,7 +229,7 @@ impl Readers {
 
     fn put(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_READERS
+            && idle.len() < READERS
         {
             idle.push(conn);
         }
