@@ -37,6 +37,10 @@ pub struct Config {
     /// time) is failed with reason `max_attempts`.
     #[arg(long, env = "WHARF_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
+    /// Niceness of the vessel threads, 0 to 19: when webhook calls and vessels both want the CPU,
+    /// calls are answered first and runs drain a little later. 0 runs vessels at normal priority.
+    #[arg(long, env = "WHARF_VESSEL_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub vessel_nice: u8,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
@@ -67,6 +71,7 @@ impl Config {
             prefetch: 32,
             max_slow_vessels: 32,
             max_attempts: 3,
+            vessel_nice: 10,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
@@ -91,6 +96,7 @@ impl std::fmt::Debug for Config {
             .field("prefetch", &self.prefetch)
             .field("max_slow_vessels", &self.max_slow_vessels)
             .field("max_attempts", &self.max_attempts)
+            .field("vessel_nice", &self.vessel_nice)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
             .field(

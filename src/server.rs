@@ -80,6 +80,7 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
         max_slow: config.max_slow_vessels,
         lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
         max_attempts: config.max_attempts,
+        vessel_nice: config.vessel_nice,
         ..SchedulerConfig::default()
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {

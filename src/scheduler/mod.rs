@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     pub node_id: String,
     /// Attempts after which a run whose worker keeps getting lost is failed.
     pub max_attempts: u32,
+    /// Niceness of the vessel threads (see [`pool`]); 0 keeps them at normal priority.
+    pub vessel_nice: u8,
 }
 
 impl Default for SchedulerConfig {
@@ -57,6 +59,7 @@ impl Default for SchedulerConfig {
             poll: Duration::from_secs(1),
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             max_attempts: 3,
+            vessel_nice: 10,
         }
     }
 }
@@ -118,6 +121,7 @@ impl Scheduler {
             core: config.workers.max(1),
             max_slow: config.max_slow,
             slow_after: config.slow_after,
+            nice: config.vessel_nice,
         })?;
         Ok(Scheduler {
             inner: Arc::new(Inner {

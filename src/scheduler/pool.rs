@@ -26,9 +26,11 @@ const STACK_BYTES: usize = 16 << 20;
 /// An extra thread idle this long ends.
 const EXTRA_IDLE: Duration = Duration::from_secs(10);
 
-/// Sizes of the pool.
+/// Sizes and priority of the pool.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSize {
+    /// Niceness of the vessel threads (0 to 19; 0 leaves them at the process's priority).
+    pub nice: u8,
     /// Threads kept for quick vessels.
     pub core: usize,
     /// Extra threads allowed while that many vessels run longer than `slow_after`.
@@ -198,6 +200,7 @@ fn spawn(shared: &Arc<Shared>, state: &mut State) -> std::io::Result<()> {
 }
 
 fn work(shared: Arc<Shared>, slot: usize) {
+    lower_priority(shared.size.nice);
     let mut state = shared.lock();
     loop {
         let Some(job) = state.jobs.pop_front() else {
@@ -220,5 +223,76 @@ fn work(shared: Arc<Shared>, slot: usize) {
         job();
         state = shared.lock();
         state.slots[slot] = Slot::Waiting;
+    }
+}
+
+/// Gives this thread a higher niceness, so that when ingress, the store writer and the vessels
+/// all want the CPU, ingress wins: a caller's `201` should not wait behind guests, whose runs are
+/// asynchronous anyway and simply drain a little later. Lowering one's own priority needs no
+/// privilege; if the OS refuses anyway, the thread runs at normal priority.
+fn lower_priority(nice: u8) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    if nice == 0 {
+        return;
+    }
+    let value = ThreadPriorityValue::try_from(crossplatform_for_nice(nice));
+    let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+    let set = value.map_err(|e| format!("{e:?}")).and_then(|v| {
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Crossplatform(v), policy)
+            .map_err(|e| format!("{e:?}"))
+    });
+    if let Err(e) = set {
+        tracing::warn!(
+            error = e,
+            nice,
+            "could not lower the priority of a vessel thread"
+        );
+    }
+}
+
+/// thread-priority maps its 0–99 scale linearly onto Linux niceness 19…-20
+/// (`trunc(39 × (1 − p / 99)) − 20`) and has no way to name a niceness directly on Linux; this
+/// is the scale value that gives `nice`.
+fn crossplatform_for_nice(nice: u8) -> u8 {
+    let niceness = |p: u8| (39.0 * (1.0 - f32::from(p) / 99.0)) as i32 - 20;
+    (0..=99u8)
+        .find(|p| niceness(*p) <= i32::from(nice.min(19)))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's niceness, as the kernel reports it.
+    fn current_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command name (which may hold spaces) start with field 3, `state`;
+        // `nice` is field 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn vessel_threads_get_the_niceness_asked_for() {
+        for nice in [1u8, 5, 10, 19] {
+            let got = std::thread::spawn(move || {
+                lower_priority(nice);
+                current_nice()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, i32::from(nice));
+        }
+        let untouched = std::thread::spawn(|| {
+            lower_priority(0);
+            current_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(untouched, current_nice());
     }
 }
