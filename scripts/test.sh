@@ -6,5 +6,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install-guest-toolchains.sh
+# The PostgreSQL store is tested whenever a database is named; with a local PostgreSQL (trust
+# auth on 127.0.0.1) and none named, a scratch database is made for this run and dropped after.
+if [[ -z "${WHARF_TEST_DATABASE_URL:-}" ]] && command -v psql >/dev/null &&
+    pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    db="wharf_test_$$"
+    if psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null 2>&1; then
+        trap 'psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+        export WHARF_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+    fi
+fi
+if [[ -n "${WHARF_TEST_DATABASE_URL:-}" ]]; then
+    echo "test.sh: PostgreSQL tests against ${WHARF_TEST_DATABASE_URL%%\?*}"
+else
+    echo "test.sh: no PostgreSQL reachable; its conformance and multi-node tests have nothing to run against"
+fi
 cargo test --locked
 bash scripts/test-guests.sh

@@ -13,6 +13,10 @@ pub struct Config {
     /// Folder for the SQLite database, compiled modules and the generated admin token hash.
     #[arg(long, env = "WHARF_DATA_DIR", default_value = "./wharf-data")]
     pub data_dir: PathBuf,
+    /// The store: `postgres://…` for several nodes sharing one PostgreSQL database;
+    /// `sqlite://PATH` for a SQLite file elsewhere; unset: `wharf.db` in the data folder.
+    #[arg(long, env = "WHARF_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
     /// Base URL under which callers reach this server (for printed webhook URLs);
     /// defaults to http://<listen>.
     #[arg(long, env = "WHARF_PUBLIC_URL")]
@@ -65,6 +69,7 @@ impl Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             data_dir: data_dir.into(),
+            database: None,
             public_url: None,
             max_body_bytes: 1 << 20,
             workers: crate::scheduler::default_workers(),
@@ -90,6 +95,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("database", &self.database.as_ref().map(|_| "<set>"))
             .field("public_url", &self.public_url)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workers", &self.workers)

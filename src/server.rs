@@ -17,6 +17,7 @@ use crate::fleet::FleetDoc;
 use crate::ingest::Ingress;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, WebhookAuth};
 use crate::util::{random_token, sha256_hex};
@@ -57,14 +58,15 @@ pub struct Prepared {
 pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir.join("wharf.db"))
-            .await
-            .context("opening the SQLite store")?,
-    );
-    // SQLite is single-node: whatever was running belonged to a process that is gone.
+    let store = open_store(&config).await?;
+    // A store of this node alone: whatever was running belonged to a process that is gone. A
+    // shared one: other nodes' runs are running; only expired leases are this node's business.
     let recovered = store
-        .requeue_expired(crate::util::now_ms(), true, config.max_attempts)
+        .requeue_expired(
+            crate::util::now_ms(),
+            !store.is_shared(),
+            config.max_attempts,
+        )
         .await?;
     if recovered.requeued + recovered.failed > 0 {
         tracing::warn!(
@@ -149,6 +151,28 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// The store the configuration names (see [`Config::database`]).
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database.as_deref().unwrap_or("");
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::open(url)
+            .await
+            .context("opening the PostgreSQL store")?;
+        return Ok(Arc::new(store));
+    }
+    let path = match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
+        _ if url.is_empty() => config.data_dir.join("wharf.db"),
+        _ => anyhow::bail!(
+            "--database must be postgres://…, postgresql://… or sqlite://PATH (got a value of another scheme)"
+        ),
+    };
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// The admin token's hash: from the setting, else from the data folder, else a new token whose

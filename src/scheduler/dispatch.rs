@@ -86,6 +86,8 @@ impl Scheduler {
         let mut running = tokio::task::JoinSet::new();
         let slots = Arc::new(Semaphore::new(inner.config.workers + inner.config.prefetch));
         let slow = Arc::new(Semaphore::new(inner.config.max_slow));
+        // Work queued through other nodes of a shared store.
+        let elsewhere = inner.store.work_signal();
         loop {
             // Wait for one free slot, then take every other free one: one claim for all.
             let first = tokio::select! {
@@ -125,8 +127,15 @@ impl Scheduler {
             // Reap finished executions so the set does not grow.
             while running.try_join_next().is_some() {}
             if idle {
+                let others = async {
+                    match &elsewhere {
+                        Some(signal) => signal.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = inner.wake.notified() => {}
+                    _ = others => {}
                     _ = tokio::time::sleep(inner.config.poll) => {}
                     _ = shutdown.cancelled() => break,
                 }

@@ -14,6 +14,7 @@
 //! lease expired and someone else took it) can never overwrite the newer attempt.
 
 mod batch;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -361,6 +362,16 @@ pub trait Catalog: Send + Sync {
 /// The run queue. Every operation takes or returns many runs at once; see the module docs.
 #[async_trait]
 pub trait Queue: Send + Sync {
+    /// Fired when another node queued or released runs, for stores shared between nodes; an
+    /// idle dispatcher waits on it as well as on its own node's ingress.
+    fn work_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+    /// Whether other nodes may hold leases in this store. A store used by one node only can
+    /// re-queue every running run at start-up; a shared one must wait for leases to expire.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Commits calls and their queued runs in one durable transaction, applying each fleet's
     /// concurrency policy inside it. Returns one [`Admission`] per call, in order.
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>>;

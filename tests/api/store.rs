@@ -1,6 +1,7 @@
-//! The queue's guarantees, asserted on the `Store` traits against a real SQLite file: fenced
-//! leases, attempts, batched claims, `queue` order, the `reject` race. Written against the
-//! traits only, so another backend runs the same suite by adding its constructor to `stores()`.
+//! The store conformance suite: the queue's guarantees — fenced leases, attempts, batched
+//! claims, `queue` order, the `reject` race — asserted on the `Store` traits against a real
+//! SQLite file always, and against PostgreSQL whenever `WHARF_TEST_DATABASE_URL` is set (each
+//! test in a schema of its own, so tests run in parallel).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +23,32 @@ async fn stores() -> Vec<(tempfile::TempDir, Arc<dyn Store>)> {
     let sqlite = SqliteStore::open(&dir.path().join("wharf.db"))
         .await
         .unwrap();
-    vec![(dir, Arc::new(sqlite) as Arc<dyn Store>)]
+    let mut all = vec![(dir, Arc::new(sqlite) as Arc<dyn Store>)];
+    if let Some(pg) = postgres().await {
+        all.push((tempfile::tempdir().unwrap(), pg));
+    }
+    all
+}
+
+/// A PostgreSQL store in a new schema of `WHARF_TEST_DATABASE_URL`'s database, if it is set.
+pub async fn postgres() -> Option<Arc<dyn Store>> {
+    use sqlx::Connection;
+    let url = std::env::var("WHARF_TEST_DATABASE_URL").ok()?;
+    let schema = format!("wharf_test_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("WHARF_TEST_DATABASE_URL accepts connections");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let store = wharf::store::postgres::PostgresStore::open_with(
+        options.options([("search_path", schema.as_str())]),
+    )
+    .await
+    .expect("PostgreSQL store opens");
+    Some(Arc::new(store))
 }
 
 async fn fleet(store: &Arc<dyn Store>, concurrency: &str) -> Uuid {

@@ -1,0 +1,291 @@
+//! [`Catalog`] on PostgreSQL. Writes that change what a webhook resolves to notify
+//! `wharf_catalog`, so every node drops its cached resolutions.
+
+use super::*;
+use crate::util::now_ms;
+
+/// `NotFound(what)` when a write touched no row.
+fn touched(n: u64, what: &'static str) -> StoreResult<()> {
+    if n == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Catalog for PostgresStore {
+    async fn is_empty(&self) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM orgs)")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_org(&self, name: &str) -> StoreResult<Org> {
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(Org {
+            id,
+            name: name.to_owned(),
+        })
+    }
+
+    async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid> {
+        let id = Uuid::new_v4();
+        let n = sqlx::query(
+            "INSERT INTO api_keys (id, org_id, key_hash, created_at)
+             SELECT $1, id, $2, $3 FROM orgs WHERE id = $4",
+        )
+        .bind(id)
+        .bind(key_hash)
+        .bind(now_ms())
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("org"));
+        }
+        Ok(id)
+    }
+
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()> {
+        let n =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("api key"));
+        }
+        Ok(())
+    }
+
+    async fn create_project(&self, org_id: Uuid, name: &str) -> StoreResult<Project> {
+        let id = Uuid::new_v4();
+        let n = sqlx::query(
+            "INSERT INTO projects (id, org_id, name, created_at)
+             SELECT $1, id, $2, $3 FROM orgs WHERE id = $4",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(now_ms())
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("org"));
+        }
+        Ok(Project {
+            id,
+            name: name.to_owned(),
+            org_id,
+        })
+    }
+
+    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for c in code {
+            sqlx::query(
+                "INSERT INTO code (sha256, kind, bytes, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&c.sha256)
+            .bind(c.kind.as_str())
+            .bind(&c.bytes)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
+        sqlx::query_scalar("SELECT bytes FROM code WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("code"))
+    }
+
+    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
+        let id = Uuid::new_v4();
+        let now = now_ms();
+        let n = sqlx::query(
+            "INSERT INTO fleets (id, project_id, spec, created_at, updated_at)
+             SELECT $1, id, $2, $3, $3 FROM projects WHERE id = $4",
+        )
+        .bind(id)
+        .bind(serde_json::to_string(spec)?)
+        .bind(now)
+        .bind(project_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("project"));
+        }
+        self.fleet(id).await
+    }
+
+    async fn fleet(&self, id: Uuid) -> StoreResult<Fleet> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{FLEET_SELECT} WHERE f.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("fleet"))?;
+        fleet_from(&row)
+    }
+
+    async fn replace_fleet(&self, id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE fleets SET spec = $1, updated_at = $2 WHERE id = $3")
+            .bind(serde_json::to_string(spec)?)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        touched(n, "fleet")?;
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        self.fleet(id).await
+    }
+
+    async fn delete_fleet(&self, id: Uuid) -> StoreResult<()> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM fleets WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        touched(n, "fleet")?;
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        Ok(())
+    }
+
+    async fn create_webhook(
+        &self,
+        fleet_id: Uuid,
+        id: &str,
+        auth: &WebhookAuth,
+    ) -> StoreResult<Webhook> {
+        let hook = Webhook {
+            id: id.to_owned(),
+            fleet_id,
+            auth: auth.clone(),
+            created_at: now_ms(),
+        };
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM fleets WHERE id = $1)")
+            .bind(fleet_id)
+            .fetch_one(&self.pool)
+            .await?;
+        if !exists {
+            return Err(StoreError::NotFound("fleet"));
+        }
+        let n = sqlx::query(
+            "INSERT INTO webhooks (id, fleet_id, auth, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&hook.id)
+        .bind(fleet_id)
+        .bind(serde_json::to_string(auth)?)
+        .bind(hook.created_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(
+                "the fleet already has a webhook".into(),
+            ));
+        }
+        Ok(hook)
+    }
+
+    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE webhooks SET id = $1, created_at = $2 WHERE fleet_id = $3
+             RETURNING id, fleet_id, auth, created_at",
+        )
+        .bind(new_id)
+        .bind(now_ms())
+        .bind(fleet_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("webhook"))?;
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        webhook_from(&row)
+    }
+
+    async fn delete_webhook(&self, fleet_id: Uuid) -> StoreResult<()> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM webhooks WHERE fleet_id = $1")
+            .bind(fleet_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        touched(n, "webhook")?;
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        Ok(())
+    }
+
+    async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {
+        sqlx::query("SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = $1")
+            .bind(fleet_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| webhook_from(&r))
+            .transpose()
+    }
+
+    async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
+        if let Some(hit) = self.webhooks.get(id) {
+            return Ok(Some(hit));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let row = sqlx::query(
+            "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+             FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
+             JOIN projects p ON p.id = f.project_id
+             WHERE w.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let spec: FleetSpec = json_col(&row, "spec")?;
+        let target = WebhookTarget {
+            webhook: webhook_from(&row)?,
+            project_id: row.try_get("project_id")?,
+            org_id: row.try_get("org_id")?,
+            concurrency: spec.concurrency,
+        };
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.webhooks.insert(id.to_owned(), target.clone());
+        }
+        Ok(Some(target))
+    }
+}

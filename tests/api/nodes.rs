@@ -1,0 +1,153 @@
+//! Several real `wharf serve` processes on one PostgreSQL database (`WHARF_TEST_DATABASE_URL`,
+//! always set in `.ci/run`; without it these tests have nothing to run against and return).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::binary::{Proc, free_port, start_with};
+
+/// A database URL whose connections use a new, empty schema.
+async fn fresh_database() -> Option<String> {
+    use sqlx::Connection;
+    let url = std::env::var("WHARF_TEST_DATABASE_URL").ok()?;
+    let schema = format!("wharf_nodes_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("database reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+async fn node(database: &str, data: &std::path::Path) -> Proc {
+    let database = database.to_owned();
+    start_with(data, free_port(), move |cmd| {
+        cmd.args(["--database", &database, "--no-demo"]);
+    })
+    .await
+}
+
+/// The webhook URL `url` (made by any node) as served by `node`.
+fn on(node: &Proc, url: &str) -> String {
+    let path = &url[url.find("/webhooks/").expect("a webhook URL")..];
+    format!("{}{path}", node.base)
+}
+
+#[tokio::test]
+async fn two_nodes_share_the_work_and_run_every_call_exactly_once() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&database, da.path()).await;
+    let b = node(&database, db.path()).await;
+    let doc = json!({"name": "shared", "vessels": [{"name": "v", "kind": "rhai",
+        "source": "set_var(\"n\", payload.n);"}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let targets = Arc::new([on(&a, &url), on(&b, &url)]);
+
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..32usize {
+        let (client, targets) = (client.clone(), targets.clone());
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..2_000).step_by(32) {
+                let res = client
+                    .post(&targets[i % 2])
+                    .header("content-type", "application/json")
+                    .body(format!("{{\"n\": {i}}}"))
+                    .send()
+                    .await
+                    .expect("call answered");
+                assert_eq!(res.status(), StatusCode::CREATED);
+                let body: serde_json::Value = res.json().await.unwrap();
+                ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        });
+    }
+    let mut accepted = Vec::new();
+    while let Some(ids) = tasks.join_next().await {
+        accepted.extend(ids.unwrap());
+    }
+    assert_eq!(accepted.len(), 2_000);
+
+    b.drained(&fleet, Duration::from_secs(60)).await;
+    let runs = a.all_runs(&fleet).await;
+    assert_eq!(runs.len(), 2_000, "one run per accepted call");
+    let mut seen = std::collections::HashSet::new();
+    for run in &runs {
+        assert_eq!(run["status"], "succeeded", "{run}");
+        // A second claim of the same run would have raised its attempt.
+        assert_eq!(run["attempt"], 1, "claimed once: {run}");
+        assert_eq!(run["lost_attempts"], json!([]), "{run}");
+        assert!(seen.insert(run["variables"]["n"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(seen.len(), 2_000, "every call's own run");
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_run_leaves_its_runs_to_the_other_after_the_lease() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lease = ["--lease-seconds", "2"];
+    let start = |data: std::path::PathBuf| {
+        let database = database.clone();
+        async move {
+            start_with(&data, free_port(), move |cmd| {
+                cmd.args(["--database", &database, "--no-demo"]).args(lease);
+            })
+            .await
+        }
+    };
+    let a = start(da.path().to_owned()).await;
+    // Attempt 1 spins until its node dies; a later attempt ends at once.
+    let doc = json!({"name": "lost", "vessels": [{"name": "v", "kind": "rhai",
+        "source": "if run.attempt == 1 { loop {} } set_var(\"attempt\", run.attempt);",
+        "limits": {"fuel": 100000000000u64, "timeout_ms": 120000}}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = reqwest::Client::new()
+            .post(&url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: serde_json::Value = res.json().await.unwrap();
+        ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let started = std::time::Instant::now();
+        while a.get(&format!("/runs/{id}")).await.1["status"] != "running" {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "run {id} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    a.kill();
+    let b = start(db.path().to_owned()).await;
+    b.drained(&fleet, Duration::from_secs(30)).await;
+    for id in &ids {
+        let (_, run) = b.get(&format!("/runs/{id}")).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["attempt"], 2, "{run}");
+        assert_eq!(run["variables"]["attempt"], "2", "{run}");
+        let lost = run["lost_attempts"].as_array().unwrap();
+        assert_eq!(lost.len(), 1, "{run}");
+        assert_eq!(lost[0]["reason"], "node_lost");
+    }
+}
