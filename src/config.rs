@@ -41,9 +41,10 @@ pub struct Config {
     /// time) is failed with reason `max_attempts`.
     #[arg(long, env = "WHARF_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    /// Niceness of the vessel threads, 0 to 19: when webhook calls and vessels both want the CPU,
-    /// calls are answered first and runs drain a little later. 0 runs vessels at normal priority.
-    #[arg(long, env = "WHARF_VESSEL_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    /// Niceness of the vessel threads, 0 to 19. Above 0, when webhook calls and vessels both want
+    /// the CPU, calls are answered first and runs drain later (measured at 10 on one core: +16 %
+    /// accepted calls/s, −19 % completed runs/s). 0, the default, favours completed runs.
+    #[arg(long, env = "WHARF_VESSEL_NICE", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub vessel_nice: u8,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
@@ -76,7 +77,7 @@ impl Config {
             prefetch: 32,
             max_slow_vessels: 32,
             max_attempts: 3,
-            vessel_nice: 10,
+            vessel_nice: 0,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,

@@ -59,7 +59,7 @@ impl Default for SchedulerConfig {
             poll: Duration::from_secs(1),
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             max_attempts: 3,
-            vessel_nice: 10,
+            vessel_nice: 0,
         }
     }
 }

@@ -227,9 +227,10 @@ fn work(shared: Arc<Shared>, slot: usize) {
 }
 
 /// Gives this thread a higher niceness, so that when ingress, the store writer and the vessels
-/// all want the CPU, ingress wins: a caller's `201` should not wait behind guests, whose runs are
-/// asynchronous anyway and simply drain a little later. Lowering one's own priority needs no
-/// privilege; if the OS refuses anyway, the thread runs at normal priority.
+/// all want the CPU, ingress wins: callers get their `201` sooner during a burst and runs drain
+/// later (an operator's choice, `--vessel-nice`; off by default because it costs completed runs
+/// per second). Lowering one's own priority needs no privilege; if the OS refuses anyway, the
+/// thread runs at normal priority.
 fn lower_priority(nice: u8) {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
