@@ -234,6 +234,33 @@ kill "$wpid"
 wait "$wpid" 2>/dev/null || true
 read -r R[mem_log_bytes] R[mem_log_line] < <(log_stats "$work/wharf-mem.log")
 
+# PostgreSQL: the Rhai fleet again, on one node whose store is a scratch database of the local
+# PostgreSQL (or BENCH_DATABASE_URL). The database server is not pinned: it takes what it needs of
+# both CPUs, so this row is not a like-for-like comparison with the SQLite row above.
+pg_url=${BENCH_DATABASE_URL:-}
+pg_db=
+if [[ -z $pg_url ]] && command -v psql >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    pg_db="wharf_bench_$$"
+    psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $pg_db" && pg_url="postgres://postgres@127.0.0.1:5432/$pg_db"
+fi
+if [[ -n $pg_url ]]; then
+    log "wharf on PostgreSQL, one Rhai vessel, $secs s"
+    start_wharf wharf-pg 18082 --database "$pg_url"
+    jq -n '{name: "bench-rhai", vessels: [{name: "v", kind: "rhai", source:
+        "set_var(\"repository\", payload.repository.full_name); set_var(\"pusher\", payload.pusher.name); set_var(\"branch\", payload[\"ref\"]); set_var(\"commit_count\", payload.commits.len());"}]}' >"$work/doc.json"
+    fleet "$work/doc.json"
+    start=$(date +%s.%N)
+    read -r n R[pg_rps] R[pg_p50] R[pg_p99] R[pg_err] < <(drive "$hook")
+    R[pg_rss]=$(rss_mb "$wpid")
+    end=$(drain)
+    R[pg_runs]=$(echo "$n $start $end" | awk '{printf "%.0f", $1 / ($3 - $2)}')
+    kill "$wpid"
+    wait "$wpid" 2>/dev/null || true
+    if [[ -n $pg_db ]]; then
+        psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" || true
+    fi
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 # met VALUE OP TARGET: a missing measure ("-", empty) is never met
 met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = v ~ /^[0-9.]+$/ && ((op == ">=") ? v + 0 >= t : v + 0 < t); print ok ? "met" : "NOT met"}'; }
@@ -255,6 +282,7 @@ Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server o
 | wharf, one Wasm vessel | ${R[wasm_rps]} | ${R[wasm_p50]} | ${R[wasm_p99]} | ${R[wasm_runs]} | ${R[wasm_rss]} |
 | wharf, one Rhai vessel | ${R[rhai_rps]} | ${R[rhai_p50]} | ${R[rhai_p99]} | ${R[rhai_runs]} | ${R[rhai_rss]} |
 | wharf ingress-only (\`--workers 0\`) | ${R[mem_rps]} | ${R[mem_p50]} | ${R[mem_p99]} | – | ${R[mem_rss]} |
+$(if [[ -n ${R[pg_rps]:-} ]]; then echo "| wharf on PostgreSQL (one node), one Rhai vessel | ${R[pg_rps]} | ${R[pg_p50]} | ${R[pg_p99]} | ${R[pg_runs]} | ${R[pg_rss]} |"; fi)
 
 (wharf errors: Wasm ${R[wasm_err]} non-201, ${R[wasm_failed]} failed runs; Rhai ${R[rhai_err]} non-201, ${R[rhai_failed]} failed runs; webhook ${R[hook_err]} errors)
 
