@@ -27,11 +27,29 @@ async fn fresh_database() -> Option<String> {
 }
 
 async fn node(database: &str, data: &std::path::Path) -> Proc {
+    node_with(database, data, &[]).await
+}
+
+async fn node_with(database: &str, data: &std::path::Path, extra: &[&str]) -> Proc {
     let database = database.to_owned();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     start_with(data, free_port(), move |cmd| {
-        cmd.args(["--database", &database, "--no-demo"]);
+        cmd.args(["--database", &database, "--no-demo"])
+            .args(&extra);
     })
     .await
+}
+
+async fn post(url: &str, body: String) -> (StatusCode, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("call answered");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 /// The webhook URL `url` (made by any node) as served by `node`.
@@ -150,4 +168,109 @@ async fn a_node_killed_mid_run_leaves_its_runs_to_the_other_after_the_lease() {
         assert_eq!(lost.len(), 1, "{run}");
         assert_eq!(lost[0]["reason"], "node_lost");
     }
+}
+
+#[tokio::test]
+async fn a_queue_fleet_keeps_one_at_a_time_arrival_order_across_nodes() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&database, da.path()).await;
+    let b = node(&database, db.path()).await;
+    let doc = json!({"name": "serial", "concurrency": "queue", "vessels": [{"name": "v",
+        "kind": "rhai", "source": "let n = 0; while n < 3000 { n += 1; } set_var(\"seq\", payload.seq);"}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let targets = [on(&a, &url), on(&b, &url)];
+    let mut ids = Vec::new();
+    // One after the other, alternating nodes: the order of the 201s is the arrival order.
+    for seq in 0..12 {
+        let (status, body) = post(&targets[seq % 2], format!("{{\"seq\": {seq}}}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+    }
+    a.drained(&fleet, Duration::from_secs(60)).await;
+    let mut runs = Vec::new();
+    for id in &ids {
+        let (_, run) = b.get(&format!("/runs/{id}")).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        runs.push(run);
+    }
+    for (i, pair) in runs.windows(2).enumerate() {
+        assert_eq!(pair[0]["variables"]["seq"], i.to_string());
+        let (ended, started) = (
+            pair[0]["finished_at"].as_str().unwrap(),
+            pair[1]["started_at"].as_str().unwrap(),
+        );
+        assert!(
+            ended <= started,
+            "run {i} ended {ended}, run {} started {started}",
+            i + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reject_fleet_answers_429_from_either_node_while_a_run_is_in_flight() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // No workers: the first accepted run stays queued, in flight, for the whole test.
+    let a = node_with(&database, da.path(), &["--workers", "0"]).await;
+    let b = node_with(&database, db.path(), &["--workers", "0"]).await;
+    let doc = json!({"name": "once", "concurrency": "reject",
+        "vessels": [{"name": "v", "kind": "rhai", "source": "1"}]});
+    let (_, url) = a.fleet_with_hook(doc).await;
+    let targets = [on(&a, &url), on(&b, &url)];
+    let calls = (0..20).map(|i| post(&targets[i % 2], "{}".to_string()));
+    let answers = futures::future::join_all(calls).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((created, refused), (1, 19), "{answers:?}");
+    for target in &targets {
+        let (status, _) = post(target, "{}".to_string()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_rotated_through_one_node_is_dead_on_the_other_within_a_second() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&database, da.path()).await;
+    let b = node(&database, db.path()).await;
+    let doc =
+        json!({"name": "rotating", "vessels": [{"name": "v", "kind": "rhai", "source": "1"}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let old_on_b = on(&b, &url);
+    // B resolves the webhook once, so it is in B's cache.
+    assert_eq!(post(&old_on_b, "{}".into()).await.0, StatusCode::CREATED);
+    let (status, hook) = a
+        .post(&format!("/fleets/{fleet}/webhook/rotate"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{hook}");
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = post(&old_on_b, "{}".into()).await;
+        if status == StatusCode::BAD_REQUEST {
+            break;
+        }
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the old URL still worked on the other node after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let new_on_b = on(&b, hook["url"].as_str().unwrap());
+    assert_eq!(post(&new_on_b, "{}".into()).await.0, StatusCode::CREATED);
 }
