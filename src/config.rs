@@ -4,6 +4,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Webhook ingress, admin API and workers.
+    #[default]
+    All,
+    /// Webhook ingress and admin API only: runs are queued for other nodes.
+    Ingress,
+    /// Claims and runs only, with no listener at all (needs a shared store).
+    Worker,
+}
+
 /// Everything `wharf serve` can be told. Secrets are redacted in `Debug`.
 #[derive(Clone, clap::Args)]
 pub struct Config {
@@ -13,6 +25,10 @@ pub struct Config {
     /// Folder for the SQLite database, compiled modules and the generated admin token hash.
     #[arg(long, env = "WHARF_DATA_DIR", default_value = "./wharf-data")]
     pub data_dir: PathBuf,
+    /// What this node does: `all`, `ingress` (HTTP only, runs nothing) or `worker` (runs queued
+    /// work, no listener; needs `--database postgres://…`).
+    #[arg(long, env = "WHARF_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
     /// The store: `postgres://…` for several nodes sharing one PostgreSQL database;
     /// `sqlite://PATH` for a SQLite file elsewhere; unset: `wharf.db` in the data folder.
     #[arg(long, env = "WHARF_DATABASE_URL", hide_env_values = true)]
@@ -70,6 +86,7 @@ impl Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             data_dir: data_dir.into(),
+            role: Role::All,
             database: None,
             public_url: None,
             max_body_bytes: 1 << 20,
@@ -96,6 +113,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("role", &self.role)
             .field("database", &self.database.as_ref().map(|_| "<set>"))
             .field("public_url", &self.public_url)
             .field("max_body_bytes", &self.max_body_bytes)

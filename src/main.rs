@@ -68,12 +68,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let worker = config.role == wharf::config::Role::Worker;
+    let listener = if worker {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+        )
+    };
     let prepared = wharf::server::prepare(config, listener).await?;
     let base = prepared.public_url.clone();
-    println!("wharf listening on {base}");
+    if worker {
+        println!("wharf worker running (no listener)");
+    } else {
+        println!("wharf listening on {base}");
+    }
     let token_hint = match &prepared.generated_admin_token {
         Some(token) => {
             println!("\nAdmin token (shown once; only its hash is kept): {token}");

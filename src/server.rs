@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiSettings, AppState};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::fleet::FleetDoc;
 use crate::ingest::Ingress;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -39,7 +39,8 @@ pub struct Demo {
 
 /// A server ready to run.
 pub struct Prepared {
-    listener: TcpListener,
+    /// `None` on a worker node, which serves no HTTP.
+    listener: Option<TcpListener>,
     state: AppState,
     config: Config,
     /// The admin token, when it was generated now (shown once, never stored).
@@ -55,10 +56,17 @@ pub struct Prepared {
 }
 
 /// Opens everything and performs first-start set-up.
-pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Prepared> {
+/// `listener` is `None` exactly for `--role worker`.
+pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
     let store = open_store(&config).await?;
+    if config.role == Role::Worker && !store.is_shared() {
+        anyhow::bail!(
+            "--role worker needs a store shared with ingress nodes (--database postgres://…): \
+             with SQLite no other node can accept calls"
+        );
+    }
     // A store of this node alone: whatever was running belonged to a process that is gone. A
     // shared one: other nodes' runs are running; only expired leases are this node's business.
     let recovered = store
@@ -77,7 +85,12 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
     }
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
     let scheduler_config = SchedulerConfig {
-        workers: config.workers,
+        // An ingress node runs nothing: its scheduler only checks code when fleets are saved.
+        workers: if config.role == Role::Ingress {
+            0
+        } else {
+            config.workers
+        },
         prefetch: config.prefetch,
         max_slow: config.max_slow_vessels,
         lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
@@ -90,14 +103,18 @@ pub async fn prepare(config: Config, listener: TcpListener) -> anyhow::Result<Pr
         max_concurrent: Scheduler::max_vessels(&scheduler_config) as u32,
     })?);
     let scheduler = Scheduler::new(store.clone(), sandbox, scheduler_config)?;
-    let local = listener.local_addr()?;
+    let local = match &listener {
+        Some(l) => l.local_addr()?,
+        None => config.listen,
+    };
     let public_url = config
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"))
         .trim_end_matches('/')
         .to_owned();
-    let demo = if !config.no_demo && store.is_empty().await? {
+    // A worker serves no webhooks: the demo is for nodes that do.
+    let demo = if !config.no_demo && listener.is_some() && store.is_empty().await? {
         Some(
             create_demo(&store, &scheduler, &public_url)
                 .await
@@ -137,12 +154,17 @@ impl Prepared {
             let token = shutdown.clone();
             tokio::spawn(async move { scheduler.run(token).await })
         };
-        let app = api::router(self.state);
-        let token = shutdown.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-            .context("serving HTTP")?;
+        match self.listener {
+            Some(listener) => {
+                let app = api::router(self.state);
+                let token = shutdown.clone();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+                    .context("serving HTTP")?;
+            }
+            None => shutdown.cancelled().await,
+        }
         if tokio::time::timeout(self.config.grace(), workers)
             .await
             .is_err()

@@ -33,7 +33,7 @@ pub async fn spawn_in(data: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) 
     config.grace_seconds = 2;
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prepared = wharf::server::prepare(config, listener)
+    let prepared = wharf::server::prepare(config, Some(listener))
         .await
         .expect("server starts");
     let base = prepared.public_url.clone();

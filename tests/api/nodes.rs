@@ -274,3 +274,77 @@ async fn a_webhook_rotated_through_one_node_is_dead_on_the_other_within_a_second
     let new_on_b = on(&b, hook["url"].as_str().unwrap());
     assert_eq!(post(&new_on_b, "{}".into()).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn an_ingress_node_queues_and_a_worker_node_without_a_listener_runs() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (di, dw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ingress = node_with(&database, di.path(), &["--role", "ingress"]).await;
+    let doc = json!({"name": "split", "vessels": [{"name": "v", "kind": "rhai",
+        "source": "set_var(\"n\", payload.n);"}]});
+    let (fleet, url) = ingress.fleet_with_hook(doc).await;
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let (status, body) = post(&url, format!("{{\"n\": {n}}}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+    }
+    // The ingress node runs nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        assert_eq!(
+            ingress.get(&format!("/runs/{id}")).await.1["status"],
+            "queued"
+        );
+    }
+    // A worker: no listener, so it is started by hand rather than waited for on /healthz.
+    let port = free_port();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "serve",
+            "--role",
+            "worker",
+            "--no-demo",
+            "--database",
+            &database,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dw.path())
+        .env("WHARF_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("WHARF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    ingress.drained(&fleet, Duration::from_secs(30)).await;
+    for id in &ids {
+        let (_, run) = ingress.get(&format!("/runs/{id}")).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a worker node listens on nothing"
+    );
+    assert!(
+        matches!(worker.try_wait(), Ok(None)),
+        "the worker is still running"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+#[tokio::test]
+async fn a_worker_role_on_sqlite_is_refused_with_a_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--role", "worker", "--no-demo", "--data-dir"])
+        .arg(data.path())
+        .env("WHARF_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--role worker needs"), "{stderr}");
+}
