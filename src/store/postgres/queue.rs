@@ -33,69 +33,107 @@ impl Queue for PostgresStore {
 
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>> {
         let mut tx = self.pool.begin().await?;
+        // Policy decisions first, per fleet, under the fleet's lock: one look at the database
+        // per guarded fleet, then the batch's own earlier calls count as active too.
         let guarded: BTreeSet<Uuid> = batch
             .iter()
             .filter(|i| i.policy != Concurrency::Parallel)
             .map(|i| i.request.fleet_id)
             .collect();
+        let mut active: HashMap<Uuid, (bool, bool)> = HashMap::new(); // (any, serial)
         for fleet_id in &guarded {
             lock_fleet(&mut tx, *fleet_id).await?;
+            let row = sqlx::query(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
+                        AND status IN ('queued', 'running')) AS any,
+                        EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
+                        AND status IN ('queued', 'running') AND serial) AS serial",
+            )
+            .bind(fleet_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            active.insert(*fleet_id, (row.try_get("any")?, row.try_get("serial")?));
         }
         let mut out = Vec::with_capacity(batch.len());
-        let mut claimable = false;
+        let mut rows: Vec<(&Ingest, bool)> = Vec::with_capacity(batch.len());
         for item in &batch {
-            let r = &item.request;
+            let fleet_id = item.request.fleet_id;
             let held = match item.policy {
                 Concurrency::Parallel => false,
-                policy => {
-                    let active: bool = sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
-                            AND status IN ('queued', 'running') AND (NOT $2 OR serial))",
-                    )
-                    .bind(r.fleet_id)
-                    .bind(policy == Concurrency::Queue)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if active && policy == Concurrency::Reject {
+                Concurrency::Reject => {
+                    let state = active.entry(fleet_id).or_default();
+                    if state.0 {
                         out.push(Admission::Busy);
                         continue;
                     }
-                    active
+                    state.0 = true;
+                    false
+                }
+                Concurrency::Queue => {
+                    let state = active.entry(fleet_id).or_default();
+                    let held = state.1;
+                    *state = (true, true);
+                    held
                 }
             };
+            rows.push((item, held));
+            out.push(Admission::Queued);
+        }
+        if !rows.is_empty() {
+            let mut headers = Vec::with_capacity(rows.len());
+            let mut queries = Vec::with_capacity(rows.len());
+            for (item, _) in &rows {
+                headers.push(serde_json::to_string(&item.request.headers)?);
+                queries.push(serde_json::to_string(&item.request.query)?);
+            }
+            let col = |f: fn(&RequestRecord) -> Uuid| {
+                rows.iter().map(|(i, _)| f(&i.request)).collect::<Vec<_>>()
+            };
+            // Two statements for the whole batch, whatever its size.
             sqlx::query(
                 "INSERT INTO requests
                    (id, fleet_id, method, content_type, headers, query, body, body_size, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::bytea[], $8::int8[], $9::int8[])",
             )
-            .bind(r.id)
-            .bind(r.fleet_id)
-            .bind(&r.method)
-            .bind(&r.content_type)
-            .bind(serde_json::to_string(&r.headers)?)
-            .bind(serde_json::to_string(&r.query)?)
-            .bind(&r.body)
-            .bind(r.body_size as i64)
-            .bind(r.received_at)
+            .bind(col(|r| r.id))
+            .bind(col(|r| r.fleet_id))
+            .bind(rows.iter().map(|(i, _)| i.request.method.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(i, _)| i.request.content_type.clone()).collect::<Vec<_>>())
+            .bind(headers)
+            .bind(queries)
+            .bind(rows.iter().map(|(i, _)| i.request.body.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(i, _)| i.request.body_size as i64).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(i, _)| i.request.received_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+            // WITH ORDINALITY keeps the batch's order in `seq`, which is the queue's order.
             sqlx::query(
                 "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, created_at)
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6)",
+                 SELECT id, fleet_id, request_id, 'queued', serial, held, created_at
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bool[], $5::bool[], $6::int8[])
+                      WITH ORDINALITY AS u(id, fleet_id, request_id, serial, held, created_at, n)
+                 ORDER BY n",
             )
-            .bind(item.run_id)
-            .bind(r.fleet_id)
-            .bind(r.id)
-            .bind(item.policy == Concurrency::Queue)
-            .bind(held)
-            .bind(r.received_at)
+            .bind(rows.iter().map(|(i, _)| i.run_id).collect::<Vec<_>>())
+            .bind(col(|r| r.fleet_id))
+            .bind(col(|r| r.id))
+            .bind(
+                rows.iter()
+                    .map(|(i, _)| i.policy == Concurrency::Queue)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|(_, held)| *held).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|(i, _)| i.request.received_at)
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *tx)
             .await?;
-            claimable |= !held;
-            out.push(Admission::Queued);
-        }
-        if claimable {
-            notify(&mut tx, QUEUE_CHANNEL).await?;
+            if rows.iter().any(|(_, held)| !held) {
+                notify(&mut tx, QUEUE_CHANNEL).await?;
+            }
         }
         // synchronous_commit is on by default: the commit is durable before it returns.
         tx.commit().await?;
@@ -226,37 +264,62 @@ impl Queue for PostgresStore {
     }
 
     async fn finish(&self, done: Vec<(Lease, Finish)>) -> StoreResult<Vec<bool>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut vars = Vec::with_capacity(done.len());
+        let mut vessels = Vec::with_capacity(done.len());
+        for (_, f) in &done {
+            vars.push(serde_json::to_string(&f.variables)?);
+            vessels.push(serde_json::to_string(&f.vessels)?);
+        }
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
-        let mut out = Vec::with_capacity(done.len());
+        // One statement for the batch; a row is written only where its lease is still held.
+        let ended = sqlx::query(
+            "UPDATE runs r SET status = u.status, variables = u.variables, vessels = u.vessels,
+                    error = u.error, reason = u.reason, finished_at = $8, lease_owner = NULL,
+                    lease_token = NULL, lease_until = NULL
+             FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[]) AS u(id, token, status, variables, vessels, error, reason)
+             WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'
+             RETURNING r.id, r.fleet_id, r.serial",
+        )
+        .bind(done.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
+        .bind(done.iter().map(|(l, _)| l.token).collect::<Vec<_>>())
+        .bind(
+            done.iter()
+                .map(|(_, f)| f.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(vars)
+        .bind(vessels)
+        .bind(
+            done.iter()
+                .map(|(_, f)| f.error.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            done.iter()
+                .map(|(_, f)| f.reason.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(now_ms())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut finished = std::collections::HashSet::new();
         let mut serial = BTreeSet::new();
-        for (lease, f) in &done {
-            let ended = sqlx::query(
-                "UPDATE runs SET status = $1, variables = $2, vessels = $3, error = $4, reason = $5,
-                        finished_at = $6, lease_owner = NULL, lease_token = NULL, lease_until = NULL
-                 WHERE id = $7 AND lease_token = $8 AND status = 'running'
-                 RETURNING fleet_id, serial",
-            )
-            .bind(f.status.as_str())
-            .bind(serde_json::to_string(&f.variables)?)
-            .bind(serde_json::to_string(&f.vessels)?)
-            .bind(&f.error)
-            .bind(&f.reason)
-            .bind(now)
-            .bind(lease.run_id)
-            .bind(lease.token)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = &ended
-                && row.try_get::<bool, _>("serial")?
-            {
+        for row in &ended {
+            finished.insert(row.try_get::<Uuid, _>("id")?);
+            if row.try_get::<bool, _>("serial")? {
                 serial.insert(row.try_get::<Uuid, _>("fleet_id")?);
             }
-            out.push(ended.is_some());
         }
         Self::release_many(&mut tx, serial).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(done
+            .iter()
+            .map(|(l, _)| finished.contains(&l.run_id))
+            .collect())
     }
 
     async fn release(&self, leases: &[Lease]) -> StoreResult<()> {
