@@ -256,6 +256,34 @@ if [[ -n $pg_url ]]; then
     R[pg_runs]=$(echo "$n $start $end" | awk '{printf "%.0f", $1 / ($3 - $2)}')
     kill "$wpid"
     wait "$wpid" 2>/dev/null || true
+
+    # Two nodes on one (fresh) database, the same fleet; wrk splits its connections between them.
+    log "two wharf nodes on one PostgreSQL database, one Rhai vessel, $secs s"
+    if [[ -n $pg_db ]]; then
+        psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)"
+        psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $pg_db"
+    fi
+    start_wharf wharf-pg-a 18083 --database "$pg_url"
+    node_a=$wpid
+    fleet "$work/doc.json"
+    start_wharf wharf-pg-b 18084 --database "$pg_url"
+    node_b=$wpid
+    hook_path=${hook#http://127.0.0.1:18083}
+    start=$(date +%s.%N)
+    gens=()
+    for p in 18083 18084; do
+        "${gen[@]}" wrk -t1 -c$((conns / 2)) -d"${secs}s" -s "$work/post.lua" "http://127.0.0.1:$p$hook_path" |
+            sed -n 's/^RESULT //p' >"$work/pg2-$p.txt" &
+        gens+=($!)
+    done
+    wait "${gens[@]}"
+    n=$(cat "$work"/pg2-*.txt | awk '{s += $1} END {print s + 0}')
+    R[pg2_rps]=$(cat "$work"/pg2-*.txt | awk '{s += $2} END {printf "%.1f", s}')
+    port=18083
+    end=$(drain)
+    R[pg2_runs]=$(echo "$n $start $end" | awk '{printf "%.0f", $1 / ($3 - $2)}')
+    kill "$node_a" "$node_b"
+    wait "$node_a" "$node_b" 2>/dev/null || true
     if [[ -n $pg_db ]]; then
         psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" || true
     fi
@@ -283,6 +311,7 @@ Load: wrk, $conns connections, ${secs} s, ${body_bytes}-byte JSON body; server o
 | wharf, one Rhai vessel | ${R[rhai_rps]} | ${R[rhai_p50]} | ${R[rhai_p99]} | ${R[rhai_runs]} | ${R[rhai_rss]} |
 | wharf ingress-only (\`--workers 0\`) | ${R[mem_rps]} | ${R[mem_p50]} | ${R[mem_p99]} | – | ${R[mem_rss]} |
 $(if [[ -n ${R[pg_rps]:-} ]]; then echo "| wharf on PostgreSQL (one node), one Rhai vessel | ${R[pg_rps]} | ${R[pg_p50]} | ${R[pg_p99]} | ${R[pg_runs]} | ${R[pg_rss]} |"; fi)
+$(if [[ -n ${R[pg2_rps]:-} ]]; then echo "| two wharf nodes on one PostgreSQL database, one Rhai vessel | ${R[pg2_rps]} | – | – | ${R[pg2_runs]} | – |"; fi)
 
 (wharf errors: Wasm ${R[wasm_err]} non-201, ${R[wasm_failed]} failed runs; Rhai ${R[rhai_err]} non-201, ${R[rhai_failed]} failed runs; webhook ${R[hook_err]} errors)
 
