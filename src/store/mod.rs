@@ -14,6 +14,7 @@
 //! lease expired and someone else took it) can never overwrite the newer attempt.
 
 mod batch;
+mod cache;
 pub mod postgres;
 pub mod sqlite;
 

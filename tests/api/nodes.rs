@@ -6,22 +6,12 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::binary::{Proc, free_port, start_with};
 
 /// A database URL whose connections use a new, empty schema.
 async fn fresh_database() -> Option<String> {
-    use sqlx::Connection;
-    let url = std::env::var("WHARF_TEST_DATABASE_URL").ok()?;
-    let schema = format!("wharf_nodes_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("database reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let (schema, url) = crate::store::fresh_schema("wharf_nodes").await?;
     let sep = if url.contains('?') { '&' } else { '?' };
     Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
 }

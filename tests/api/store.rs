@@ -30,11 +30,12 @@ async fn stores() -> Vec<(tempfile::TempDir, Arc<dyn Store>)> {
     all
 }
 
-/// A PostgreSQL store in a new schema of `WHARF_TEST_DATABASE_URL`'s database, if it is set.
-pub async fn postgres() -> Option<Arc<dyn Store>> {
+/// A new, empty schema in `WHARF_TEST_DATABASE_URL`'s database, if it is set: its name and the
+/// database URL.
+pub async fn fresh_schema(prefix: &str) -> Option<(String, String)> {
     use sqlx::Connection;
     let url = std::env::var("WHARF_TEST_DATABASE_URL").ok()?;
-    let schema = format!("wharf_test_{}", Uuid::new_v4().simple());
+    let schema = format!("{prefix}_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .expect("WHARF_TEST_DATABASE_URL accepts connections");
@@ -42,6 +43,12 @@ pub async fn postgres() -> Option<Arc<dyn Store>> {
         .execute(&mut admin)
         .await
         .unwrap();
+    Some((schema, url))
+}
+
+/// A PostgreSQL store in a fresh schema, if `WHARF_TEST_DATABASE_URL` is set.
+async fn postgres() -> Option<Arc<dyn Store>> {
+    let (schema, url) = fresh_schema("wharf_test").await?;
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let store = wharf::store::postgres::PostgresStore::open_with(
         options.options([("search_path", schema.as_str())]),

@@ -262,30 +262,26 @@ impl Catalog for PostgresStore {
     }
 
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
-        if let Some(hit) = self.webhooks.get(id) {
-            return Ok(Some(hit));
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let row = sqlx::query(
-            "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
-             FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
-             JOIN projects p ON p.id = f.project_id
-             WHERE w.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let spec: FleetSpec = json_col(&row, "spec")?;
-        let target = WebhookTarget {
-            webhook: webhook_from(&row)?,
-            project_id: row.try_get("project_id")?,
-            org_id: row.try_get("org_id")?,
-            concurrency: spec.concurrency,
-        };
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.webhooks.insert(id.to_owned(), target.clone());
-        }
-        Ok(Some(target))
+        self.webhooks
+            .resolve(id, || async {
+                let row = sqlx::query(
+                    "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+                     FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
+                     JOIN projects p ON p.id = f.project_id
+                     WHERE w.id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let spec: FleetSpec = json_col(&row, "spec")?;
+                Ok(Some(WebhookTarget {
+                    webhook: webhook_from(&row)?,
+                    project_id: row.try_get("project_id")?,
+                    org_id: row.try_get("org_id")?,
+                    concurrency: spec.concurrency,
+                }))
+            })
+            .await
     }
 }

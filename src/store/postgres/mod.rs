@@ -15,7 +15,6 @@ mod queue;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -33,9 +32,8 @@ const CATALOG_CHANNEL: &str = "wharf_catalog";
 /// PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
-    /// Webhook id → target, for ingress; cleared on every node through `wharf_catalog`.
-    webhooks: moka::sync::Cache<String, WebhookTarget>,
-    generation: Arc<AtomicU64>,
+    /// Webhook resolutions for ingress; cleared on every node through `wharf_catalog`.
+    webhooks: super::cache::WebhookCache,
     /// Fired when another node (or this one) queued or released runs.
     work: Arc<Notify>,
 }
@@ -74,8 +72,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
         let store = PostgresStore {
             pool,
-            webhooks: moka::sync::Cache::new(10_000),
-            generation: Arc::new(AtomicU64::new(0)),
+            webhooks: super::cache::WebhookCache::new(),
             work: Arc::new(Notify::new()),
         };
         store.listen().await?;
@@ -89,24 +86,16 @@ impl PostgresStore {
         listener
             .listen_all([QUEUE_CHANNEL, CATALOG_CHANNEL])
             .await?;
-        let (webhooks, generation, work) = (
-            self.webhooks.clone(),
-            self.generation.clone(),
-            self.work.clone(),
-        );
+        let (webhooks, work) = (self.webhooks.clone(), self.work.clone());
         tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) if n.channel() == QUEUE_CHANNEL => work.notify_one(),
-                    Ok(Some(_)) => {
-                        generation.fetch_add(1, Ordering::SeqCst);
-                        webhooks.invalidate_all();
-                    }
+                    Ok(Some(_)) => webhooks.forget(),
                     // The connection was lost and is being re-established: anything may have
                     // changed in between.
                     Ok(None) => {
-                        generation.fetch_add(1, Ordering::SeqCst);
-                        webhooks.invalidate_all();
+                        webhooks.forget();
                         work.notify_one();
                     }
                     Err(e) => {
@@ -120,8 +109,7 @@ impl PostgresStore {
     }
 
     fn forget_webhooks(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.webhooks.invalidate_all();
+        self.webhooks.forget();
     }
 }
 

@@ -256,37 +256,29 @@ impl Catalog for SqliteStore {
     }
 
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
-        if let Some(hit) = self.webhooks.get(id) {
-            return Ok(Some(hit));
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
         let key = id.to_owned();
-        let target = self
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
-                     FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
-                     JOIN projects p ON p.id = f.project_id
-                     WHERE w.id = ?1",
-                )?;
-                let mut rows = stmt.query([key])?;
-                let Some(row) = rows.next()? else {
-                    return Ok(None);
-                };
-                let spec: FleetSpec = json_at(row, "spec")?;
-                Ok(Some(WebhookTarget {
-                    webhook: webhook_from(row)?,
-                    project_id: uuid_at(row, "project_id")?,
-                    org_id: uuid_at(row, "org_id")?,
-                    concurrency: spec.concurrency,
-                }))
+        self.webhooks
+            .resolve(id, || {
+                self.read(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+                         FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
+                         JOIN projects p ON p.id = f.project_id
+                         WHERE w.id = ?1",
+                    )?;
+                    let mut rows = stmt.query([key])?;
+                    let Some(row) = rows.next()? else {
+                        return Ok(None);
+                    };
+                    let spec: FleetSpec = json_at(row, "spec")?;
+                    Ok(Some(WebhookTarget {
+                        webhook: webhook_from(row)?,
+                        project_id: uuid_at(row, "project_id")?,
+                        org_id: uuid_at(row, "org_id")?,
+                        concurrency: spec.concurrency,
+                    }))
+                })
             })
-            .await?;
-        if let Some(target) = &target
-            && self.generation.load(Ordering::SeqCst) == generation
-        {
-            self.webhooks.insert(id.to_owned(), target.clone());
-        }
-        Ok(target)
+            .await
     }
 }

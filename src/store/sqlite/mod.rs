@@ -14,7 +14,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,12 +38,8 @@ const READERS: usize = 8;
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
-    /// Webhook id → target, for ingress: every call resolves its id, and a query costs more than
-    /// the rest of the request. Cleared by every write that could change an answer (rotate,
-    /// remove, fleet replace or delete); `generation` stops a lookup that raced such a write from
-    /// caching what it read before it.
-    webhooks: moka::sync::Cache<String, WebhookTarget>,
-    generation: AtomicU64,
+    /// Webhook resolutions for ingress.
+    webhooks: super::cache::WebhookCache,
     /// Fleet id → fleet, for claims. Only the writer thread fills and clears it, inside the
     /// same transactions that change fleets, so a claim never sees a stale document.
     fleets: moka::sync::Cache<Uuid, Arc<Fleet>>,
@@ -84,8 +79,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             }),
-            webhooks: moka::sync::Cache::new(10_000),
-            generation: AtomicU64::new(0),
+            webhooks: super::cache::WebhookCache::new(),
             fleets: moka::sync::Cache::new(10_000),
         })
     }
@@ -122,8 +116,7 @@ impl SqliteStore {
     }
 
     fn forget_webhooks(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.webhooks.invalidate_all();
+        self.webhooks.forget();
     }
 }
 
