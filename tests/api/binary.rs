@@ -141,9 +141,12 @@ impl Proc {
         (id, hook["url"].as_str().unwrap().to_owned())
     }
 
-    /// Waits until the fleet has nothing queued or running, for at most `within`.
+    /// Waits until the fleet has nothing queued or running, for at most `within`. The two
+    /// statuses are read in two requests, and a run can move between them (re-queued from
+    /// running to queued, claimed from queued to running), so it takes two idle passes in a row.
     pub async fn drained(&self, fleet: &str, within: Duration) {
         let started = Instant::now();
+        let mut idle_passes = 0;
         loop {
             let mut busy = false;
             for status in ["queued", "running"] {
@@ -153,7 +156,8 @@ impl Proc {
                 assert_eq!(s, StatusCode::OK, "{page}");
                 busy |= !page["runs"].as_array().unwrap().is_empty();
             }
-            if !busy {
+            idle_passes = if busy { 0 } else { idle_passes + 1 };
+            if idle_passes == 2 {
                 return;
             }
             assert!(

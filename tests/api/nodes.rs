@@ -123,7 +123,7 @@ async fn a_node_killed_mid_run_leaves_its_runs_to_the_other_after_the_lease() {
     let doc = json!({"name": "lost", "vessels": [{"name": "v", "kind": "rhai",
         "source": "if run.attempt == 1 { loop {} } set_var(\"attempt\", run.attempt);",
         "limits": {"fuel": 100000000000u64, "timeout_ms": 120000}}]});
-    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let (_, url) = a.fleet_with_hook(doc).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let res = reqwest::Client::new()
@@ -148,9 +148,21 @@ async fn a_node_killed_mid_run_leaves_its_runs_to_the_other_after_the_lease() {
     }
     a.kill();
     let b = start(db.path().to_owned()).await;
-    b.drained(&fleet, Duration::from_secs(30)).await;
     for id in &ids {
-        let (_, run) = b.get(&format!("/runs/{id}")).await;
+        // Each run's own end: a run moves running → queued (re-queued) → running here, so
+        // "nothing queued, nothing running" read in two requests could miss it in between.
+        let started = std::time::Instant::now();
+        let run = loop {
+            let (_, run) = b.get(&format!("/runs/{id}")).await;
+            if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+                break run;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "run {id} never ended: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(run["status"], "succeeded", "{run}");
         assert_eq!(run["attempt"], 2, "{run}");
         assert_eq!(run["variables"]["attempt"], "2", "{run}");
