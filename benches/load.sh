@@ -5,8 +5,10 @@
 #
 # On this machine, one after another: a bare axum handler (the ingress baseline), Debian's
 # adnanh/webhook 2.8 in sync mode (the run-rate baseline), wharf with a one-vessel Wasm fleet,
-# wharf with a one-vessel Rhai fleet, an ingress-only wharf filled with 100,000 queued runs (for
-# memory), then the micro benchmarks (sandbox vs raw floors, claim cost vs queue length). Each
+# wharf with a one-vessel Rhai fleet, an ingress-only wharf (its rate, then topped up to 100,000
+# queued runs for memory), the Rhai fleet on one and on two nodes of a scratch PostgreSQL database
+# when a local PostgreSQL answers, then the micro benchmarks (sandbox vs raw floors, claim cost
+# vs queue length). Each
 # wharf fleet is first driven as hard as wrk can (its maximum), then at a fixed half of its
 # maximum completed-runs rate by `loadgen` (benches/loadgen.rs, open loop) for the end-to-end
 # latency of its runs, from the call's arrival to the run's end, read from the SQLite file.

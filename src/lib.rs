@@ -11,8 +11,9 @@
 //! - [`fleet`]: the fleet document, parsed once into a validated [`fleet::FleetSpec`].
 //! - [`sandbox`]: the vessel contract — inputs, outcomes, limits — with one runner per kind.
 //!   It knows nothing of HTTP or storage.
-//! - [`store`]: the [`store::Store`] traits (catalog, queue, history) and the SQLite store, whose
-//!   one writer thread commits every write in batches.
+//! - [`store`]: the [`store::Store`] traits (catalog, queue, history); the SQLite store, whose
+//!   one writer thread commits every write in batches; and the PostgreSQL store, for several
+//!   nodes on one database.
 //! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
 //! - [`scheduler`]: claims queued runs in batches, executes fleets vessel by vessel on the
 //!   vessel threads, records ends in batches.

@@ -56,6 +56,15 @@ impl From<serde_json::Error> for StoreError {
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `NotFound(what)` when a write touched no row: the thing it addressed does not exist.
+fn touched(rows: u64, what: &'static str) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
 /// A tenant.
 #[derive(Debug, Clone, Serialize)]
 pub struct Org {

@@ -4,15 +4,6 @@
 use super::*;
 use crate::util::now_ms;
 
-/// `NotFound(what)` when a write touched no row.
-fn touched(n: u64, what: &'static str) -> StoreResult<()> {
-    if n == 0 {
-        Err(StoreError::NotFound(what))
-    } else {
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Catalog for PostgresStore {
     async fn is_empty(&self) -> StoreResult<bool> {
@@ -48,9 +39,7 @@ impl Catalog for PostgresStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("org"));
-        }
+        touched(n, "org")?;
         Ok(id)
     }
 
@@ -62,9 +51,7 @@ impl Catalog for PostgresStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("api key"));
-        }
+        touched(n, "api key")?;
         Ok(())
     }
 
@@ -81,9 +68,7 @@ impl Catalog for PostgresStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("org"));
-        }
+        touched(n, "org")?;
         Ok(Project {
             id,
             name: name.to_owned(),
@@ -131,9 +116,7 @@ impl Catalog for PostgresStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("project"));
-        }
+        touched(n, "project")?;
         self.fleet(id).await
     }
 

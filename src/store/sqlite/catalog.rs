@@ -38,9 +38,7 @@ impl Catalog for SqliteStore {
                  SELECT ?1, id, ?2, ?3 FROM orgs WHERE id = ?4",
                 params![id.to_string(), hash, now_ms(), org_id.to_string()],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound("org"));
-            }
+            touched(n as u64, "org")?;
             Ok(id)
         })
         .await
@@ -52,9 +50,7 @@ impl Catalog for SqliteStore {
                 "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                 params![now_ms(), id.to_string()],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound("api key"));
-            }
+            touched(n as u64, "api key")?;
             Ok(())
         })
         .await
@@ -73,9 +69,7 @@ impl Catalog for SqliteStore {
                  SELECT ?1, id, ?2, ?3 FROM orgs WHERE id = ?4",
                 params![p.id.to_string(), p.name, now_ms(), p.org_id.to_string()],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound("org"));
-            }
+            touched(n as u64, "org")?;
             Ok(())
         })
         .await?;
@@ -117,9 +111,7 @@ impl Catalog for SqliteStore {
                  SELECT ?1, id, ?2, ?3, ?3 FROM projects WHERE id = ?4",
                 params![id.to_string(), doc, now, project_id.to_string()],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound("project"));
-            }
+            touched(n as u64, "project")?;
             fleet_by_id(c, id)?.ok_or(StoreError::NotFound("fleet"))
         })
         .await
@@ -141,9 +133,7 @@ impl Catalog for SqliteStore {
                     params![doc, now_ms(), id.to_string()],
                 )?;
                 fleets.invalidate(&id);
-                if n == 0 {
-                    return Err(StoreError::NotFound("fleet"));
-                }
+                touched(n as u64, "fleet")?;
                 fleet_by_id(c, id)?.ok_or(StoreError::NotFound("fleet"))
             })
             .await;
@@ -158,9 +148,7 @@ impl Catalog for SqliteStore {
             .write(move |c| {
                 let n = c.execute("DELETE FROM fleets WHERE id = ?1", [id.to_string()])?;
                 fleets.invalidate(&id);
-                if n == 0 {
-                    return Err(StoreError::NotFound("fleet"));
-                }
+                touched(n as u64, "fleet")?;
                 Ok(())
             })
             .await;
@@ -212,9 +200,7 @@ impl Catalog for SqliteStore {
                     "UPDATE webhooks SET id = ?1, created_at = ?2 WHERE fleet_id = ?3",
                     params![new_id, now_ms(), fleet_id.to_string()],
                 )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound("webhook"));
-                }
+                touched(n as u64, "webhook")?;
                 Ok(c.query_row(
                     "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = ?1",
                     [fleet_id.to_string()],
@@ -234,9 +220,7 @@ impl Catalog for SqliteStore {
                     "DELETE FROM webhooks WHERE fleet_id = ?1",
                     [fleet_id.to_string()],
                 )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound("webhook"));
-                }
+                touched(n as u64, "webhook")?;
                 Ok(())
             })
             .await;
