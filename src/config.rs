@@ -62,6 +62,10 @@ pub struct Config {
     /// accepted calls/s, −19 % completed runs/s). 0, the default, favours completed runs.
     #[arg(long, env = "WHARF_VESSEL_NICE", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub vessel_nice: u8,
+    /// Most runs this node executes at once (claimed and not yet ended), whatever their lane;
+    /// 0: no cap beyond `--workers`, `--prefetch` and `--max-slow-vessels`.
+    #[arg(long, env = "WHARF_MAX_RUNNING", default_value_t = 0)]
+    pub max_running: usize,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
@@ -95,6 +99,7 @@ impl Config {
             max_slow_vessels: 32,
             max_attempts: 3,
             vessel_nice: 0,
+            max_running: 0,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
@@ -122,6 +127,7 @@ impl std::fmt::Debug for Config {
             .field("max_slow_vessels", &self.max_slow_vessels)
             .field("max_attempts", &self.max_attempts)
             .field("vessel_nice", &self.vessel_nice)
+            .field("max_running", &self.max_running)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
             .field(

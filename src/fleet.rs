@@ -27,17 +27,102 @@ pub enum Concurrency {
     Reject,
 }
 
-/// When a vessel runs, given how the vessels before it ended.
+/// When a vessel runs, given how the vessels it needs ended (see [`crate::scheduler::planner`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum When {
-    /// Only if nothing before it failed.
+    /// Only if every vessel it needs is on a success path.
     #[default]
     Success,
-    /// Only if something before it failed.
+    /// Only if a vessel it needs is on a failure path.
     Failure,
-    /// Whatever happened before.
+    /// Whatever happened upstream.
     Always,
+}
+
+/// How a failed vessel is attempted again, as written in a fleet document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, the first included (2 to 20).
+    pub max_attempts: u32,
+    /// How the pause grows between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Pause before the second attempt, in milliseconds.
+    #[serde(default = "Retry::default_base_ms")]
+    pub base_ms: u64,
+    /// Longest pause, in milliseconds.
+    #[serde(default = "Retry::default_max_ms")]
+    pub max_ms: u64,
+    /// Only failures with one of these exit codes are retried (all non-zero codes when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit_codes: Option<Vec<i32>>,
+    /// Whether limits (fuel, memory, time, output) and traps or script errors are retried.
+    #[serde(default = "Retry::yes")]
+    pub on_limits: bool,
+}
+
+/// Growth of the pause between retries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// `base_ms`, then twice that, four times… up to `max_ms`.
+    #[default]
+    Exponential,
+    /// `base_ms` every time.
+    Fixed,
+}
+
+impl Retry {
+    fn default_base_ms() -> u64 {
+        500
+    }
+    fn default_max_ms() -> u64 {
+        60_000
+    }
+    fn yes() -> bool {
+        true
+    }
+
+    fn check(&self, vessel: &str) -> Result<(), FleetError> {
+        if !(2..=20).contains(&self.max_attempts) {
+            return err(format!(
+                "vessel {vessel}: retry.max_attempts must be 2 to 20 (attempts in all, the first included)"
+            ));
+        }
+        if self.base_ms == 0 || self.base_ms > 3_600_000 {
+            return err(format!(
+                "vessel {vessel}: retry.base_ms must be 1 to 3600000"
+            ));
+        }
+        if self.max_ms < self.base_ms || self.max_ms > 3_600_000 {
+            return err(format!(
+                "vessel {vessel}: retry.max_ms must be at least base_ms and at most 3600000"
+            ));
+        }
+        if self
+            .on_exit_codes
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.contains(&0))
+        {
+            return err(format!(
+                "vessel {vessel}: retry.on_exit_codes must list non-zero exit codes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pause before attempt `next` (2 for the first retry).
+    pub fn pause(&self, next: u32) -> std::time::Duration {
+        let ms = match self.backoff {
+            Backoff::Fixed => self.base_ms,
+            Backoff::Exponential => self
+                .base_ms
+                .saturating_mul(1u64 << (next.saturating_sub(2)).min(32)),
+        };
+        std::time::Duration::from_millis(ms.min(self.max_ms))
+    }
 }
 
 /// A fleet document as clients send it (API body or fleet file).
@@ -86,14 +171,20 @@ struct VesselDoc {
     size: Option<Value>,
     #[serde(default)]
     limits: LimitsDoc,
+    /// Absent: the vessel written before (none for the first); `[]`: a root.
     #[serde(default)]
-    needs: Vec<String>,
+    needs: Option<Vec<String>>,
     #[serde(default)]
     when: When,
+    #[serde(default)]
+    retry: Option<Retry>,
 }
 
-/// A validated fleet, as stored. Vessels are in run order (dependencies first).
+/// A validated fleet, as stored. Vessels are in a topological order (what a vessel needs comes
+/// before it), the written order where `needs` leave a choice; every vessel's `needs` is
+/// explicit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredSpec")]
 pub struct FleetSpec {
     /// Display name.
     pub name: String,
@@ -106,6 +197,47 @@ pub struct FleetSpec {
     pub limits: LimitsDoc,
     /// Vessels in run order.
     pub vessels: Vec<VesselSpec>,
+    /// Version of the `needs` rule; always [`GRAPH_EXPLICIT`] once loaded.
+    #[serde(default)]
+    pub graph: u32,
+}
+
+/// Specs stored with this `graph` have explicit `needs`. Specs stored before it (graph 0) meant
+/// "runs after the vessel before it" by an empty `needs`; loading rewrites them so.
+pub const GRAPH_EXPLICIT: u32 = 1;
+
+/// A spec as stored, possibly by an older version; see [`GRAPH_EXPLICIT`].
+#[derive(Deserialize)]
+struct StoredSpec {
+    name: String,
+    variables: BTreeMap<String, String>,
+    concurrency: Concurrency,
+    #[serde(default)]
+    limits: LimitsDoc,
+    vessels: Vec<VesselSpec>,
+    #[serde(default)]
+    graph: u32,
+}
+
+impl From<StoredSpec> for FleetSpec {
+    fn from(s: StoredSpec) -> Self {
+        let mut vessels = s.vessels;
+        if s.graph < GRAPH_EXPLICIT {
+            for i in 1..vessels.len() {
+                if vessels[i].needs.is_empty() {
+                    vessels[i].needs = vec![vessels[i - 1].name.clone()];
+                }
+            }
+        }
+        FleetSpec {
+            name: s.name,
+            variables: s.variables,
+            concurrency: s.concurrency,
+            limits: s.limits,
+            vessels,
+            graph: GRAPH_EXPLICIT,
+        }
+    }
 }
 
 /// A validated vessel.
@@ -128,6 +260,9 @@ pub struct VesselSpec {
     /// Condition on what happened before.
     #[serde(default)]
     pub when: When,
+    /// How a failure is attempted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 /// Code carried inline by a document, to be checked and stored under its hash.
@@ -207,11 +342,16 @@ impl FleetDoc {
         let mut vessels = Vec::new();
         let mut seen = HashSet::new();
         for v in self.vessels {
-            let vessel = parse_vessel(v, &mut code)?;
+            let previous = vessels.last().map(|p: &VesselSpec| p.name.clone());
+            let mut vessel = parse_vessel(v, &mut code)?;
             if !seen.insert(vessel.name.clone()) {
                 return err(format!("vessel name {:?} is used twice", vessel.name));
             }
-            vessels.push(vessel);
+            // `needs` absent: after the vessel written before it, as fleets always ran.
+            if vessel.needs.is_empty() && !vessel.explicit_root {
+                vessel.spec.needs = previous.into_iter().collect();
+            }
+            vessels.push(vessel.spec);
         }
         let vessels = run_order(vessels)?;
         let spec = FleetSpec {
@@ -220,12 +360,26 @@ impl FleetDoc {
             concurrency: self.concurrency,
             limits: self.limits,
             vessels,
+            graph: GRAPH_EXPLICIT,
         };
         Ok(ParsedFleet { spec, code })
     }
 }
 
-fn parse_vessel(v: VesselDoc, code: &mut Vec<NewCode>) -> Result<VesselSpec, FleetError> {
+/// A parsed vessel, and whether its document said `"needs": []` (a root) rather than nothing.
+struct ParsedVessel {
+    spec: VesselSpec,
+    explicit_root: bool,
+}
+
+impl std::ops::Deref for ParsedVessel {
+    type Target = VesselSpec;
+    fn deref(&self) -> &VesselSpec {
+        &self.spec
+    }
+}
+
+fn parse_vessel(v: VesselDoc, code: &mut Vec<NewCode>) -> Result<ParsedVessel, FleetError> {
     let name = v.name;
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
@@ -313,14 +467,25 @@ fn parse_vessel(v: VesselDoc, code: &mut Vec<NewCode>) -> Result<VesselSpec, Fle
             return err(format!("vessel {name}: missing \"{field}\""));
         }
     };
-    Ok(VesselSpec {
-        name,
-        kind,
-        sha256,
-        size,
-        limits: v.limits,
-        needs: v.needs,
-        when: v.when,
+    if let Some(retry) = &v.retry {
+        retry.check(&name)?;
+    }
+    let explicit_root = v.needs.as_ref().is_some_and(Vec::is_empty);
+    let mut needs = v.needs.unwrap_or_default();
+    let mut unique = HashSet::new();
+    needs.retain(|n| unique.insert(n.clone()));
+    Ok(ParsedVessel {
+        spec: VesselSpec {
+            name,
+            kind,
+            sha256,
+            size,
+            limits: v.limits,
+            needs,
+            when: v.when,
+            retry: v.retry,
+        },
+        explicit_root,
     })
 }
 

@@ -96,6 +96,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         lease: std::time::Duration::from_secs(config.lease_seconds.max(1)),
         max_attempts: config.max_attempts,
         vessel_nice: config.vessel_nice,
+        max_running: config.max_running,
         ..SchedulerConfig::default()
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {

@@ -14,7 +14,11 @@ use super::{ApiError, AppState, JsonBody, parse_id};
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
-use crate::store::{Fleet, RequestRecord, RunFilter, RunRecord, RunStatus, Webhook, WebhookAuth};
+use crate::scheduler::planner::Plan;
+use crate::store::{
+    Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunFilter, RunRecord, RunStatus,
+    StoreError, VesselRun, Webhook, WebhookAuth,
+};
 use crate::util::{random_token, rfc3339, sha256_hex};
 
 type Created = (StatusCode, Json<Value>);
@@ -38,6 +42,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/fleets/{fleet}/runs", get(list_runs))
         .route("/fleets/{fleet}/dry-run", post(dry_run))
         .route("/runs/{run}", get(get_run))
+        .route("/runs/{run}/cancel", post(cancel_run))
+        .route("/runs/{run}/replay", post(replay_run))
         .route("/metrics", get(metrics))
 }
 
@@ -331,6 +337,154 @@ async fn get_run(
     Ok(Json(run_json(&run, Some(&request))))
 }
 
+/// How long a cancel of a running run waits for the run to end before answering.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Cancels a queued run at once, or a running one through the worker holding it, and answers
+/// with the run: `cancelled`, or still `running` with `cancel_requested` if its worker did not
+/// end it within [`CANCEL_WAIT`] (it will). `409` for a run that had already ended.
+async fn cancel_run(
+    State(s): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&run, "run")?;
+    let (record, _) = s.store.run(id).await?;
+    // What a queued run records: what it carried over, and every other vessel cancelled.
+    let mut vessels = record.vessels.clone();
+    if let Ok(fleet) = s.store.fleet(record.fleet_id).await {
+        for v in &fleet.spec.vessels {
+            if !vessels.iter().any(|r| r.name == v.name) {
+                vessels.push(VesselRun::not_run(
+                    &v.name,
+                    crate::sandbox::VesselOutcome::not_run(
+                        crate::sandbox::VesselStatus::Cancelled,
+                        Some(crate::sandbox::FailureReason::Cancelled),
+                        None,
+                    ),
+                ));
+            }
+        }
+    }
+    match s.store.cancel(id, &vessels).await? {
+        CancelOutcome::Finished(status) => {
+            return Err(ApiError::Conflict(format!(
+                "run {id} has already ended ({}); only a queued or running run can be cancelled",
+                status.as_str()
+            )));
+        }
+        CancelOutcome::Cancelled => {}
+        CancelOutcome::Requested => {
+            s.scheduler.cancel_local(id);
+            let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                let (run, _) = s.store.run(id).await?;
+                if !matches!(run.status, RunStatus::Queued | RunStatus::Running) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let (run, request) = s.store.run(id).await?;
+    Ok(Json(run_json(&run, Some(&request))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    /// Resume from this vessel: what is not it or downstream of it carries over.
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// A new run of a stored request, with the fleet's current code. With `from`, a resume: every
+/// vessel run the source recorded that is neither the named vessel nor downstream of it is
+/// carried over (variables and rows included) instead of run again.
+async fn replay_run(
+    State(s): State<AppState>,
+    Path(run): Path<String>,
+    JsonBody(body): JsonBody<ReplayBody>,
+) -> Result<Created, ApiError> {
+    let id = parse_id(&run, "run")?;
+    let (source, _) = s.store.run(id).await?;
+    let fleet = match s.store.fleet(source.fleet_id).await {
+        Err(StoreError::NotFound(_)) => {
+            return Err(ApiError::Conflict(
+                "the run's fleet has been deleted; there is nothing to replay it on".into(),
+            ));
+        }
+        other => other?,
+    };
+    let (carried, resumed_from) = match body.from {
+        None => (Vec::new(), None),
+        Some(from) => {
+            let spec = &fleet.spec;
+            let Some(index) = spec.vessels.iter().position(|v| v.name == from) else {
+                let names: Vec<&str> = spec.vessels.iter().map(|v| v.name.as_str()).collect();
+                return Err(ApiError::BadRequest(format!(
+                    "from: the fleet has no vessel {from:?} (it has {})",
+                    names.join(", ")
+                )));
+            };
+            if matches!(source.status, RunStatus::Queued | RunStatus::Running) {
+                return Err(ApiError::Conflict(format!(
+                    "run {id} is still {}; resume a run that has ended",
+                    source.status.as_str()
+                )));
+            }
+            let rerun: Vec<&str> = Plan::new(spec)
+                .downstream_of(index)
+                .into_iter()
+                .map(|i| spec.vessels[i].name.as_str())
+                .collect();
+            let carried = source
+                .vessels
+                .iter()
+                .filter(|v| !rerun.contains(&v.name.as_str()))
+                .filter(|v| spec.vessels.iter().any(|s| s.name == v.name))
+                .filter(|v| {
+                    use crate::sandbox::VesselStatus::*;
+                    matches!(v.outcome.status, Succeeded | Failed | Skipped)
+                })
+                .map(|v| VesselRun {
+                    carried_over: true,
+                    ..v.clone()
+                })
+                .collect();
+            (carried, Some(from))
+        }
+    };
+    let run_id = uuid::Uuid::now_v7();
+    let replay = Replay {
+        source: id,
+        run_id,
+        resumed_from,
+        carried,
+        policy: fleet.spec.concurrency,
+    };
+    match s.store.replay(replay).await? {
+        Admission::Queued => s.scheduler.wake(),
+        Admission::Busy => {
+            return Err(ApiError::Busy(
+                "the fleet already has a run queued or running".into(),
+            ));
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "request": {"id": source.request_id},
+            "data": {
+                "fleet_id": fleet.id,
+                "project_id": fleet.project_id,
+                "org_id": fleet.org_id,
+                "fleet_run_id": run_id,
+                "replay_of": id,
+            }
+        })),
+    ))
+}
+
 /// A run as the API shows it; the field names are part of the contract.
 pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Value {
     let request = match request {
@@ -352,6 +506,9 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
         "error": run.error,
         "reason": run.reason,
         "lost_attempts": run.lost_attempts,
+        "replay_of": run.replay_of,
+        "resumed_from": run.resumed_from,
+        "cancel_requested": run.cancel_requested,
         "created_at": rfc3339(run.created_at),
         "started_at": run.started_at.map(rfc3339),
         "finished_at": run.finished_at.map(rfc3339),

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// 413.
     #[error("{0}")]
     TooLarge(String),
+    /// 429, with `Retry-After: 1`.
+    #[error("{0}")]
+    Busy(String),
     /// 503: the server could not do it now (storage failing); the cause is logged.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
@@ -102,6 +105,15 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(_) => {
+                let body = Json(json!({"error": self.to_string()}));
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, "1")],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "request failed on the server side");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -94,6 +94,23 @@ pub struct RunIds {
     pub attempt: u32,
 }
 
+/// Stops vessel runs from outside (a cancelled fleet run). Wasm checks it at every epoch tick
+/// and Rhai in its progress callback, so a looping guest ends within a tick or so.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// Asks every run holding this flag to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`CancelFlag::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Everything a vessel run receives.
 #[derive(Debug, Clone)]
 pub struct VesselInput {
@@ -107,6 +124,8 @@ pub struct VesselInput {
     pub variables: BTreeMap<String, String>,
     /// Limits for this vessel.
     pub limits: Limits,
+    /// Set when the fleet run is cancelled.
+    pub cancel: CancelFlag,
 }
 
 /// Terminal status of one vessel run.

@@ -14,7 +14,9 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
 use super::payload::Payload;
-use super::{CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus};
+use super::{
+    CancelFlag, CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus,
+};
 
 /// Deepest nesting of expressions a script may have (checked when it is compiled).
 const MAX_EXPR_DEPTH: usize = 64;
@@ -31,6 +33,7 @@ struct RunState {
     collector: Collector,
     ops: u64,
     deadline: Instant,
+    cancel: CancelFlag,
 }
 
 thread_local! {
@@ -49,6 +52,7 @@ enum Stop {
     Exit(i64),
     Timeout,
     Output,
+    Cancelled,
 }
 
 /// Compiles and runs Rhai vessels; holds the AST cache.
@@ -112,6 +116,7 @@ impl RhaiRunner {
             collector: Collector::new(limits.output_bytes),
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
+            cancel: input.cancel.clone(),
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
@@ -127,6 +132,7 @@ impl RhaiRunner {
             collector: Collector::default(),
             ops: 0,
             deadline: started,
+            cancel: CancelFlag::default(),
         });
         let ops_used = ops;
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
@@ -172,6 +178,9 @@ fn run_engine() -> Engine {
                 }
                 if run.collector.overflowed {
                     return Some(Dynamic::from(Stop::Output));
+                }
+                if run.cancel.is_cancelled() {
+                    return Some(Dynamic::from(Stop::Cancelled));
                 }
             }
             None
@@ -304,6 +313,11 @@ fn judge(
                 Some(FailureReason::Timeout),
                 Some(format!("timed out after {} ms", limits.timeout_ms)),
             ),
+            Some(Stop::Cancelled) => (
+                None,
+                Some(FailureReason::Cancelled),
+                Some("the run was cancelled".into()),
+            ),
             Some(Stop::Output) | None => (
                 None,
                 Some(FailureReason::OutputLimit),
@@ -368,6 +382,7 @@ mod tests {
             ids: RunIds::default(),
             variables: BTreeMap::from([("abc".to_string(), "123".to_string())]),
             limits,
+            cancel: Default::default(),
         };
         runner.run(&ast, &input)
     }

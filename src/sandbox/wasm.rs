@@ -40,6 +40,18 @@ const ALLOWED_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wharf"];
 /// Functions of the `wharf` import module.
 const WHARF_FUNCTIONS: [&str; 3] = ["set_var", "emit", "request"];
 
+/// The error a cancelled run's epoch callback ends the guest with.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 /// A compiled, pre-linked module.
 pub struct WasmProgram {
     pre: InstancePre<HostState>,
@@ -266,8 +278,21 @@ impl WasmRunner {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel);
+        // One callback per tick checks both the timeout and a cancel: a cancelled run stops
+        // within a tick, at the cost of one callback per 10 ms of guest time.
         let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
+        let (cancel, mut elapsed) = (input.cancel.clone(), 0u64);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cancel.is_cancelled() {
+                return Err(wasmtime::Error::new(Cancelled));
+            }
+            elapsed += 1;
+            if elapsed >= ticks {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
 
         let result = program.pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -443,6 +468,13 @@ fn judge(
     let Err(e) = result else {
         return (Some(0), None, None);
     };
+    if e.downcast_ref::<Cancelled>().is_some() {
+        return (
+            None,
+            Some(FailureReason::Cancelled),
+            Some("the run was cancelled".into()),
+        );
+    }
     if state.limiter.hit {
         return (None, Some(FailureReason::MemoryLimit), Some(root_cause(&e)));
     }

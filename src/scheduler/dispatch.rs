@@ -33,17 +33,25 @@ enum Ended {
     Released(Lease),
 }
 
-/// Leases this node holds, each with the token that stops its execution when it is lost.
+/// The tokens of one held run: `lost` stops its execution without a record (someone else holds
+/// it now), `cancel` ends it as cancelled.
+#[derive(Clone, Default)]
+struct Tokens {
+    lost: CancellationToken,
+    cancel: CancellationToken,
+}
+
+/// Leases this node holds, each with the tokens that stop its execution.
 #[derive(Default)]
-pub(super) struct Leases(Mutex<HashMap<Lease, CancellationToken>>);
+pub(super) struct Leases(Mutex<HashMap<Lease, Tokens>>);
 
 impl Leases {
-    fn insert(&self, lease: Lease) -> CancellationToken {
-        let token = CancellationToken::new();
+    fn insert(&self, lease: Lease) -> Tokens {
+        let tokens = Tokens::default();
         if let Ok(mut map) = self.0.lock() {
-            map.insert(lease, token.clone());
+            map.insert(lease, tokens.clone());
         }
-        token
+        tokens
     }
 
     fn remove(&self, lease: &Lease) {
@@ -61,10 +69,23 @@ impl Leases {
 
     fn lose(&self, lease: &Lease) {
         if let Ok(map) = self.0.lock()
-            && let Some(token) = map.get(lease)
+            && let Some(tokens) = map.get(lease)
         {
-            token.cancel();
+            tokens.lost.cancel();
         }
+    }
+
+    /// Cancels the run if this node holds it; true if it did.
+    pub(super) fn cancel(&self, run_id: uuid::Uuid) -> bool {
+        let Ok(map) = self.0.lock() else {
+            return false;
+        };
+        let mut found = false;
+        for (_, tokens) in map.iter().filter(|(l, _)| l.run_id == run_id) {
+            tokens.cancel.cancel();
+            found = true;
+        }
+        found
     }
 }
 
@@ -82,9 +103,17 @@ impl Scheduler {
         let stop_background = CancellationToken::new();
         let renewer = tokio::spawn(renewer(self.clone(), stop_background.clone()));
         let reaper = tokio::spawn(reaper(self.clone(), stop_background.clone()));
+        let cancels = tokio::spawn(cancel_listener(self.clone(), stop_background.clone()));
 
         let mut running = tokio::task::JoinSet::new();
         let slots = Arc::new(Semaphore::new(inner.config.workers + inner.config.prefetch));
+        // The node-wide cap on claimed runs (`--max-running`): held for a run's whole life,
+        // whichever lane its slot moves to.
+        let cap = match inner.config.max_running {
+            0 => Semaphore::MAX_PERMITS,
+            n => n,
+        };
+        let running_cap = Arc::new(Semaphore::new(cap));
         let slow = Arc::new(Semaphore::new(inner.config.max_slow));
         // Work queued through other nodes of a shared store.
         let elsewhere = inner.store.work_signal();
@@ -95,9 +124,17 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
             };
             let Ok(first) = first else { break };
-            let mut permits = vec![first];
+            let first_cap = tokio::select! {
+                permit = running_cap.clone().acquire_owned() => permit,
+                _ = shutdown.cancelled() => break,
+            };
+            let Ok(first_cap) = first_cap else { break };
+            let mut permits = vec![(first, first_cap)];
             while let Ok(p) = slots.clone().try_acquire_owned() {
-                permits.push(p);
+                let Ok(c) = running_cap.clone().try_acquire_owned() else {
+                    break;
+                };
+                permits.push((p, c));
             }
             let lease_until = now_ms() + inner.config.lease.as_millis() as i64;
             let claimed = match inner
@@ -113,14 +150,20 @@ impl Scheduler {
             };
             let idle = claimed.len() < permits.len();
             for claim in claimed {
-                let Some(permit) = permits.pop() else { break };
+                let Some((permit, cap)) = permits.pop() else {
+                    break;
+                };
                 let slot = Slot::new(permit, slow.clone());
-                let lost = inner.leases.insert(claim.lease);
+                let tokens = inner.leases.insert(claim.lease);
                 let span =
                     tracing::info_span!("run", run_id = %claim.run.id, attempt = claim.run.attempt);
                 let (me, tx, stop) = (self.clone(), ended_tx.clone(), shutdown.clone());
                 running.spawn(
-                    async move { me.execute(claim, slot, lost, stop, tx).await }.instrument(span),
+                    async move {
+                        me.execute(claim, slot, tokens, stop, tx).await;
+                        drop(cap);
+                    }
+                    .instrument(span),
                 );
             }
             drop(permits);
@@ -147,6 +190,7 @@ impl Scheduler {
         stop_background.cancel();
         let _ = renewer.await;
         let _ = reaper.await;
+        let _ = cancels.await;
     }
 
     /// Executes one claimed run and hands its end to the finisher.
@@ -154,10 +198,11 @@ impl Scheduler {
         &self,
         claim: Claimed,
         slot: Slot,
-        lost: CancellationToken,
+        tokens: Tokens,
         shutdown: CancellationToken,
         ended: mpsc::UnboundedSender<Ended>,
     ) {
+        let Tokens { lost, cancel } = tokens;
         let Claimed {
             lease,
             run,
@@ -196,12 +241,18 @@ impl Scheduler {
             shutdown: &shutdown,
             slot: &slot,
         };
+        // A cancel asked for before this claim (another node's, or during a restart).
+        if run.cancel_requested {
+            cancel.cancel();
+        }
         let outcome = execute::execute_fleet(
             &self.context(),
             &fleet.spec,
             ids,
             meta,
             bytes::Bytes::from(request.body),
+            run.vessels,
+            &cancel,
             Some(held),
         )
         .await;
@@ -213,14 +264,15 @@ impl Scheduler {
         } else if outcome.interrupted {
             Ended::Released(lease)
         } else {
+            let cancelled = outcome.status == RunStatus::Cancelled;
             Ended::Finished(
                 lease,
                 Finish {
                     status: outcome.status,
                     variables: outcome.variables,
                     vessels: outcome.vessels,
-                    error: None,
-                    reason: None,
+                    error: cancelled.then(|| "cancelled by request".to_owned()),
+                    reason: cancelled.then(|| "cancelled".to_owned()),
                 },
             )
         };
@@ -296,13 +348,37 @@ async fn renewer(scheduler: Scheduler, stop: CancellationToken) {
             .renew(&inner.config.node_id, &leases, until)
             .await
         {
-            Ok(lost) => {
-                for lease in &lost {
+            Ok(renewal) => {
+                for lease in &renewal.lost {
                     tracing::warn!(run_id = %lease.run_id, "lease lost; stopping its execution");
                     inner.leases.lose(lease);
                 }
+                // A cancel whose signal this node missed.
+                for lease in &renewal.cancelled {
+                    inner.leases.cancel(lease.run_id);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
+        }
+    }
+}
+
+/// Stops runs this node holds when any node of a shared store cancels them.
+async fn cancel_listener(scheduler: Scheduler, stop: CancellationToken) {
+    let Some(mut signal) = scheduler.inner.store.cancel_signal() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            got = signal.recv() => match got {
+                Ok(run_id) => {
+                    scheduler.inner.leases.cancel(run_id);
+                }
+                // Missed some: the renewer catches those within a third of the lease.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            },
+            _ = stop.cancelled() => return,
         }
     }
 }

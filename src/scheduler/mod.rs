@@ -2,7 +2,8 @@
 //!
 //! - `dispatch`: one dispatcher claiming in batches, one renewer for all leases, one finisher
 //!   recording ends in batches, one reaper for runs whose worker died;
-//! - `execute`: one fleet run — variables, order, `when`, fenced progress;
+//! - [`planner`]: pure — which vessels may start, which are skipped, how the run ends;
+//! - `execute`: one fleet run — parallel vessels, retries, cancel, fenced progress;
 //! - [`pool`]: the vessel threads, sized to the cores, with a slow lane.
 //!
 //! Executions are tokio tasks that only wait; vessels run on the pool's threads. A claimed run
@@ -11,6 +12,7 @@
 
 mod dispatch;
 mod execute;
+pub mod planner;
 pub mod pool;
 
 use std::sync::Arc;
@@ -45,6 +47,9 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Niceness of the vessel threads (see [`pool`]); 0 keeps them at normal priority.
     pub vessel_nice: u8,
+    /// Most runs this node executes at once, whatever lane they are in; 0: no cap beyond the
+    /// vessel threads, prefetch and slow lane.
+    pub max_running: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -60,6 +65,7 @@ impl Default for SchedulerConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             max_attempts: 3,
             vessel_nice: 0,
+            max_running: 0,
         }
     }
 }
@@ -240,8 +246,17 @@ impl Scheduler {
             vessel: String::new(),
             attempt: 1,
         };
-        let outcome =
-            execute::execute_fleet(&self.context(), spec, ids, Arc::new(request), body, None).await;
+        let outcome = execute::execute_fleet(
+            &self.context(),
+            spec,
+            ids,
+            Arc::new(request),
+            body,
+            Vec::new(),
+            &tokio_util::sync::CancellationToken::new(),
+            None,
+        )
+        .await;
         let report = serde_json::json!({
             "dry_run": true,
             "fleet_id": fleet_id,
@@ -256,5 +271,11 @@ impl Scheduler {
     /// Tells an idle worker that a run was queued.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Stops a run this node is executing (after the store recorded the cancel); true if this
+    /// node holds it. Other nodes learn through the store's cancel signal.
+    pub fn cancel_local(&self, run_id: uuid::Uuid) -> bool {
+        self.inner.leases.cancel(run_id)
     }
 }

@@ -65,6 +65,20 @@ fn touched(rows: u64, what: &'static str) -> StoreResult<()> {
     }
 }
 
+/// What a renewal found for `leases`, given how each is held now (`None`: not held; `Some(c)`:
+/// held, with a cancel asked for when `c`).
+fn renewal(leases: &[Lease], held: impl Fn(&Lease) -> Option<bool>) -> Renewal {
+    let mut out = Renewal::default();
+    for lease in leases {
+        match held(lease) {
+            None => out.lost.push(*lease),
+            Some(true) => out.cancelled.push(*lease),
+            Some(false) => {}
+        }
+    }
+    out
+}
+
 /// A tenant.
 #[derive(Debug, Clone, Serialize)]
 pub struct Org {
@@ -229,9 +243,62 @@ impl RunStatus {
 pub struct VesselRun {
     /// Vessel name.
     pub name: String,
-    /// What happened.
+    /// What happened (in the last attempt).
     #[serde(flatten)]
     pub outcome: VesselOutcome,
+    /// Attempt of this vessel the outcome is from, 1 for the first.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// Earlier attempts that failed and were retried, or whose worker was lost.
+    #[serde(default)]
+    pub attempts: Vec<VesselAttempt>,
+    /// When the (last) attempt started, RFC 3339.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it ended, RFC 3339.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Recorded by an earlier run (resume) or an earlier attempt of this run, not run again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried_over: bool,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl VesselRun {
+    /// A vessel run that ended as `outcome` without timing (skipped, cancelled before start).
+    pub fn not_run(name: &str, outcome: VesselOutcome) -> Self {
+        VesselRun {
+            name: name.to_owned(),
+            outcome,
+            attempt: 1,
+            attempts: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            carried_over: false,
+        }
+    }
+}
+
+/// One earlier attempt of a vessel run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VesselAttempt {
+    /// Attempt number, 1 for the first.
+    pub attempt: u32,
+    /// `failed`, or `running` when its worker was lost.
+    pub status: crate::sandbox::VesselStatus,
+    /// Typed reason (`exit_code`, `timeout`… or `node_lost`).
+    pub reason: Option<crate::sandbox::FailureReason>,
+    /// Exit status, if the vessel ended by itself.
+    pub exit_code: Option<i32>,
+    /// Error message.
+    pub error: Option<String>,
+    /// When it started, RFC 3339.
+    pub started_at: Option<String>,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: f64,
 }
 
 /// A fleet run as stored.
@@ -257,6 +324,12 @@ pub struct RunRecord {
     pub reason: Option<String>,
     /// Attempts whose worker was lost: `{"attempt","reason","node","started_at","lost_at"}`.
     pub lost_attempts: Vec<serde_json::Value>,
+    /// The run this one replays (same request), if any.
+    pub replay_of: Option<Uuid>,
+    /// The vessel a resume restarted from, if this run is one.
+    pub resumed_from: Option<String>,
+    /// Whether a cancel was asked for while it ran.
+    pub cancel_requested: bool,
     /// Queued at (ms).
     pub created_at: i64,
     /// Claimed at (ms), latest attempt.
@@ -295,6 +368,41 @@ pub struct Requeued {
     pub requeued: u64,
     /// Runs that had used up their attempts and were failed with reason `max_attempts`.
     pub failed: u64,
+}
+
+/// What [`Queue::renew`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Leases no longer held (the run was re-queued, claimed again, or ended).
+    pub lost: Vec<Lease>,
+    /// Held leases whose run has a cancel asked for.
+    pub cancelled: Vec<Lease>,
+}
+
+/// What [`Queue::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run was queued and is now cancelled.
+    Cancelled,
+    /// The run is running: the cancel is recorded for its worker, which ends it.
+    Requested,
+    /// The run had already ended with this status; nothing changed.
+    Finished(RunStatus),
+}
+
+/// A new run of a stored request (replay), possibly resuming part-way.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The run replayed.
+    pub source: Uuid,
+    /// The new run's id.
+    pub run_id: Uuid,
+    /// The vessel a resume restarts from.
+    pub resumed_from: Option<String>,
+    /// Vessel runs carried over from the source (a resume); empty for a plain replay.
+    pub carried: Vec<VesselRun>,
+    /// The fleet's concurrency policy, applied as at ingress.
+    pub policy: Concurrency,
 }
 
 /// Filters of the run history.
@@ -387,16 +495,12 @@ pub trait Queue: Send + Sync {
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>>;
     /// Claims up to `max` claimable runs, oldest first, for `node` until `lease_until` (ms).
     /// A `queue`-policy fleet never has two runs claimed at once, and its runs go in arrival
-    /// order.
+    /// order. A claimed run keeps the vessel runs recorded so far (by a resume, or by an earlier
+    /// attempt whose worker was lost), so its executor carries them over.
     async fn claim(&self, node: &str, max: usize, lease_until: i64) -> StoreResult<Vec<Claimed>>;
-    /// Extends every lease `node` holds to `lease_until`, in one statement; returns those of
-    /// `leases` that are no longer held (the run was re-queued, claimed again, or ended).
-    async fn renew(
-        &self,
-        node: &str,
-        leases: &[Lease],
-        lease_until: i64,
-    ) -> StoreResult<Vec<Lease>>;
+    /// Extends every lease `node` holds to `lease_until`, in one statement; reports those of
+    /// `leases` that are no longer held, and held ones whose run has a cancel asked for.
+    async fn renew(&self, node: &str, leases: &[Lease], lease_until: i64) -> StoreResult<Renewal>;
     /// Records progress of a held run; false when the lease is no longer held.
     async fn progress(
         &self,
@@ -409,6 +513,19 @@ pub trait Queue: Send + Sync {
     async fn finish(&self, done: Vec<(Lease, Finish)>) -> StoreResult<Vec<bool>>;
     /// Gives held runs back to the queue without counting an attempt (graceful shutdown).
     async fn release(&self, leases: &[Lease]) -> StoreResult<()>;
+    /// Cancels a run: a queued one ends now as `cancelled` with `vessels` as its vessel runs
+    /// (releasing the next run of a `queue` fleet); a running one gets the cancel recorded for
+    /// its worker, and other nodes of a shared store are told at once (see
+    /// [`Queue::cancel_signal`]). `NotFound` for an unknown run.
+    async fn cancel(&self, run_id: Uuid, vessels: &[VesselRun]) -> StoreResult<CancelOutcome>;
+    /// Fired with a run id when a node asked to cancel a running run, for stores shared between
+    /// nodes (the node holding it stops it).
+    fn cancel_signal(&self) -> Option<tokio::sync::broadcast::Receiver<Uuid>> {
+        None
+    }
+    /// Queues a new run of the source run's request under the fleet's concurrency policy;
+    /// `NotFound` if the source run does not exist.
+    async fn replay(&self, replay: Replay) -> StoreResult<Admission>;
     /// Deals with running runs whose lease ended before `now` (every running run when `all`:
     /// a single-node store at start-up): each lost attempt is recorded with reason `node_lost`;
     /// a run that has had `max_attempts` attempts is failed with reason `max_attempts`, the

@@ -11,6 +11,7 @@ mod nodes;
 mod queue;
 mod restart;
 mod rhai;
+mod scheduling;
 mod soak;
 mod store;
 mod wasm;

@@ -172,7 +172,7 @@ async fn a_stale_holder_cannot_renew_progress_or_finish() {
         );
         assert!(!store.progress(first, &BTreeMap::new(), &[]).await.unwrap());
         let lost = store.renew(NODE, &[first], FAR).await.unwrap();
-        assert_eq!(lost, vec![first]);
+        assert_eq!(lost.lost, vec![first]);
         let (run, _) = store.run(id).await.unwrap();
         assert_eq!(
             run.status,
@@ -185,6 +185,7 @@ async fn a_stale_holder_cannot_renew_progress_or_finish() {
                 .renew("node-b", &[second.lease], FAR)
                 .await
                 .unwrap()
+                .lost
                 .is_empty()
         );
         assert!(
@@ -219,7 +220,14 @@ async fn renewal_keeps_leases_from_expiring() {
             .iter()
             .map(|c| c.lease)
             .collect();
-        assert!(store.renew(NODE, &leases, 10_000).await.unwrap().is_empty());
+        assert!(
+            store
+                .renew(NODE, &leases, 10_000)
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
         let r = store.requeue_expired(5_000, false, 3).await.unwrap();
         assert_eq!(r.requeued, 0, "renewed leases are not expired");
         let r = store.requeue_expired(20_000, false, 3).await.unwrap();

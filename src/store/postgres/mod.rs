@@ -7,7 +7,8 @@
 //!   transaction-scoped advisory lock on the fleet, so they are serial per fleet across nodes;
 //! - every node `LISTEN`s: `wharf_queue` (runs queued or released: wake the dispatcher at once)
 //!   and `wharf_catalog` (a webhook or fleet changed: drop cached webhook resolutions). Both are
-//!   sent with `pg_notify` inside the writing transaction, so they arrive after its commit.
+//!   sent with `pg_notify` inside the writing transaction, so they arrive after its commit;
+//!   and `wharf_cancel` (a running run was cancelled: the node holding it stops it).
 
 mod catalog;
 mod history;
@@ -28,6 +29,8 @@ use super::*;
 const QUEUE_CHANNEL: &str = "wharf_queue";
 /// Channel telling nodes that webhooks or fleets changed.
 const CATALOG_CHANNEL: &str = "wharf_catalog";
+/// Channel telling nodes that a running run was cancelled; the payload is its id.
+const CANCEL_CHANNEL: &str = "wharf_cancel";
 
 /// PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
@@ -36,6 +39,8 @@ pub struct PostgresStore {
     webhooks: super::cache::WebhookCache,
     /// Fired when another node (or this one) queued or released runs.
     work: Arc<Notify>,
+    /// Runs cancelled while running, by any node.
+    cancels: tokio::sync::broadcast::Sender<Uuid>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -74,6 +79,7 @@ impl PostgresStore {
             pool,
             webhooks: super::cache::WebhookCache::new(),
             work: Arc::new(Notify::new()),
+            cancels: tokio::sync::broadcast::channel(256).0,
         };
         store.listen().await?;
         Ok(store)
@@ -84,13 +90,22 @@ impl PostgresStore {
     async fn listen(&self) -> StoreResult<()> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener
-            .listen_all([QUEUE_CHANNEL, CATALOG_CHANNEL])
+            .listen_all([QUEUE_CHANNEL, CATALOG_CHANNEL, CANCEL_CHANNEL])
             .await?;
-        let (webhooks, work) = (self.webhooks.clone(), self.work.clone());
+        let (webhooks, work, cancels) = (
+            self.webhooks.clone(),
+            self.work.clone(),
+            self.cancels.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) if n.channel() == QUEUE_CHANNEL => work.notify_one(),
+                    Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => {
+                        if let Ok(id) = Uuid::from_str(n.payload()) {
+                            let _ = cancels.send(id);
+                        }
+                    }
                     Ok(Some(_)) => webhooks.forget(),
                     // The connection was lost and is being re-established: anything may have
                     // changed in between.
@@ -122,7 +137,8 @@ fn json_col<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResu
 
 /// Columns of `runs` that [`run_from`] reads.
 const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, \
-     reason, lost_attempts::text AS lost_attempts, created_at, started_at, finished_at";
+     reason, lost_attempts::text AS lost_attempts, replay_of, resumed_from, cancel_requested, \
+     created_at, started_at, finished_at";
 
 fn run_from(row: &PgRow) -> StoreResult<RunRecord> {
     let status: String = row.try_get("status")?;
@@ -138,6 +154,9 @@ fn run_from(row: &PgRow) -> StoreResult<RunRecord> {
         error: row.try_get("error")?,
         reason: row.try_get("reason")?,
         lost_attempts: json_col(row, "lost_attempts")?,
+        replay_of: row.try_get("replay_of")?,
+        resumed_from: row.try_get("resumed_from")?,
+        cancel_requested: row.try_get("cancel_requested")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

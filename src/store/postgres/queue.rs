@@ -148,7 +148,7 @@ impl Queue for PostgresStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = $1,
                     lease_token = (random() * 9000000000000000000)::bigint, lease_until = $2,
-                    started_at = $3, vessels = '[]'
+                    started_at = $3
              WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND NOT held
                            ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING seq, lease_token, {RUN_COLUMNS}"
@@ -199,13 +199,14 @@ impl Queue for PostgresStore {
         tx.commit().await?;
         runs.into_iter()
             .map(|(_, token, run)| {
-                let request =
-                    requests
-                        .remove(&run.request_id)
-                        .ok_or(StoreError::Corrupt(format!(
-                            "run {} has no request",
-                            run.id
-                        )))?;
+                // Replays share their request, so one batch may claim two runs of it.
+                let request = requests
+                    .get(&run.request_id)
+                    .cloned()
+                    .ok_or(StoreError::Corrupt(format!(
+                        "run {} has no request",
+                        run.id
+                    )))?;
                 Ok(Claimed {
                     lease: Lease {
                         run_id: run.id,
@@ -219,28 +220,24 @@ impl Queue for PostgresStore {
             .collect()
     }
 
-    async fn renew(
-        &self,
-        node: &str,
-        leases: &[Lease],
-        lease_until: i64,
-    ) -> StoreResult<Vec<Lease>> {
-        let held: std::collections::HashSet<(Uuid, i64)> = sqlx::query(
+    async fn renew(&self, node: &str, leases: &[Lease], lease_until: i64) -> StoreResult<Renewal> {
+        let held: HashMap<(Uuid, i64), bool> = sqlx::query(
             "UPDATE runs SET lease_until = $1 WHERE status = 'running' AND lease_owner = $2
-             RETURNING id, lease_token",
+             RETURNING id, lease_token, cancel_requested",
         )
         .bind(lease_until)
         .bind(node)
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("lease_token")?)))
+        .map(|r| {
+            Ok((
+                (r.try_get("id")?, r.try_get("lease_token")?),
+                r.try_get("cancel_requested")?,
+            ))
+        })
         .collect::<StoreResult<_>>()?;
-        Ok(leases
-            .iter()
-            .filter(|l| !held.contains(&(l.run_id, l.token)))
-            .copied()
-            .collect())
+        Ok(renewal(leases, |l| held.get(&(l.run_id, l.token)).copied()))
     }
 
     async fn progress(
@@ -327,7 +324,7 @@ impl Queue for PostgresStore {
         for lease in leases {
             sqlx::query(
                 "UPDATE runs SET status = 'queued', attempt = attempt - 1, lease_owner = NULL,
-                        lease_token = NULL, lease_until = NULL, started_at = NULL, vessels = '[]'
+                        lease_token = NULL, lease_until = NULL, started_at = NULL
                  WHERE id = $1 AND lease_token = $2 AND status = 'running'",
             )
             .bind(lease.run_id)
@@ -340,6 +337,116 @@ impl Queue for PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn cancel(&self, run_id: Uuid, vessels: &[VesselRun]) -> StoreResult<CancelOutcome> {
+        let vessels = serde_json::to_string(vessels)?;
+        let mut tx = self.pool.begin().await?;
+        // The fleet's lock comes before the run's row (the lock order of this module), so the
+        // fleet is read first without locking.
+        let row = sqlx::query("SELECT fleet_id, serial FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("run"))?;
+        let (fleet_id, serial): (Uuid, bool) = (row.try_get("fleet_id")?, row.try_get("serial")?);
+        if serial {
+            lock_fleet(&mut tx, fleet_id).await?;
+        }
+        let row = sqlx::query("SELECT status, held FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let status: String = row.try_get("status")?;
+        let outcome = match RunStatus::parse(&status) {
+            Some(RunStatus::Queued) => {
+                sqlx::query(
+                    "UPDATE runs SET status = 'cancelled', reason = 'cancelled',
+                            error = 'cancelled before it started', vessels = $2, held = FALSE,
+                            finished_at = $3
+                     WHERE id = $1",
+                )
+                .bind(run_id)
+                .bind(vessels)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                if serial && !row.try_get::<bool, _>("held")? {
+                    release_next(&mut tx, fleet_id).await?;
+                }
+                CancelOutcome::Cancelled
+            }
+            Some(RunStatus::Running) => {
+                sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CANCEL_CHANNEL)
+                    .bind(run_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                CancelOutcome::Requested
+            }
+            Some(done) => CancelOutcome::Finished(done),
+            None => return Err(StoreError::Corrupt(format!("run status {status:?}"))),
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    fn cancel_signal(&self) -> Option<tokio::sync::broadcast::Receiver<Uuid>> {
+        Some(self.cancels.subscribe())
+    }
+
+    async fn replay(&self, replay: Replay) -> StoreResult<Admission> {
+        let carried = serde_json::to_string(&replay.carried)?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT fleet_id, request_id FROM runs WHERE id = $1")
+            .bind(replay.source)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("run"))?;
+        let (fleet_id, request_id): (Uuid, Uuid) =
+            (row.try_get("fleet_id")?, row.try_get("request_id")?);
+        let held = if replay.policy == Concurrency::Parallel {
+            false
+        } else {
+            lock_fleet(&mut tx, fleet_id).await?;
+            let active: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
+                        AND status IN ('queued', 'running') AND ($2 OR serial))",
+            )
+            .bind(fleet_id)
+            .bind(replay.policy == Concurrency::Reject)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active && replay.policy == Concurrency::Reject {
+                return Ok(Admission::Busy);
+            }
+            active
+        };
+        sqlx::query(
+            "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels, replay_of,
+                               resumed_from, created_at)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(replay.run_id)
+        .bind(fleet_id)
+        .bind(request_id)
+        .bind(replay.policy == Concurrency::Queue)
+        .bind(held)
+        .bind(carried)
+        .bind(replay.source)
+        .bind(&replay.resumed_from)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if !held {
+            notify(&mut tx, QUEUE_CHANNEL).await?;
+        }
+        tx.commit().await?;
+        Ok(Admission::Queued)
     }
 
     async fn requeue_expired(

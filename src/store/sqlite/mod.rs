@@ -27,6 +27,7 @@ use writer::Writer;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
+    include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -247,7 +248,8 @@ fn json_at<T: serde::de::DeserializeOwned>(row: &Row, idx: &str) -> rusqlite::Re
 
 /// Columns of `runs` that [`run_from`] reads.
 const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, \
-     reason, lost_attempts, created_at, started_at, finished_at";
+     reason, lost_attempts, replay_of, resumed_from, cancel_requested, created_at, started_at, \
+     finished_at";
 
 fn run_from(row: &Row) -> rusqlite::Result<RunRecord> {
     let status: String = row.get("status")?;
@@ -268,6 +270,12 @@ fn run_from(row: &Row) -> rusqlite::Result<RunRecord> {
         error: row.get("error")?,
         reason: row.get("reason")?,
         lost_attempts: json_at(row, "lost_attempts")?,
+        replay_of: match row.get::<_, Option<String>>("replay_of")? {
+            Some(_) => Some(uuid_at(row, "replay_of")?),
+            None => None,
+        },
+        resumed_from: row.get("resumed_from")?,
+        cancel_requested: row.get("cancel_requested")?,
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,

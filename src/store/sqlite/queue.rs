@@ -107,7 +107,7 @@ impl Queue for SqliteStore {
             // writer's time). One cached statement per batch size instead; sizes are few.
             let mut claim = c.prepare_cached(&format!(
                 "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?1,
-                        lease_token = random(), lease_until = ?2, started_at = ?3, vessels = '[]'
+                        lease_token = random(), lease_until = ?2, started_at = ?3
                  WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND held = 0
                                ORDER BY seq LIMIT {max})
                  RETURNING seq, lease_token, {RUN_COLUMNS}"
@@ -149,28 +149,24 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn renew(
-        &self,
-        node: &str,
-        leases: &[Lease],
-        lease_until: i64,
-    ) -> StoreResult<Vec<Lease>> {
+    async fn renew(&self, node: &str, leases: &[Lease], lease_until: i64) -> StoreResult<Renewal> {
         let node = node.to_owned();
         let leases = leases.to_vec();
         self.write(move |c| {
             // One statement for every lease of the node; running runs are few, and the
             // `runs_leased` index holds exactly them.
-            let held: std::collections::HashSet<(String, i64)> = c
+            let held: std::collections::HashMap<(String, i64), bool> = c
                 .prepare_cached(
                     "UPDATE runs SET lease_until = ?1 WHERE status = 'running' AND lease_owner = ?2
-                     RETURNING id, lease_token",
+                     RETURNING id, lease_token, cancel_requested",
                 )?
-                .query_map(params![lease_until, node], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![lease_until, node], |r| {
+                    Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(leases
-                .into_iter()
-                .filter(|l| !held.contains(&(l.run_id.to_string(), l.token)))
-                .collect())
+            Ok(renewal(&leases, |l| {
+                held.get(&(l.run_id.to_string(), l.token)).copied()
+            }))
         })
         .await
     }
@@ -260,13 +256,93 @@ impl Queue for SqliteStore {
             // `queue` fleet's run stays its active one (it is not held), so order is kept.
             let mut release = c.prepare_cached(
                 "UPDATE runs SET status = 'queued', attempt = attempt - 1, lease_owner = NULL,
-                        lease_token = NULL, lease_until = NULL, started_at = NULL, vessels = '[]'
+                        lease_token = NULL, lease_until = NULL, started_at = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
             )?;
             for lease in &leases {
                 release.execute(params![lease.run_id.to_string(), lease.token])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn cancel(&self, run_id: Uuid, vessels: &[VesselRun]) -> StoreResult<CancelOutcome> {
+        let vessels = serde_json::to_string(vessels)?;
+        self.write(move |c| {
+            let id = run_id.to_string();
+            let row: Option<(String, String, bool, bool)> = c
+                .prepare_cached("SELECT status, fleet_id, serial, held FROM runs WHERE id = ?1")?
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .next()
+                .transpose()?;
+            let Some((status, fleet_id, serial, held)) = row else {
+                return Err(StoreError::NotFound("run"));
+            };
+            match RunStatus::parse(&status) {
+                Some(RunStatus::Queued) => {
+                    c.prepare_cached(
+                        "UPDATE runs SET status = 'cancelled', reason = 'cancelled',
+                                error = 'cancelled before it started', vessels = ?2, held = 0,
+                                finished_at = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, vessels, now_ms()])?;
+                    if serial && !held {
+                        release_next(c, &fleet_id)?;
+                    }
+                    Ok(CancelOutcome::Cancelled)
+                }
+                Some(RunStatus::Running) => {
+                    c.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
+                        .execute([&id])?;
+                    Ok(CancelOutcome::Requested)
+                }
+                Some(done) => Ok(CancelOutcome::Finished(done)),
+                None => Err(StoreError::Corrupt(format!("run status {status:?}"))),
+            }
+        })
+        .await
+    }
+
+    async fn replay(&self, replay: Replay) -> StoreResult<Admission> {
+        let carried = serde_json::to_string(&replay.carried)?;
+        self.write(move |c| {
+            let source: Option<(String, String)> = c
+                .prepare_cached("SELECT fleet_id, request_id FROM runs WHERE id = ?1")?
+                .query_map([replay.source.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .next()
+                .transpose()?;
+            let Some((fleet_id, request_id)) = source else {
+                return Err(StoreError::NotFound("run"));
+            };
+            let reject = replay.policy == Concurrency::Reject;
+            let active = replay.policy != Concurrency::Parallel
+                && c.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1
+                        AND status IN ('queued', 'running') AND (?2 OR serial = 1))",
+                )?
+                .query_row(params![fleet_id, reject], |r| r.get::<_, bool>(0))?;
+            if active && reject {
+                return Ok(Admission::Busy);
+            }
+            c.prepare_cached(
+                "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels,
+                                   replay_of, resumed_from, created_at)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                replay.run_id.to_string(),
+                fleet_id,
+                request_id,
+                replay.policy == Concurrency::Queue,
+                active,
+                carried,
+                replay.source.to_string(),
+                replay.resumed_from,
+                now_ms(),
+            ])?;
+            Ok(Admission::Queued)
         })
         .await
     }
