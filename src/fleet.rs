@@ -633,6 +633,60 @@ mod tests {
     }
 
     #[test]
+    fn absent_needs_mean_the_vessel_before_and_empty_needs_a_root() {
+        let p = parse(serde_json::json!({"name": "f", "vessels": [
+            {"name": "a", "kind": "rhai", "source": "1"},
+            {"name": "b", "kind": "rhai", "source": "1"},
+            {"name": "c", "kind": "rhai", "source": "1", "needs": []}
+        ]}))
+        .unwrap();
+        let needs: Vec<_> = p.spec.vessels.iter().map(|v| v.needs.clone()).collect();
+        assert_eq!(needs, [vec![], vec!["a".to_string()], vec![]]);
+    }
+
+    #[test]
+    fn specs_stored_before_explicit_needs_keep_their_order() {
+        // As an earlier version stored it: empty `needs` meant "after the vessel before".
+        let old = serde_json::json!({"name": "f", "variables": {}, "concurrency": "parallel",
+        "vessels": [
+            {"name": "a", "kind": "rhai", "sha256": "00", "size": 1, "needs": [], "when": "success"},
+            {"name": "b", "kind": "rhai", "sha256": "00", "size": 1, "needs": [], "when": "failure"}
+        ]});
+        let spec: FleetSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(spec.vessels[1].needs, ["a"]);
+        assert_eq!(spec.graph, GRAPH_EXPLICIT);
+        // A spec stored now loads as it was.
+        let again: FleetSpec =
+            serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+        let root = FleetSpec {
+            vessels: vec![VesselSpec {
+                needs: vec![],
+                ..spec.vessels[1].clone()
+            }],
+            ..spec.clone()
+        };
+        let again: FleetSpec =
+            serde_json::from_value(serde_json::to_value(&root).unwrap()).unwrap();
+        assert!(again.vessels[0].needs.is_empty());
+    }
+
+    #[test]
+    fn retry_pauses_grow_to_the_cap() {
+        let r: Retry = serde_json::from_value(
+            serde_json::json!({"max_attempts": 5, "base_ms": 100, "max_ms": 300}),
+        )
+        .unwrap();
+        let ms: Vec<u128> = (2..=5).map(|n| r.pause(n).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 300, 300]);
+        let fixed: Retry = serde_json::from_value(
+            serde_json::json!({"max_attempts": 3, "backoff": "fixed", "base_ms": 50}),
+        )
+        .unwrap();
+        assert_eq!(fixed.pause(3).as_millis(), 50);
+    }
+
+    #[test]
     fn variables_become_strings() {
         let p = parse(serde_json::json!({"name": "f", "variables": {"a": 1, "b": "x"}, "vessels": [rhai("v", &[])]})).unwrap();
         assert_eq!(p.spec.variables["a"], "1");

@@ -136,3 +136,61 @@ async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
         panic!("a run did not succeed: {bad}");
     }
 }
+
+/// A run whose worker is killed mid-way: the next attempt carries over what had ended, and the
+/// vessel that was running has the lost attempt in its history.
+#[tokio::test]
+async fn a_run_taken_over_after_a_kill_carries_over_ended_vessels() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = start_with(&data, port, |_| {}).await;
+    let doc = serde_json::json!({"name": "takeover", "vessels": [
+        {"name": "a", "kind": "rhai", "source": "set_var(\"a_at\", `${timestamp()}`); print(\"a ran\")"},
+        {"name": "b", "kind": "rhai", "source": "let t = timestamp(); while t.elapsed < 1.0 { }"},
+        {"name": "c", "kind": "rhai", "source": "0"}
+    ]});
+    let (_, url) = server.fleet_with_hook(doc).await;
+    let res = reqwest::Client::new()
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let id = body["data"]["fleet_run_id"].as_str().unwrap().to_owned();
+    // Wait until b is recorded as running (after its first 100 ms), then kill the node.
+    let before = loop {
+        let (_, run) = server.get(&format!("/runs/{id}")).await;
+        let b_running = run["vessels"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|v| v["name"] == "b" && v["status"] == "running")
+        });
+        if b_running {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill();
+    let server = start_with(&data, port, |_| {}).await;
+    let run = loop {
+        let (_, run) = server.get(&format!("/runs/{id}")).await;
+        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempt"], 2);
+    assert_eq!(run["lost_attempts"].as_array().unwrap().len(), 1);
+    let (a, b) = (&run["vessels"][0], &run["vessels"][1]);
+    assert_eq!(a["carried_over"], true, "{run}");
+    assert_eq!(a["started_at"], before["vessels"][0]["started_at"]);
+    assert_eq!(a["stdout"], "a ran\n");
+    assert_eq!(b["status"], "succeeded");
+    assert_eq!(b["attempt"], 2, "{b}");
+    assert_eq!(b["attempts"][0]["reason"], "node_lost", "{b}");
+    assert_eq!(b["attempts"][0]["attempt"], 1);
+    assert_eq!(run["vessels"][2]["status"], "succeeded");
+}

@@ -350,3 +350,35 @@ async fn a_worker_role_on_sqlite_is_refused_with_a_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--role worker needs"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_cancel_through_one_node_stops_the_run_on_another() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // `a` runs nothing, so the run can only be on `b`.
+    let a = node_with(&database, da.path(), &["--workers", "0"]).await;
+    let b = node(&database, db.path()).await;
+    let doc = json!({"name": "spin", "vessels": [{"name": "v", "kind": "rhai", "source": "loop { }",
+        "limits": {"fuel": 100_000_000_000u64, "timeout_ms": 60_000}}]});
+    let (_, url) = a.fleet_with_hook(doc).await;
+    let (s, body) = post(&on(&a, &url), "{}".into()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = body["data"]["fleet_run_id"].as_str().unwrap().to_owned();
+    loop {
+        let (_, run) = a.get(&format!("/runs/{id}")).await;
+        if run["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, run) = a.post(&format!("/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{run}");
+    assert_eq!(
+        run["status"], "cancelled",
+        "b stopped it within the wait: {run}"
+    );
+    assert_eq!(run["vessels"][0]["reason"], "cancelled");
+    drop(b);
+}

@@ -380,3 +380,169 @@ async fn a_claimed_run_of_a_deleted_fleet_comes_without_its_fleet() {
         assert!(c[0].fleet.is_none());
     }
 }
+
+fn vessel_run(name: &str, status: wharf::sandbox::VesselStatus) -> wharf::store::VesselRun {
+    wharf::store::VesselRun::not_run(
+        name,
+        wharf::sandbox::VesselOutcome::not_run(status, None, None),
+    )
+}
+
+#[tokio::test]
+async fn cancel_ends_queued_runs_flags_running_ones_and_refuses_ended_ones() {
+    use wharf::sandbox::VesselStatus;
+    use wharf::store::CancelOutcome;
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "queue").await;
+        let ids = enqueue(&store, f, Concurrency::Queue, 3).await;
+        let running = store.claim(NODE, 10, FAR).await.unwrap();
+        assert_eq!(running.len(), 1, "a queue fleet runs one at a time");
+        // The held second run ends at once, with the vessel runs it is given.
+        let cancelled = [vessel_run("v", VesselStatus::Cancelled)];
+        assert_eq!(
+            store.cancel(ids[1], &cancelled).await.unwrap(),
+            CancelOutcome::Cancelled
+        );
+        let (run, _) = store.run(ids[1]).await.unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert_eq!(run.reason.as_deref(), Some("cancelled"));
+        assert_eq!(run.vessels[0].outcome.status, VesselStatus::Cancelled);
+        assert!(run.finished_at.is_some());
+        // The running one is flagged for its worker; renewal reports it.
+        assert_eq!(
+            store.cancel(ids[0], &[]).await.unwrap(),
+            CancelOutcome::Requested
+        );
+        let (run, _) = store.run(ids[0]).await.unwrap();
+        assert!(run.cancel_requested);
+        let renewal = store.renew(NODE, &[running[0].lease], FAR).await.unwrap();
+        assert_eq!(renewal.cancelled, vec![running[0].lease]);
+        assert!(renewal.lost.is_empty());
+        // Its end releases the third run, not the cancelled second.
+        let mut finish = done(RunStatus::Cancelled);
+        finish.reason = Some("cancelled".into());
+        assert!(
+            store
+                .finish(vec![(running[0].lease, finish)])
+                .await
+                .unwrap()[0]
+        );
+        let next = store.claim(NODE, 10, FAR).await.unwrap();
+        assert_eq!(
+            next.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+            vec![ids[2]]
+        );
+        assert_eq!(
+            store.cancel(ids[0], &[]).await.unwrap(),
+            CancelOutcome::Finished(RunStatus::Cancelled)
+        );
+        assert!(matches!(
+            store.cancel(Uuid::now_v7(), &[]).await,
+            Err(wharf::store::StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_active_run_of_a_queue_fleet_releases_the_next() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "queue").await;
+        let ids = enqueue(&store, f, Concurrency::Queue, 2).await;
+        // The first is queued and claimable (not held); cancelling it lets the second go.
+        store.cancel(ids[0], &[]).await.unwrap();
+        let next = store.claim(NODE, 10, FAR).await.unwrap();
+        assert_eq!(
+            next.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+            vec![ids[1]]
+        );
+    }
+}
+
+#[tokio::test]
+async fn replay_queues_a_new_run_of_the_same_request_under_the_policy() {
+    use wharf::sandbox::VesselStatus;
+    use wharf::store::Replay;
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "reject").await;
+        let [source] = enqueue(&store, f, Concurrency::Reject, 1).await[..] else {
+            panic!()
+        };
+        let replay = |run_id| Replay {
+            source,
+            run_id,
+            resumed_from: Some("v".into()),
+            carried: vec![vessel_run("w", VesselStatus::Succeeded)],
+            policy: Concurrency::Reject,
+        };
+        // The source is still queued: `reject` refuses a second active run.
+        assert_eq!(
+            store.replay(replay(Uuid::now_v7())).await.unwrap(),
+            Admission::Busy
+        );
+        let lease = store.claim(NODE, 1, FAR).await.unwrap().remove(0).lease;
+        assert!(finish_one(&store, lease).await.unwrap());
+        let new = Uuid::now_v7();
+        assert_eq!(store.replay(replay(new)).await.unwrap(), Admission::Queued);
+        let (run, request) = store.run(new).await.unwrap();
+        let (_, source_request) = store.run(source).await.unwrap();
+        assert_eq!(request.id, source_request.id);
+        assert_eq!(run.replay_of, Some(source));
+        assert_eq!(run.resumed_from.as_deref(), Some("v"));
+        assert_eq!(run.status, RunStatus::Queued);
+        // The claim hands the carried vessel runs to the executor, and the request body.
+        let claimed = store.claim(NODE, 1, FAR).await.unwrap().remove(0);
+        assert_eq!(claimed.run.id, new);
+        assert_eq!(claimed.run.vessels.len(), 1);
+        assert_eq!(claimed.run.vessels[0].name, "w");
+        assert_eq!(claimed.request.body, b"{}");
+        assert!(matches!(
+            store.replay(replay_missing()).await,
+            Err(wharf::store::StoreError::NotFound(_))
+        ));
+    }
+}
+
+fn replay_missing() -> wharf::store::Replay {
+    wharf::store::Replay {
+        source: Uuid::now_v7(),
+        run_id: Uuid::now_v7(),
+        resumed_from: None,
+        carried: Vec::new(),
+        policy: Concurrency::Parallel,
+    }
+}
+
+#[tokio::test]
+async fn progress_of_a_lost_attempt_reaches_the_next_claim() {
+    use wharf::sandbox::VesselStatus;
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let [id] = enqueue(&store, f, Concurrency::Parallel, 1).await[..] else {
+            panic!()
+        };
+        let first = store.claim(NODE, 1, 1_000).await.unwrap().remove(0);
+        let recorded = [
+            vessel_run("a", VesselStatus::Succeeded),
+            vessel_run("b", VesselStatus::Running),
+        ];
+        assert!(
+            store
+                .progress(first.lease, &BTreeMap::new(), &recorded)
+                .await
+                .unwrap()
+        );
+        store.requeue_expired(2_000, false, 3).await.unwrap();
+        let second = store.claim("node-b", 1, FAR).await.unwrap().remove(0);
+        assert_eq!(second.run.id, id);
+        let got: Vec<(&str, VesselStatus)> = second
+            .run
+            .vessels
+            .iter()
+            .map(|v| (v.name.as_str(), v.outcome.status))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", VesselStatus::Succeeded), ("b", VesselStatus::Running)]
+        );
+    }
+}
