@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: secrets sealed at rest, and the ways webhook callers prove who they are.
 //! - [`config`]: the typed settings of `wharf serve`, secrets redacted in `Debug`.
 //! - [`fleet`]: the fleet document, parsed once into a validated [`fleet::FleetSpec`].
 //! - [`sandbox`]: the vessel contract — inputs, outcomes, limits — with one runner per kind.
@@ -25,6 +26,7 @@
 //! `store`.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod fleet;
 pub mod ingest;

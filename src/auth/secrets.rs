@@ -1,0 +1,234 @@
+//! Secrets at rest. A secret wharf must use again later — an HMAC secret to verify a signature,
+//! a destination's `Authorization` value — cannot be hashed, so it is sealed with
+//! XChaCha20-Poly1305 under a key kept outside the database: `WHARF_SECRET_KEY` (base64 of 32
+//! bytes; every node sharing a PostgreSQL database needs the same one), or else a key generated
+//! at first start into the data folder, readable by its owner only (mode 0600). A stolen
+//! database without the key yields no secret.
+//!
+//! Sealed text is `v1:` + base64(nonce ‖ ciphertext): a random 192-bit nonce per seal, so
+//! sealing one secret twice gives two unrelated texts, and the version leaves room to rotate.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// File in the data folder holding the generated key, base64.
+pub const KEY_FILE: &str = "secret.key";
+/// Prefix of sealed text.
+const V1: &str = "v1:";
+const NONCE_LEN: usize = 24;
+
+/// Why a secret could not be unsealed, or the key not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The key given or stored is not 32 bytes of base64.
+    #[error("the secret key {0}")]
+    BadKey(String),
+    /// The key file could not be read or written.
+    #[error("the secret key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The text is not sealed by this version of wharf, or by another key (a node started
+    /// without the shared `WHARF_SECRET_KEY`?), or was altered.
+    #[error("a stored secret cannot be opened: {0}")]
+    Unsealable(&'static str),
+}
+
+/// The sealing key. Cheap to clone; its bytes never appear in `Debug`.
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox([redacted])")
+    }
+}
+
+impl SecretBox {
+    /// The key from `key_b64` (the value of `WHARF_SECRET_KEY`) when given, else from the data
+    /// folder's key file, created (mode 0600) if missing.
+    pub fn load(key_b64: Option<&str>, data_dir: &Path) -> Result<Self, SecretError> {
+        if let Some(key) = key_b64.filter(|k| !k.trim().is_empty()) {
+            return Self::from_base64(key)
+                .map_err(|e| SecretError::BadKey(format!("in WHARF_SECRET_KEY {e}")));
+        }
+        let path = data_dir.join(KEY_FILE);
+        let io = |source| SecretError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_base64(&text)
+                .map_err(|e| SecretError::BadKey(format!("in {} {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                let text = base64::engine::general_purpose::STANDARD.encode(key);
+                write_private(&path, text.as_bytes()).map_err(io)?;
+                Ok(SecretBox {
+                    cipher: XChaCha20Poly1305::new(&key),
+                })
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A key from base64 text of 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "is not base64".to_owned())?;
+        if bytes.len() != 32 {
+            return Err(format!("is {} bytes, not 32", bytes.len()));
+        }
+        Ok(SecretBox {
+            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Seals a secret for storage.
+    pub fn seal(&self, plaintext: &[u8]) -> String {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // Encryption with a valid key and nonce cannot fail for in-memory data.
+        let sealed = self.cipher.encrypt(&nonce, plaintext).unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        format!(
+            "{V1}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        )
+    }
+
+    /// Opens what [`SecretBox::seal`] sealed.
+    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SecretError> {
+        let body = sealed
+            .strip_prefix(V1)
+            .ok_or(SecretError::Unsealable("unknown format"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| SecretError::Unsealable("not base64"))?;
+        if bytes.len() < NONCE_LEN {
+            return Err(SecretError::Unsealable("too short"));
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .map_err(|_| SecretError::Unsealable("wrong key or altered text"))
+    }
+
+    /// Opens a sealed UTF-8 secret.
+    pub fn open_string(&self, sealed: &str) -> Result<Secret, SecretError> {
+        String::from_utf8(self.open(sealed)?)
+            .map(Secret::new)
+            .map_err(|_| SecretError::Unsealable("not UTF-8"))
+    }
+}
+
+/// Writes a file readable and writable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A secret in memory: `Debug` and `Display` print `[redacted]` and it has no `Serialize`, so
+/// it cannot reach a log line or an API answer by accident. [`Secret::expose`] is the one way in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that must use it (a header, an HMAC key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_opens_and_refuses_other_keys_and_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SecretBox::load(None, dir.path()).unwrap();
+        let sealed = a.seal(b"whsec_abc");
+        assert!(sealed.starts_with("v1:"));
+        assert!(!sealed.contains("whsec_abc"));
+        assert_ne!(a.seal(b"whsec_abc"), sealed, "a fresh nonce each time");
+        assert_eq!(a.open(&sealed).unwrap(), b"whsec_abc");
+        // The same data folder gives the same key back.
+        let again = SecretBox::load(None, dir.path()).unwrap();
+        assert_eq!(again.open(&sealed).unwrap(), b"whsec_abc");
+        let other =
+            SecretBox::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32]))
+                .unwrap();
+        assert!(other.open(&sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert!(a.open(&tampered).is_err());
+        assert!(a.open("plain").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_generated_key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        SecretBox::load(None, dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_given_key_must_be_32_bytes_of_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(SecretBox::load(Some("short"), dir.path()).is_err());
+        let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let given = SecretBox::load(Some(&key), dir.path()).unwrap();
+        assert!(
+            !dir.path().join(KEY_FILE).exists(),
+            "no file when the key is given"
+        );
+        assert_eq!(given.open(&given.seal(b"x")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
