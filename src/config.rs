@@ -78,6 +78,15 @@ pub struct Config {
     /// Do not create the demo org, project and fleet on first start.
     #[arg(long)]
     pub no_demo: bool,
+    /// Days finished runs (and requests left without a run) are kept; 0 keeps them forever.
+    #[arg(long, env = "WHARF_RETAIN_DAYS", default_value_t = 30)]
+    pub retain_days: u32,
+    /// A finer age than `retain_days`, which it overrides (for tests; not a flag).
+    #[arg(skip)]
+    pub retain: Option<Duration>,
+    /// Time between two retention passes (tests shorten it; not a flag).
+    #[arg(skip = Duration::from_secs(60))]
+    pub retain_every: Duration,
 }
 
 impl Config {
@@ -99,7 +108,17 @@ impl Config {
             lease_seconds: 30,
             admin_token: None,
             no_demo: false,
+            retain_days: 30,
+            retain: None,
+            retain_every: Duration::from_secs(60),
         }
+    }
+
+    /// How long finished runs are kept; `None`: forever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retain.or_else(|| {
+            (self.retain_days > 0).then(|| Duration::from_secs(u64::from(self.retain_days) * 86_400))
+        })
     }
 
     /// Grace period of a shutdown.
@@ -129,6 +148,9 @@ impl std::fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("no_demo", &self.no_demo)
+            .field("retain_days", &self.retain_days)
+            .field("retain", &self.retain)
+            .field("retain_every", &self.retain_every)
             .finish()
     }
 }

@@ -19,7 +19,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, WebhookAuth};
+use crate::store::{Store, WebhookAuth, WebhookSettings};
 use crate::util::{random_token, sha256_hex};
 
 /// File (in the data folder) holding the sha256 of a generated admin token.
@@ -154,6 +154,14 @@ impl Prepared {
             let token = shutdown.clone();
             tokio::spawn(async move { scheduler.run(token).await })
         };
+        tokio::spawn(crate::retention::run(
+            self.state.store.clone(),
+            crate::retention::RetentionConfig {
+                keep: self.config.retention(),
+                every: self.config.retain_every,
+            },
+            shutdown.clone(),
+        ));
         match self.listener {
             Some(listener) => {
                 let app = api::router(self.state);
@@ -240,7 +248,12 @@ async fn create_demo(
     let spec = scheduler.prepare_fleet(doc).await?;
     let fleet = store.create_fleet(project.id, &spec).await?;
     let hook = store
-        .create_webhook(fleet.id, &crate::api::new_webhook_id(), &WebhookAuth::None)
+        .create_webhook(
+            fleet.id,
+            &crate::api::new_webhook_id(),
+            &WebhookAuth::None,
+            &WebhookSettings::default(),
+        )
         .await?;
     Ok(Demo {
         fleet_id: fleet.id,

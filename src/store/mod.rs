@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::admission::{Deduplicate, RateLimit};
 use crate::fleet::{Concurrency, FleetSpec, NewCode};
 use crate::sandbox::VesselOutcome;
 
@@ -123,6 +124,35 @@ pub struct Webhook {
     pub auth: WebhookAuth,
     /// Creation time (ms).
     pub created_at: i64,
+    /// Admission limits and deduplication.
+    #[serde(flatten)]
+    pub settings: WebhookSettings,
+}
+
+/// A webhook's admission settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WebhookSettings {
+    /// Calls admitted per window; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// The provider header whose delivery id deduplicates calls; `None`: only `Idempotency-Key`.
+    pub deduplicate: Option<Deduplicate>,
+}
+
+/// A change to a webhook's settings: `None` leaves a setting as it is, `Some(None)` removes it.
+/// A struct rather than arguments, so more settings join without changing callers.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChange {
+    /// New rate limit; changing it starts the limit afresh (the old window's state is dropped).
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// New deduplication header.
+    pub deduplicate: Option<Option<Deduplicate>>,
+}
+
+impl WebhookChange {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rate_limit.is_none() && self.deduplicate.is_none()
+    }
 }
 
 /// What ingress needs to know about a webhook id.
@@ -136,6 +166,9 @@ pub struct WebhookTarget {
     pub org_id: Uuid,
     /// The fleet's concurrency policy.
     pub concurrency: Concurrency,
+    /// The fleet's document, for what admission computes from a call (a concurrency key's
+    /// value); shared, so a cached resolution is cheap to hand out.
+    pub spec: Arc<FleetSpec>,
 }
 
 /// A webhook call as stored.
@@ -172,15 +205,60 @@ pub struct Ingest {
     /// The fleet's concurrency policy, applied inside the committing transaction so that two
     /// simultaneous calls cannot both pass a `reject` check.
     pub policy: Concurrency,
+    /// The value of the policy's key variable for this call; the policy applies among the
+    /// fleet's runs with the same value. `None` for a policy without a key.
+    pub concurrency_key: Option<String>,
+    /// The key repeats of this call are recognised by (see [`crate::admission::call_key`]): a
+    /// call whose key the fleet has seen in the last 24 h is answered with the first call's ids.
+    pub call_key: Option<String>,
+    /// The webhook's rate limit, checked (and, when the call is admitted, counted) inside the
+    /// committing transaction.
+    pub rate_limit: Option<RateLimit>,
 }
 
-/// What became of one call handed to [`Queue::enqueue`].
+/// What became of one call handed to [`Queue::enqueue`]. Checks run in this order: a repeat is
+/// answered first (and counts against nothing), then the rate limit, then the policy; only a
+/// call that is queued counts against the rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// The request and its run are committed.
     Queued,
     /// `reject` policy: the fleet already has a run queued or running; nothing was stored.
     Busy,
+    /// The webhook's rate limit is reached; a call would be admitted after `retry_after_ms`.
+    /// Nothing was stored.
+    RateLimited {
+        /// Milliseconds until a call would be admitted.
+        retry_after_ms: i64,
+    },
+    /// The call's key was seen in the last 24 h: nothing was stored; these are the first
+    /// call's ids.
+    Duplicate {
+        /// The first call's request.
+        request_id: Uuid,
+        /// The first call's run.
+        run_id: Uuid,
+    },
+}
+
+/// What one [`Retention::prune`] pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Finished runs.
+    pub runs: u64,
+    /// Requests left without a run.
+    pub requests: u64,
+    /// Expired idempotency keys.
+    pub keys: u64,
+    /// Rate-limit states that no longer hold anything back.
+    pub rate_states: u64,
+}
+
+impl Pruned {
+    /// Rows deleted in all.
+    pub fn total(&self) -> u64 {
+        self.runs + self.requests + self.keys + self.rate_states
+    }
 }
 
 /// Status of a fleet run.
@@ -358,7 +436,11 @@ pub trait Catalog: Send + Sync {
         fleet_id: Uuid,
         id: &str,
         auth: &WebhookAuth,
+        settings: &WebhookSettings,
     ) -> StoreResult<Webhook>;
+    /// Changes settings of the fleet's webhook; every node sees the change from its next call.
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange)
+    -> StoreResult<Webhook>;
     /// Gives the fleet's webhook a new id; the old one stops resolving.
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook>;
     /// Removes the fleet's webhook.
@@ -430,7 +512,23 @@ pub trait History: Send + Sync {
     async fn run(&self, id: Uuid) -> StoreResult<(RunRecord, RequestRecord)>;
 }
 
-/// A whole store: what the server is given.
-pub trait Store: Catalog + Queue + History + 'static {}
+/// Deleting what is no longer wanted, a bounded batch at a time so that no transaction holds
+/// ingress up; several nodes may prune one database at once.
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// One batch: up to `limit` rows of each kind — runs that finished before `finished_before`
+    /// and requests received before it that have no run left (neither when `None`: history is
+    /// kept forever); idempotency keys older than 24 h and rate-limit states spent by `now`.
+    /// Queued and running runs, and their requests, are never touched.
+    async fn prune(
+        &self,
+        finished_before: Option<i64>,
+        now: i64,
+        limit: usize,
+    ) -> StoreResult<Pruned>;
+}
 
-impl<T: Catalog + Queue + History + 'static> Store for T {}
+/// A whole store: what the server is given.
+pub trait Store: Catalog + Queue + History + Retention + 'static {}
+
+impl<T: Catalog + Queue + History + Retention + 'static> Store for T {}

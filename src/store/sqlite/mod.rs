@@ -10,6 +10,7 @@
 mod catalog;
 mod history;
 mod queue;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use writer::Writer;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
+    include_str!("../../../migrations/sqlite/0004_admission.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -292,12 +294,30 @@ fn request_from(row: &Row, body: Vec<u8>) -> rusqlite::Result<RequestRecord> {
     })
 }
 
+/// A nullable JSON column.
+fn json_opt<T: serde::de::DeserializeOwned>(row: &Row, idx: &str) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+/// Columns of `webhooks` that [`webhook_from`] reads.
+const WEBHOOK_COLUMNS: &str = "id, fleet_id, auth, created_at, rate_limit, deduplicate";
+
 fn webhook_from(row: &Row) -> rusqlite::Result<Webhook> {
     Ok(Webhook {
         id: row.get("id")?,
         fleet_id: uuid_at(row, "fleet_id")?,
         auth: json_at(row, "auth")?,
         created_at: row.get("created_at")?,
+        settings: WebhookSettings {
+            rate_limit: json_opt(row, "rate_limit")?,
+            deduplicate: json_opt(row, "deduplicate")?,
+        },
     })
 }
 
