@@ -147,8 +147,7 @@ const SECRET_HEADERS: &[&str] = &[
 impl Deduplicate {
     /// Parses the `deduplicate` of a webhook setting; the message says what is accepted.
     pub fn from_value(v: &Value) -> Result<Deduplicate, String> {
-        const SHAPES: &str =
-            "\"github\", \"standard-webhooks\" or {\"header\": \"<header name>\"}";
+        const SHAPES: &str = "\"github\", \"standard-webhooks\" or {\"header\": \"<header name>\"}";
         match v {
             Value::String(s) if s == "github" => Ok(Deduplicate::GitHub),
             Value::String(s) if s == "standard-webhooks" => Ok(Deduplicate::StandardWebhooks),
@@ -289,7 +288,10 @@ mod tests {
             ),
             (json!({"requests": 1.5, "per_seconds": 1}), "requests"),
             (json!({"per_seconds": 1}), "requests"),
-            (json!({"requests": 1, "per_seconds": 1, "burst": 2}), "burst"),
+            (
+                json!({"requests": 1, "per_seconds": 1, "burst": 2}),
+                "burst",
+            ),
         ] {
             let e = RateLimit::from_value(&bad).unwrap_err();
             assert!(e.contains(field), "{e}");
@@ -312,7 +314,10 @@ mod tests {
         };
         let gh = Some(&Deduplicate::GitHub);
         assert_eq!(
-            call_key(&h(&[("idempotency-key", "a"), ("x-github-delivery", "b")]), gh),
+            call_key(
+                &h(&[("idempotency-key", "a"), ("x-github-delivery", "b")]),
+                gh
+            ),
             Ok(Some("idempotency-key:a".into()))
         );
         assert_eq!(

@@ -117,7 +117,8 @@ impl Config {
     /// How long finished runs are kept; `None`: forever.
     pub fn retention(&self) -> Option<Duration> {
         self.retain.or_else(|| {
-            (self.retain_days > 0).then(|| Duration::from_secs(u64::from(self.retain_days) * 86_400))
+            (self.retain_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retain_days) * 86_400))
         })
     }
 

@@ -55,7 +55,9 @@ impl Concurrency {
                 .ok_or_else(|| format!("concurrency must be {SHAPES}, not {v}")),
             Value::Object(map) => {
                 if let Some(other) = map.keys().find(|k| !matches!(k.as_str(), "policy" | "key")) {
-                    return Err(format!("concurrency: unknown field {other:?} (use {SHAPES})"));
+                    return Err(format!(
+                        "concurrency: unknown field {other:?} (use {SHAPES})"
+                    ));
                 }
                 let p = map.get("policy").and_then(policy).ok_or_else(|| {
                     "concurrency.policy must be \"parallel\", \"queue\" or \"reject\"".to_string()
@@ -550,17 +552,34 @@ mod tests {
     #[test]
     fn keyed_concurrency_names_a_declared_variable_and_reads_back_as_written() {
         let keyed = serde_json::json!({"policy": "queue", "key": "branch"});
-        let p = parse(serde_json::json!({"name": "f", "variables": {"branch": "main"},
-            "concurrency": keyed, "vessels": [rhai("v", &[])]}))
+        let p = parse(
+            serde_json::json!({"name": "f", "variables": {"branch": "main"},
+            "concurrency": keyed, "vessels": [rhai("v", &[])]}),
+        )
         .unwrap();
         assert_eq!(p.spec.concurrency.policy, Policy::Queue);
         assert_eq!(serde_json::to_value(&p.spec.concurrency).unwrap(), keyed);
-        let plain = parse(serde_json::json!({"name": "f", "concurrency": "reject", "vessels": [rhai("v", &[])]})).unwrap();
+        let plain = parse(
+            serde_json::json!({"name": "f", "concurrency": "reject", "vessels": [rhai("v", &[])]}),
+        )
+        .unwrap();
         assert_eq!(plain.spec.concurrency, Concurrency::of(Policy::Reject));
-        assert_eq!(serde_json::to_value(&plain.spec.concurrency).unwrap(), "reject");
-        let undeclared = parse(serde_json::json!({"name": "f", "concurrency": keyed, "vessels": [rhai("v", &[])]}));
-        assert!(undeclared.unwrap_err().0.contains("\"branch\" is not a declared variable"));
-        let bad = parse(serde_json::json!({"name": "f", "concurrency": "serial", "vessels": [rhai("v", &[])]}));
+        assert_eq!(
+            serde_json::to_value(&plain.spec.concurrency).unwrap(),
+            "reject"
+        );
+        let undeclared = parse(
+            serde_json::json!({"name": "f", "concurrency": keyed, "vessels": [rhai("v", &[])]}),
+        );
+        assert!(
+            undeclared
+                .unwrap_err()
+                .0
+                .contains("\"branch\" is not a declared variable")
+        );
+        let bad = parse(
+            serde_json::json!({"name": "f", "concurrency": "serial", "vessels": [rhai("v", &[])]}),
+        );
         assert!(bad.unwrap_err().0.contains("concurrency must be"));
     }
 }

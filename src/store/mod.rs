@@ -439,8 +439,7 @@ pub trait Catalog: Send + Sync {
         settings: &WebhookSettings,
     ) -> StoreResult<Webhook>;
     /// Changes settings of the fleet's webhook; every node sees the change from its next call.
-    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange)
-    -> StoreResult<Webhook>;
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook>;
     /// Gives the fleet's webhook a new id; the old one stops resolving.
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook>;
     /// Removes the fleet's webhook.

@@ -97,12 +97,7 @@ fn call(fleet_id: Uuid, policy: Policy) -> Ingest {
 }
 
 /// Enqueues `n` calls one transaction each; returns their run ids in arrival order.
-async fn enqueue(
-    store: &Arc<dyn Store>,
-    fleet_id: Uuid,
-    policy: Policy,
-    n: usize,
-) -> Vec<Uuid> {
+async fn enqueue(store: &Arc<dyn Store>, fleet_id: Uuid, policy: Policy, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let c = call(fleet_id, policy);
@@ -336,29 +331,20 @@ async fn reject_is_decided_inside_the_committing_transaction() {
         let f = fleet(&store, "reject").await;
         // Two calls committed together: the second sees the first.
         let got = store
-            .enqueue(vec![
-                call(f, Policy::Reject),
-                call(f, Policy::Reject),
-            ])
+            .enqueue(vec![call(f, Policy::Reject), call(f, Policy::Reject)])
             .await
             .unwrap();
         assert_eq!(got, vec![Admission::Queued, Admission::Busy]);
         let c = store.claim(NODE, 10, FAR).await.unwrap();
         assert_eq!(c.len(), 1, "the refused call stored nothing");
         assert_eq!(
-            store
-                .enqueue(vec![call(f, Policy::Reject)])
-                .await
-                .unwrap(),
+            store.enqueue(vec![call(f, Policy::Reject)]).await.unwrap(),
             vec![Admission::Busy],
             "still busy while running"
         );
         assert!(finish_one(&store, c[0].lease).await.unwrap());
         assert_eq!(
-            store
-                .enqueue(vec![call(f, Policy::Reject)])
-                .await
-                .unwrap(),
+            store.enqueue(vec![call(f, Policy::Reject)]).await.unwrap(),
             vec![Admission::Queued]
         );
     }
@@ -401,17 +387,27 @@ async fn a_repeated_key_gets_the_first_calls_ids_and_stores_nothing() {
         assert_eq!(enqueue_one(&store, first).await, Admission::Queued);
         let dup = Admission::Duplicate { request_id, run_id };
         // Alone, and twice in one batch with a new key: one run per key.
-        assert_eq!(enqueue_one(&store, keyed(f, "idempotency-key:a")).await, dup);
+        assert_eq!(
+            enqueue_one(&store, keyed(f, "idempotency-key:a")).await,
+            dup
+        );
         let b1 = keyed(f, "idempotency-key:b");
         let b_ids = (b1.request.id, b1.run_id);
         let got = store
-            .enqueue(vec![b1, keyed(f, "idempotency-key:b"), keyed(other, "idempotency-key:a")])
+            .enqueue(vec![
+                b1,
+                keyed(f, "idempotency-key:b"),
+                keyed(other, "idempotency-key:a"),
+            ])
             .await
             .unwrap();
         assert_eq!(got[0], Admission::Queued);
         assert_eq!(
             got[1],
-            Admission::Duplicate { request_id: b_ids.0, run_id: b_ids.1 }
+            Admission::Duplicate {
+                request_id: b_ids.0,
+                run_id: b_ids.1
+            }
         );
         assert_eq!(got[2], Admission::Queued, "keys are scoped to their fleet");
         assert_eq!(store.claim(NODE, 100, FAR).await.unwrap().len(), 3);
@@ -420,7 +416,10 @@ async fn a_repeated_key_gets_the_first_calls_ids_and_stores_nothing() {
         let pruned = store.prune(None, later, 500).await.unwrap();
         assert_eq!(pruned.keys, 3);
         assert_eq!(pruned.runs, 0, "history is kept when no age is given");
-        assert_eq!(enqueue_one(&store, keyed(f, "idempotency-key:a")).await, Admission::Queued);
+        assert_eq!(
+            enqueue_one(&store, keyed(f, "idempotency-key:a")).await,
+            Admission::Queued
+        );
     }
 }
 
@@ -432,7 +431,10 @@ async fn the_rate_limit_counts_only_queued_calls_and_its_state_is_pruned_once_sp
         let limited = |key: Option<&str>| {
             let key = key.map(str::to_owned);
             call_with(f, Policy::Reject, move |c| {
-                c.rate_limit = Some(RateLimit { requests: 2, per_seconds: 3600 });
+                c.rate_limit = Some(RateLimit {
+                    requests: 2,
+                    per_seconds: 3600,
+                });
                 c.call_key = key;
             })
         };
@@ -459,7 +461,11 @@ async fn the_rate_limit_counts_only_queued_calls_and_its_state_is_pruned_once_sp
             other => panic!("expected a refusal, got {other:?}"),
         }
         let now = wharf::util::now_ms();
-        assert_eq!(store.prune(None, now, 500).await.unwrap().rate_states, 0, "still counting");
+        assert_eq!(
+            store.prune(None, now, 500).await.unwrap().rate_states,
+            0,
+            "still counting"
+        );
         let spent = store.prune(None, now + 3_601_000, 500).await.unwrap();
         assert_eq!(spent.rate_states, 1);
         assert_eq!(enqueue_one(&store, limited(None)).await, Admission::Queued);
@@ -489,12 +495,24 @@ async fn keyed_policies_apply_per_key_value() {
         assert!(store.claim(NODE, 100, FAR).await.unwrap().is_empty());
         assert!(finish_one(&store, first[0].lease).await.unwrap());
         let next = store.claim(NODE, 100, FAR).await.unwrap();
-        assert_eq!(next.iter().map(|c| c.run.id).collect::<Vec<_>>(), vec![ids[1]]);
+        assert_eq!(
+            next.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+            vec![ids[1]]
+        );
 
         let reject = fleet(&store, "reject").await;
-        assert_eq!(enqueue_one(&store, on(reject, Policy::Reject, "a")).await, Admission::Queued);
-        assert_eq!(enqueue_one(&store, on(reject, Policy::Reject, "a")).await, Admission::Busy);
-        assert_eq!(enqueue_one(&store, on(reject, Policy::Reject, "b")).await, Admission::Queued);
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "a")).await,
+            Admission::Queued
+        );
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "a")).await,
+            Admission::Busy
+        );
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "b")).await,
+            Admission::Queued
+        );
         assert_eq!(
             enqueue_one(&store, call(reject, Policy::Reject)).await,
             Admission::Queued,
@@ -518,7 +536,11 @@ async fn pruning_deletes_old_finished_runs_and_their_requests_only() {
         assert_eq!(store.finish(done).await.unwrap(), vec![true, true]);
         let now = wharf::util::now_ms();
         let none = store.prune(Some(now - 60_000), now, 500).await.unwrap();
-        assert_eq!((none.runs, none.requests), (0, 0), "nothing is old enough yet");
+        assert_eq!(
+            (none.runs, none.requests),
+            (0, 0),
+            "nothing is old enough yet"
+        );
         // In batches of one: every call deletes at most one row of each kind.
         let first = store.prune(Some(now + 60_000), now, 1).await.unwrap();
         assert_eq!((first.runs, first.requests), (1, 1));
@@ -527,7 +549,10 @@ async fn pruning_deletes_old_finished_runs_and_their_requests_only() {
         let third = store.prune(Some(now + 60_000), now, 1).await.unwrap();
         assert_eq!((third.runs, third.requests), (0, 0));
         for id in &ids[..2] {
-            assert!(matches!(store.run(*id).await, Err(wharf::store::StoreError::NotFound(_))));
+            assert!(matches!(
+                store.run(*id).await,
+                Err(wharf::store::StoreError::NotFound(_))
+            ));
         }
         for id in &ids[2..] {
             let (run, request) = store.run(*id).await.unwrap();
@@ -543,7 +568,10 @@ async fn webhook_settings_are_stored_changed_and_resolved_fresh() {
     use wharf::store::{WebhookAuth, WebhookChange, WebhookSettings};
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let limit = RateLimit { requests: 1, per_seconds: 3600 };
+        let limit = RateLimit {
+            requests: 1,
+            per_seconds: 3600,
+        };
         let settings = WebhookSettings {
             rate_limit: Some(limit),
             deduplicate: Some(Deduplicate::GitHub),
@@ -559,24 +587,40 @@ async fn webhook_settings_are_stored_changed_and_resolved_fresh() {
         // Use up the limit, then change it: the new limit starts afresh.
         let limited = || call_with(f, Policy::Parallel, |c| c.rate_limit = Some(limit));
         assert_eq!(enqueue_one(&store, limited()).await, Admission::Queued);
-        assert!(matches!(enqueue_one(&store, limited()).await, Admission::RateLimited { .. }));
+        assert!(matches!(
+            enqueue_one(&store, limited()).await,
+            Admission::RateLimited { .. }
+        ));
         let change = WebhookChange {
-            rate_limit: Some(Some(RateLimit { requests: 5, per_seconds: 60 })),
+            rate_limit: Some(Some(RateLimit {
+                requests: 5,
+                per_seconds: 60,
+            })),
             deduplicate: Some(None),
         };
         let hook = store.update_webhook(f, &change).await.unwrap();
         assert_eq!(hook.settings.rate_limit.unwrap().requests, 5);
         assert_eq!(hook.settings.deduplicate, None);
         let target = store.resolve_webhook(&id).await.unwrap().unwrap();
-        assert_eq!(target.webhook.settings, hook.settings, "the cache was dropped");
+        assert_eq!(
+            target.webhook.settings, hook.settings,
+            "the cache was dropped"
+        );
         assert_eq!(enqueue_one(&store, limited()).await, Admission::Queued);
         let only_dedupe = WebhookChange {
             deduplicate: Some(Some(Deduplicate::Header("x-delivery".into()))),
             ..WebhookChange::default()
         };
         let hook = store.update_webhook(f, &only_dedupe).await.unwrap();
-        assert_eq!(hook.settings.rate_limit.unwrap().requests, 5, "left as it was");
+        assert_eq!(
+            hook.settings.rate_limit.unwrap().requests,
+            5,
+            "left as it was"
+        );
         let missing = store.update_webhook(Uuid::new_v4(), &only_dedupe).await;
-        assert!(matches!(missing, Err(wharf::store::StoreError::NotFound(_))));
+        assert!(matches!(
+            missing,
+            Err(wharf::store::StoreError::NotFound(_))
+        ));
     }
 }

@@ -194,8 +194,19 @@ impl Catalog for PostgresStore {
         .bind(fleet_id)
         .bind(serde_json::to_string(auth)?)
         .bind(hook.created_at)
-        .bind(settings.rate_limit.map(|r| serde_json::to_string(&r)).transpose()?)
-        .bind(settings.deduplicate.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(
+            settings
+                .rate_limit
+                .map(|r| serde_json::to_string(&r))
+                .transpose()?,
+        )
+        .bind(
+            settings
+                .deduplicate
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        )
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -213,11 +224,7 @@ impl Catalog for PostgresStore {
         Ok(hook)
     }
 
-    async fn update_webhook(
-        &self,
-        fleet_id: Uuid,
-        change: &WebhookChange,
-    ) -> StoreResult<Webhook> {
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook> {
         self.forget_webhooks();
         let mut tx = self.pool.begin().await?;
         // Serialised with admissions of the fleet, so none decides on half the change.
@@ -299,10 +306,10 @@ impl Catalog for PostgresStore {
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = $1"
         )))
         .bind(fleet_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| webhook_from(&r))
-            .transpose()
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| webhook_from(&r))
+        .transpose()
     }
 
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {

@@ -287,8 +287,18 @@ impl Queue for PostgresStore {
                      ON CONFLICT (fleet_id, key) DO UPDATE SET request_id = excluded.request_id,
                         run_id = excluded.run_id, created_at = excluded.created_at",
                 )
-                .bind(keyed.iter().map(|(i, _)| i.request.fleet_id).collect::<Vec<_>>())
-                .bind(keyed.iter().map(|(i, _)| i.call_key.clone()).collect::<Vec<_>>())
+                .bind(
+                    keyed
+                        .iter()
+                        .map(|(i, _)| i.request.fleet_id)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    keyed
+                        .iter()
+                        .map(|(i, _)| i.call_key.clone())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(keyed.iter().map(|(i, _)| i.request.id).collect::<Vec<_>>())
                 .bind(keyed.iter().map(|(i, _)| i.run_id).collect::<Vec<_>>())
                 .bind(now)

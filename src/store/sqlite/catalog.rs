@@ -172,8 +172,15 @@ impl Catalog for SqliteStore {
         };
         let (row, auth) = (hook.clone(), serde_json::to_string(auth)?);
         let (rate_limit, deduplicate) = (
-            settings.rate_limit.map(|r| serde_json::to_string(&r)).transpose()?,
-            settings.deduplicate.as_ref().map(serde_json::to_string).transpose()?,
+            settings
+                .rate_limit
+                .map(|r| serde_json::to_string(&r))
+                .transpose()?,
+            settings
+                .deduplicate
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
         );
         self.write(move |c| {
             let exists: bool = c.query_row(
@@ -200,11 +207,7 @@ impl Catalog for SqliteStore {
         Ok(hook)
     }
 
-    async fn update_webhook(
-        &self,
-        fleet_id: Uuid,
-        change: &WebhookChange,
-    ) -> StoreResult<Webhook> {
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook> {
         let rate_limit = change
             .rate_limit
             .map(|r| r.map(|r| serde_json::to_string(&r)).transpose())

@@ -47,9 +47,11 @@ fn seen_key(c: &Connection, fleet_id: &str, key: &str, now: i64) -> StoreResult<
 
 /// The fleet's rate-limit state (GCRA time, µs), if any.
 fn rate_state(c: &Connection, fleet_id: &str) -> StoreResult<Option<i64>> {
-    Ok(c.prepare_cached("SELECT tat_us FROM rate_limits WHERE fleet_id = ?1")?
-        .query_row([fleet_id], |r| r.get(0))
-        .optional()?)
+    Ok(
+        c.prepare_cached("SELECT tat_us FROM rate_limits WHERE fleet_id = ?1")?
+            .query_row([fleet_id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 #[async_trait]
