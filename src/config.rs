@@ -155,3 +155,29 @@ impl std::fmt::Debug for Config {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        Serve::parse_from(std::iter::once("wharf").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_and_0_keeps_forever() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(parse(&[]).retention(), Some(30 * day));
+        assert_eq!(parse(&["--retain-days", "7"]).retention(), Some(7 * day));
+        assert_eq!(parse(&["--retain-days", "0"]).retention(), None);
+        assert_eq!(parse(&[]).retain_every, Duration::from_secs(60));
+        assert_eq!(Config::with_data_dir("x").retention(), Some(30 * day));
+    }
+}

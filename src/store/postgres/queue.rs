@@ -186,7 +186,7 @@ impl Queue for PostgresStore {
                         Some(state) => *state,
                         None => Self::active(&mut tx, &slot).await?,
                     };
-                    let held = if item.policy.policy == Policy::Reject {
+                    if item.policy.policy == Policy::Reject {
                         if state.0 {
                             out.push(Admission::Busy);
                             continue;
@@ -196,8 +196,7 @@ impl Queue for PostgresStore {
                     } else {
                         active.insert(slot, (true, true));
                         state.1
-                    };
-                    held
+                    }
                 }
             };
             // Only a call that is queued counts against the limit.
