@@ -467,8 +467,8 @@ pub trait Queue: Send + Sync {
     /// concurrency policy inside it. Returns one [`Admission`] per call, in order.
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>>;
     /// Claims up to `max` claimable runs, oldest first, for `node` until `lease_until` (ms).
-    /// A `queue`-policy fleet never has two runs claimed at once, and its runs go in arrival
-    /// order.
+    /// A `queue`-policy fleet never has two runs claimed at once (per key value, for a keyed
+    /// policy), and its runs go in arrival order.
     async fn claim(&self, node: &str, max: usize, lease_until: i64) -> StoreResult<Vec<Claimed>>;
     /// Extends every lease `node` holds to `lease_until`, in one statement; returns those of
     /// `leases` that are no longer held (the run was re-queued, claimed again, or ended).

@@ -624,3 +624,33 @@ async fn webhook_settings_are_stored_changed_and_resolved_fresh() {
         ));
     }
 }
+
+#[tokio::test]
+async fn concurrent_pruners_split_the_work_and_delete_each_row_once() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        enqueue(&store, f, Policy::Parallel, 9).await;
+        let done: Vec<_> = store
+            .claim(NODE, 9, FAR)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| (c.lease, done(RunStatus::Succeeded)))
+            .collect();
+        store.finish(done).await.unwrap();
+        let cutoff = wharf::util::now_ms() + 60_000;
+        let (mut runs, mut requests) = (0, 0);
+        loop {
+            let passes = (0..3).map(|_| store.prune(Some(cutoff), cutoff, 2));
+            let pruned = futures::future::try_join_all(passes).await.unwrap();
+            let (r, q): (u64, u64) = pruned
+                .iter()
+                .fold((0, 0), |(r, q), p| (r + p.runs, q + p.requests));
+            if r + q == 0 {
+                break;
+            }
+            (runs, requests) = (runs + r, requests + q);
+        }
+        assert_eq!((runs, requests), (9, 9));
+    }
+}
