@@ -39,7 +39,10 @@ async fn fill(store: &SqliteStore, fleet_id: uuid::Uuid, n: usize) {
                     received_at: wharf::util::now_ms(),
                 },
                 run_id: uuid::Uuid::now_v7(),
-                policy: Concurrency::Parallel,
+                policy: Concurrency::default(),
+                concurrency_key: None,
+                call_key: None,
+                rate_limit: None,
             })
             .collect();
         store.enqueue(batch).await.unwrap();

@@ -79,9 +79,23 @@ pub struct Config {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// Key sealing stored secrets (HMAC secrets, destination credentials): base64 of 32 bytes.
+    /// Default: a key generated into the data folder (`secret.key`, mode 0600). Nodes sharing a
+    /// PostgreSQL database must all be given the same key.
+    #[arg(long = "secret-key", env = "WHARF_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// Do not create the demo org, project and fleet on first start.
     #[arg(long)]
     pub no_demo: bool,
+    /// Days finished runs (and requests left without a run) are kept; 0 keeps them forever.
+    #[arg(long, env = "WHARF_RETAIN_DAYS", default_value_t = 30)]
+    pub retain_days: u32,
+    /// A finer age than `retain_days`, which it overrides (for tests; not a flag).
+    #[arg(skip)]
+    pub retain: Option<Duration>,
+    /// Time between two retention passes (tests shorten it; not a flag).
+    #[arg(skip = Duration::from_secs(60))]
+    pub retain_every: Duration,
 }
 
 impl Config {
@@ -103,8 +117,20 @@ impl Config {
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
+            secret_key: None,
             no_demo: false,
+            retain_days: 30,
+            retain: None,
+            retain_every: Duration::from_secs(60),
         }
+    }
+
+    /// How long finished runs are kept; `None`: forever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retain.or_else(|| {
+            (self.retain_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retain_days) * 86_400))
+        })
     }
 
     /// Grace period of a shutdown.
@@ -134,7 +160,40 @@ impl std::fmt::Debug for Config {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("no_demo", &self.no_demo)
+            .field("retain_days", &self.retain_days)
+            .field("retain", &self.retain)
+            .field("retain_every", &self.retain_every)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        Serve::parse_from(std::iter::once("wharf").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_and_0_keeps_forever() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(parse(&[]).retention(), Some(30 * day));
+        assert_eq!(parse(&["--retain-days", "7"]).retention(), Some(7 * day));
+        assert_eq!(parse(&["--retain-days", "0"]).retention(), None);
+        assert_eq!(parse(&[]).retain_every, Duration::from_secs(60));
+        assert_eq!(Config::with_data_dir("x").retention(), Some(30 * day));
     }
 }

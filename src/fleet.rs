@@ -17,7 +17,7 @@ pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 /// What happens to a webhook call while the fleet already has a run queued or running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Concurrency {
+pub enum Policy {
     /// Runs overlap.
     #[default]
     Parallel,
@@ -25,6 +25,80 @@ pub enum Concurrency {
     Queue,
     /// Refuse with 429.
     Reject,
+}
+
+/// A fleet's concurrency: a [`Policy`], applied to the whole fleet or, with a `key`, separately
+/// to each value of that variable (one deploy per branch at a time). Written as the policy's
+/// name, or as `{"policy": …, "key": "<variable>"}`; shown the way it was written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Concurrency {
+    /// The policy.
+    pub policy: Policy,
+    /// A declared variable whose initial value partitions the policy; `None`: the whole fleet.
+    pub key: Option<String>,
+}
+
+impl Concurrency {
+    /// A policy for the whole fleet.
+    pub fn of(policy: Policy) -> Self {
+        Concurrency { policy, key: None }
+    }
+
+    /// Reads the document form; the message says what is accepted.
+    fn from_value(v: &Value) -> Result<Self, String> {
+        const SHAPES: &str = "\"parallel\", \"queue\", \"reject\" or \
+            {\"policy\": \"queue\"|\"reject\"|\"parallel\", \"key\": \"<variable>\"}";
+        let policy = |v: &Value| serde_json::from_value::<Policy>(v.clone()).ok();
+        match v {
+            Value::String(_) => policy(v)
+                .map(Concurrency::of)
+                .ok_or_else(|| format!("concurrency must be {SHAPES}, not {v}")),
+            Value::Object(map) => {
+                if let Some(other) = map.keys().find(|k| !matches!(k.as_str(), "policy" | "key")) {
+                    return Err(format!(
+                        "concurrency: unknown field {other:?} (use {SHAPES})"
+                    ));
+                }
+                let p = map.get("policy").and_then(policy).ok_or_else(|| {
+                    "concurrency.policy must be \"parallel\", \"queue\" or \"reject\"".to_string()
+                })?;
+                let key = map
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| "concurrency.key must name a declared variable".to_string())?;
+                Ok(Concurrency {
+                    policy: p,
+                    key: Some(key.to_owned()),
+                })
+            }
+            other => Err(format!("concurrency must be {SHAPES}, not {other}")),
+        }
+    }
+
+    /// A key must be one of the fleet's declared variables: only those have an initial value.
+    fn check(&self, variables: &BTreeMap<String, String>) -> Result<(), FleetError> {
+        match &self.key {
+            Some(key) if !variables.contains_key(key) => err(format!(
+                "concurrency.key {key:?} is not a declared variable (declare it under \"variables\")"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.key {
+            None => self.policy.serialize(s),
+            Some(key) => serde_json::json!({"policy": self.policy, "key": key}).serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Concurrency::from_value(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// When a vessel runs, given how the vessels it needs ended (see [`crate::scheduler::planner`]).
@@ -354,6 +428,7 @@ impl FleetDoc {
             vessels.push(vessel.spec);
         }
         let vessels = run_order(vessels)?;
+        self.concurrency.check(&variables)?;
         let spec = FleetSpec {
             name,
             variables,
@@ -691,5 +766,39 @@ mod tests {
         let p = parse(serde_json::json!({"name": "f", "variables": {"a": 1, "b": "x"}, "vessels": [rhai("v", &[])]})).unwrap();
         assert_eq!(p.spec.variables["a"], "1");
         assert!(parse(serde_json::json!({"name": "f", "variables": {"WHARF_X": 1}, "vessels": [rhai("v", &[])]})).is_err());
+    }
+
+    #[test]
+    fn keyed_concurrency_names_a_declared_variable_and_reads_back_as_written() {
+        let keyed = serde_json::json!({"policy": "queue", "key": "branch"});
+        let p = parse(
+            serde_json::json!({"name": "f", "variables": {"branch": "main"},
+            "concurrency": keyed, "vessels": [rhai("v", &[])]}),
+        )
+        .unwrap();
+        assert_eq!(p.spec.concurrency.policy, Policy::Queue);
+        assert_eq!(serde_json::to_value(&p.spec.concurrency).unwrap(), keyed);
+        let plain = parse(
+            serde_json::json!({"name": "f", "concurrency": "reject", "vessels": [rhai("v", &[])]}),
+        )
+        .unwrap();
+        assert_eq!(plain.spec.concurrency, Concurrency::of(Policy::Reject));
+        assert_eq!(
+            serde_json::to_value(&plain.spec.concurrency).unwrap(),
+            "reject"
+        );
+        let undeclared = parse(
+            serde_json::json!({"name": "f", "concurrency": keyed, "vessels": [rhai("v", &[])]}),
+        );
+        assert!(
+            undeclared
+                .unwrap_err()
+                .0
+                .contains("\"branch\" is not a declared variable")
+        );
+        let bad = parse(
+            serde_json::json!({"name": "f", "concurrency": "serial", "vessels": [rhai("v", &[])]}),
+        );
+        assert!(bad.unwrap_err().0.contains("concurrency must be"));
     }
 }

@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::scheduler::Scheduler;
+use crate::admission::{RateLimit, call_key, retry_after_secs};
+use crate::scheduler::{Scheduler, initial_variables};
 use crate::store::{Admission, Ingest, IngestBatcher, RequestRecord, Store, WebhookTarget};
+
+/// Longest concurrency key value stored as it is; longer ones are stored as their sha256, so
+/// that a key taken from a body stays small enough to index.
+const MAX_KEY_VALUE: usize = 256;
 
 /// Why a call was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,13 +25,26 @@ pub enum Refused {
         /// Seconds after which a retry may succeed.
         retry_after: u64,
     },
+    /// The webhook's rate limit is reached.
+    RateLimited {
+        /// Seconds until a call would be admitted (rounded up, at least 1).
+        retry_after: u64,
+        /// The limit, for the message.
+        limit: RateLimit,
+    },
+    /// The call's idempotency or delivery-id header is malformed; the message names it.
+    BadKey(String),
     /// The store is failing; the cause is logged.
     Unavailable,
 }
 
-/// A call committed with its queued run.
+/// A call committed with its queued run — or a repeat of one, answered with its ids.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// The committed request: this call's, or the first call's for a repeat.
+    pub request_id: Uuid,
+    /// True when this call repeated an earlier one's key and nothing new was stored.
+    pub repeated: bool,
     /// The fleet triggered.
     pub fleet_id: Uuid,
     /// Its project.
@@ -72,36 +90,74 @@ impl Ingress {
         }
     }
 
-    /// Commits the call and its queued run, durably, under the fleet's concurrency policy
-    /// (checked inside the committing transaction, so simultaneous calls cannot both pass).
+    /// Commits the call and its queued run, durably. Inside the committing transaction (so
+    /// that simultaneous calls, on any node, cannot both pass a check): a repeat of a key seen
+    /// in the last 24 h gets the first call's ids; else the rate limit, then the concurrency
+    /// policy, may refuse it.
     pub async fn admit(
         &self,
         target: &WebhookTarget,
         request: RequestRecord,
     ) -> Result<Accepted, Refused> {
+        let settings = &target.webhook.settings;
+        let call_key =
+            call_key(&request.headers, settings.deduplicate.as_ref()).map_err(Refused::BadKey)?;
         let run_id = Uuid::now_v7();
+        let request_id = request.id;
         let ingest = Ingest {
+            concurrency_key: concurrency_key(target, &request),
+            call_key,
+            rate_limit: settings.rate_limit,
             request,
             run_id,
-            policy: target.concurrency,
+            policy: target.concurrency.clone(),
+        };
+        let accepted = |request_id, run_id, repeated| Accepted {
+            request_id,
+            repeated,
+            fleet_id: target.webhook.fleet_id,
+            project_id: target.project_id,
+            org_id: target.org_id,
+            run_id,
         };
         match self.batcher.commit(ingest).await {
             Ok(Admission::Queued) => {
                 self.scheduler.wake();
-                Ok(Accepted {
-                    fleet_id: target.webhook.fleet_id,
-                    project_id: target.project_id,
-                    org_id: target.org_id,
-                    run_id,
-                })
+                Ok(accepted(request_id, run_id, false))
+            }
+            Ok(Admission::Duplicate { request_id, run_id }) => {
+                Ok(accepted(request_id, run_id, true))
             }
             Ok(Admission::Busy) => Err(Refused::Busy { retry_after: 1 }),
+            Ok(Admission::RateLimited { retry_after_ms }) => match settings.rate_limit {
+                Some(limit) => Err(Refused::RateLimited {
+                    retry_after: retry_after_secs(retry_after_ms),
+                    limit,
+                }),
+                None => {
+                    tracing::error!("the store rate-limited a call of a webhook without a limit");
+                    Err(Refused::Unavailable)
+                }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "committing a webhook call failed");
                 Err(Refused::Unavailable)
             }
         }
     }
+}
+
+/// The value of the fleet's concurrency key for this call: the variable's initial value (its
+/// default, or the same-named top-level key of a JSON-object body), as the run will see it.
+fn concurrency_key(target: &WebhookTarget, request: &RequestRecord) -> Option<String> {
+    let name = target.concurrency.key.as_ref()?;
+    let vars = initial_variables(&target.spec, &request.content_type, &request.body);
+    let value = vars.get(name).cloned().unwrap_or_default();
+    Some(if value.len() > MAX_KEY_VALUE {
+        format!("sha256:{}", crate::util::sha256_hex(value.as_bytes()))
+    } else {
+        value
+    })
 }
 
 /// Webhook ids are `wh_` and 24 alphanumerics; anything else is refused before the store.

@@ -16,6 +16,9 @@
 //!   one writer thread commits every write in batches; and the PostgreSQL store, for several
 //!   nodes on one database.
 //! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
+//! - [`admission`]: the rules a webhook can add — rate limit, deduplication keys — that the
+//!   store applies inside the committing transaction.
+//! - [`retention`]: the background task that deletes old history, on every node.
 //! - [`scheduler`]: claims queued runs in batches, executes fleets vessel by vessel on the
 //!   vessel threads, records ends in batches.
 //! - [`api`]: HTTP only — routing, extractors, status codes.
@@ -25,12 +28,14 @@
 //! Dependencies point inward: `api → ingest / scheduler → sandbox`, and everything may use
 //! `store`.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod fleet;
 pub mod ingest;
 pub mod local;
+pub mod retention;
 pub mod sandbox;
 pub mod scheduler;
 pub mod server;

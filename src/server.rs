@@ -19,7 +19,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, WebhookAuth};
+use crate::store::{Store, WebhookAuth, WebhookSettings};
 use crate::util::{random_token, sha256_hex};
 
 /// File (in the data folder) holding the sha256 of a generated admin token.
@@ -60,6 +60,8 @@ pub struct Prepared {
 pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+    let secrets =
+        crate::auth::secrets::SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
     let store = open_store(&config).await?;
     if config.role == Role::Worker && !store.is_shared() {
         anyhow::bail!(
@@ -125,6 +127,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         None
     };
     let state = AppState {
+        secrets,
         ingress: Ingress::new(store.clone(), scheduler.clone()),
         store,
         scheduler,
@@ -155,6 +158,14 @@ impl Prepared {
             let token = shutdown.clone();
             tokio::spawn(async move { scheduler.run(token).await })
         };
+        tokio::spawn(crate::retention::run(
+            self.state.store.clone(),
+            crate::retention::RetentionConfig {
+                keep: self.config.retention(),
+                every: self.config.retain_every,
+            },
+            shutdown.clone(),
+        ));
         match self.listener {
             Some(listener) => {
                 let app = api::router(self.state);
@@ -241,7 +252,12 @@ async fn create_demo(
     let spec = scheduler.prepare_fleet(doc).await?;
     let fleet = store.create_fleet(project.id, &spec).await?;
     let hook = store
-        .create_webhook(fleet.id, &crate::api::new_webhook_id(), &WebhookAuth::None)
+        .create_webhook(
+            fleet.id,
+            &crate::api::new_webhook_id(),
+            &WebhookAuth::None,
+            &WebhookSettings::default(),
+        )
         .await?;
     Ok(Demo {
         fleet_id: fleet.id,

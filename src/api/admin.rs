@@ -7,17 +7,18 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, JsonBody, parse_id};
+use crate::admission::{Deduplicate, RateLimit};
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
 use crate::scheduler::planner::Plan;
 use crate::store::{
     Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunFilter, RunRecord, RunStatus,
-    StoreError, VesselRun, Webhook, WebhookAuth,
+    StoreError, VesselRun, Webhook, WebhookAuth, WebhookChange, WebhookSettings,
 };
 use crate::util::{random_token, rfc3339, sha256_hex};
 
@@ -36,7 +37,9 @@ pub(super) fn routes() -> Router<AppState> {
         )
         .route(
             "/fleets/{fleet}/webhook",
-            post(create_webhook).delete(delete_webhook),
+            post(create_webhook)
+                .patch(update_webhook)
+                .delete(delete_webhook),
         )
         .route("/fleets/{fleet}/webhook/rotate", post(rotate_webhook))
         .route("/fleets/{fleet}/runs", get(list_runs))
@@ -207,6 +210,8 @@ fn webhook_json(s: &AppState, w: &Webhook) -> Value {
         "url": format!("{}/webhooks/{}", s.settings.public_url, w.id),
         "fleet_id": w.fleet_id,
         "auth": w.auth,
+        "rate_limit": w.settings.rate_limit,
+        "deduplicate": w.settings.deduplicate,
         "created_at": rfc3339(w.created_at),
     })
 }
@@ -218,6 +223,32 @@ struct WebhookBody {
     auth: Option<Value>,
     #[serde(default)]
     rate_limit: Option<Value>,
+    #[serde(default)]
+    deduplicate: Option<Value>,
+}
+
+/// `PATCH` of a webhook: a field that is present is changed (`null` removes the setting), an
+/// absent one is left as it is. `Some(Value::Null)` is how a present `null` arrives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookPatch {
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    deduplicate: Option<Value>,
+}
+
+/// Keeps a present `null` apart from an absent field.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A setting's value: `None` for `null`, else parsed, the parser's message in a 400.
+fn setting<T>(v: &Value, parse: fn(&Value) -> Result<T, String>) -> Result<Option<T>, ApiError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    parse(v).map(Some).map_err(ApiError::BadRequest)
 }
 
 /// A new webhook id: 24 random alphanumerics (about 143 bits), so URLs cannot be guessed.
@@ -240,16 +271,46 @@ async fn create_webhook(
             ))
         })?,
     };
-    if body.rate_limit.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::BadRequest(
-            "rate_limit is not supported by this version".into(),
-        ));
-    }
+    let settings = WebhookSettings {
+        rate_limit: setting(
+            body.rate_limit.as_ref().unwrap_or(&Value::Null),
+            RateLimit::from_value,
+        )?,
+        deduplicate: setting(
+            body.deduplicate.as_ref().unwrap_or(&Value::Null),
+            Deduplicate::from_value,
+        )?,
+    };
     let hook = s
         .store
-        .create_webhook(fleet_id, &new_webhook_id(), &auth)
+        .create_webhook(fleet_id, &new_webhook_id(), &auth, &settings)
         .await?;
     Ok((StatusCode::CREATED, Json(webhook_json(&s, &hook))))
+}
+
+async fn update_webhook(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    JsonBody(body): JsonBody<WebhookPatch>,
+) -> Result<Json<Value>, ApiError> {
+    let fleet_id = parse_id(&fleet, "fleet")?;
+    let change = WebhookChange {
+        rate_limit: body
+            .rate_limit
+            .map(|v| setting(&v, RateLimit::from_value))
+            .transpose()?,
+        deduplicate: body
+            .deduplicate
+            .map(|v| setting(&v, Deduplicate::from_value))
+            .transpose()?,
+    };
+    if change.is_empty() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give rate_limit and/or deduplicate (null removes one)".into(),
+        ));
+    }
+    let hook = s.store.update_webhook(fleet_id, &change).await?;
+    Ok(Json(webhook_json(&s, &hook)))
 }
 
 async fn rotate_webhook(
@@ -460,11 +521,12 @@ async fn replay_run(
         run_id,
         resumed_from,
         carried,
-        policy: fleet.spec.concurrency,
+        policy: fleet.spec.concurrency.policy,
     };
     match s.store.replay(replay).await? {
         Admission::Queued => s.scheduler.wake(),
-        Admission::Busy => {
+        // A replay is no webhook call: only the policy can refuse it.
+        _ => {
             return Err(ApiError::Busy(
                 "the fleet already has a run queued or running".into(),
             ));
@@ -509,6 +571,7 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
         "replay_of": run.replay_of,
         "resumed_from": run.resumed_from,
         "cancel_requested": run.cancel_requested,
+        "concurrency_key": run.concurrency_key,
         "created_at": rfc3339(run.created_at),
         "started_at": run.started_at.map(rfc3339),
         "finished_at": run.finished_at.map(rfc3339),

@@ -118,7 +118,9 @@ pub(super) async fn ingress(
         Ok(a) => a,
         Err(why) => return refused(request_id, why),
     };
-    answer(
+    // A repeat is answered as the first call was, its request id included.
+    let request_id = accepted.request_id;
+    let mut res = answer(
         request_id,
         StatusCode::CREATED,
         json!({
@@ -130,7 +132,12 @@ pub(super) async fn ingress(
                 "fleet_run_id": accepted.run_id,
             }
         }),
-    )
+    );
+    if accepted.repeated {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
 }
 
 /// The answer to a refused call.
@@ -151,6 +158,20 @@ fn refused(request_id: Uuid, why: Refused) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             res
         }
+        Refused::RateLimited { retry_after, limit } => {
+            let mut res = error(
+                request_id,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "rate limit of {} reached; retry after {retry_after} s",
+                    limit.describe()
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Refused::BadKey(message) => error(request_id, StatusCode::BAD_REQUEST, &message),
         Refused::Unavailable => error(
             request_id,
             StatusCode::SERVICE_UNAVAILABLE,

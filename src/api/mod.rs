@@ -46,6 +46,8 @@ pub struct AppState {
     pub ingress: Ingress,
     /// HTTP settings.
     pub settings: Arc<ApiSettings>,
+    /// Seals and opens stored secrets.
+    pub secrets: crate::auth::secrets::SecretBox,
 }
 
 /// The whole HTTP surface.

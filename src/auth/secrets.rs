@@ -118,8 +118,11 @@ impl SecretBox {
             return Err(SecretError::Unsealable("too short"));
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| SecretError::Unsealable("too short"))?;
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .decrypt(&XNonce::from(nonce), ciphertext)
             .map_err(|_| SecretError::Unsealable("wrong key or altered text"))
     }
 

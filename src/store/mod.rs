@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::admission::{Deduplicate, RateLimit};
 use crate::fleet::{Concurrency, FleetSpec, NewCode};
 use crate::sandbox::VesselOutcome;
 
@@ -137,6 +138,35 @@ pub struct Webhook {
     pub auth: WebhookAuth,
     /// Creation time (ms).
     pub created_at: i64,
+    /// Admission limits and deduplication.
+    #[serde(flatten)]
+    pub settings: WebhookSettings,
+}
+
+/// A webhook's admission settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WebhookSettings {
+    /// Calls admitted per window; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// The provider header whose delivery id deduplicates calls; `None`: only `Idempotency-Key`.
+    pub deduplicate: Option<Deduplicate>,
+}
+
+/// A change to a webhook's settings: `None` leaves a setting as it is, `Some(None)` removes it.
+/// A struct rather than arguments, so more settings join without changing callers.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChange {
+    /// New rate limit; changing it starts the limit afresh (the old window's state is dropped).
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// New deduplication header.
+    pub deduplicate: Option<Option<Deduplicate>>,
+}
+
+impl WebhookChange {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rate_limit.is_none() && self.deduplicate.is_none()
+    }
 }
 
 /// What ingress needs to know about a webhook id.
@@ -150,6 +180,9 @@ pub struct WebhookTarget {
     pub org_id: Uuid,
     /// The fleet's concurrency policy.
     pub concurrency: Concurrency,
+    /// The fleet's document, for what admission computes from a call (a concurrency key's
+    /// value); shared, so a cached resolution is cheap to hand out.
+    pub spec: Arc<FleetSpec>,
 }
 
 /// A webhook call as stored.
@@ -186,15 +219,60 @@ pub struct Ingest {
     /// The fleet's concurrency policy, applied inside the committing transaction so that two
     /// simultaneous calls cannot both pass a `reject` check.
     pub policy: Concurrency,
+    /// The value of the policy's key variable for this call; the policy applies among the
+    /// fleet's runs with the same value. `None` for a policy without a key.
+    pub concurrency_key: Option<String>,
+    /// The key repeats of this call are recognised by (see [`crate::admission::call_key`]): a
+    /// call whose key the fleet has seen in the last 24 h is answered with the first call's ids.
+    pub call_key: Option<String>,
+    /// The webhook's rate limit, checked (and, when the call is admitted, counted) inside the
+    /// committing transaction.
+    pub rate_limit: Option<RateLimit>,
 }
 
-/// What became of one call handed to [`Queue::enqueue`].
+/// What became of one call handed to [`Queue::enqueue`]. Checks run in this order: a repeat is
+/// answered first (and counts against nothing), then the rate limit, then the policy; only a
+/// call that is queued counts against the rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// The request and its run are committed.
     Queued,
     /// `reject` policy: the fleet already has a run queued or running; nothing was stored.
     Busy,
+    /// The webhook's rate limit is reached; a call would be admitted after `retry_after_ms`.
+    /// Nothing was stored.
+    RateLimited {
+        /// Milliseconds until a call would be admitted.
+        retry_after_ms: i64,
+    },
+    /// The call's key was seen in the last 24 h: nothing was stored; these are the first
+    /// call's ids.
+    Duplicate {
+        /// The first call's request.
+        request_id: Uuid,
+        /// The first call's run.
+        run_id: Uuid,
+    },
+}
+
+/// What one [`Retention::prune`] pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Finished runs.
+    pub runs: u64,
+    /// Requests left without a run.
+    pub requests: u64,
+    /// Expired idempotency keys.
+    pub keys: u64,
+    /// Rate-limit states that no longer hold anything back.
+    pub rate_states: u64,
+}
+
+impl Pruned {
+    /// Rows deleted in all.
+    pub fn total(&self) -> u64 {
+        self.runs + self.requests + self.keys + self.rate_states
+    }
 }
 
 /// Status of a fleet run.
@@ -330,6 +408,8 @@ pub struct RunRecord {
     pub resumed_from: Option<String>,
     /// Whether a cancel was asked for while it ran.
     pub cancel_requested: bool,
+    /// The value of its fleet's concurrency key variable, for a keyed policy.
+    pub concurrency_key: Option<String>,
     /// Queued at (ms).
     pub created_at: i64,
     /// Claimed at (ms), latest attempt.
@@ -401,8 +481,9 @@ pub struct Replay {
     pub resumed_from: Option<String>,
     /// Vessel runs carried over from the source (a resume); empty for a plain replay.
     pub carried: Vec<VesselRun>,
-    /// The fleet's concurrency policy, applied as at ingress.
-    pub policy: Concurrency,
+    /// The fleet's concurrency policy, applied as at ingress (with the source run's key value,
+    /// for a keyed policy).
+    pub policy: crate::fleet::Policy,
 }
 
 /// Filters of the run history.
@@ -466,7 +547,10 @@ pub trait Catalog: Send + Sync {
         fleet_id: Uuid,
         id: &str,
         auth: &WebhookAuth,
+        settings: &WebhookSettings,
     ) -> StoreResult<Webhook>;
+    /// Changes settings of the fleet's webhook; every node sees the change from its next call.
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook>;
     /// Gives the fleet's webhook a new id; the old one stops resolving.
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook>;
     /// Removes the fleet's webhook.
@@ -494,9 +578,10 @@ pub trait Queue: Send + Sync {
     /// concurrency policy inside it. Returns one [`Admission`] per call, in order.
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>>;
     /// Claims up to `max` claimable runs, oldest first, for `node` until `lease_until` (ms).
-    /// A `queue`-policy fleet never has two runs claimed at once, and its runs go in arrival
-    /// order. A claimed run keeps the vessel runs recorded so far (by a resume, or by an earlier
-    /// attempt whose worker was lost), so its executor carries them over.
+    /// A `queue`-policy fleet never has two runs claimed at once (per key value, for a keyed
+    /// policy), and its runs go in arrival order. A claimed run keeps the vessel runs recorded
+    /// so far (by a resume, or by an earlier attempt whose worker was lost), so its executor
+    /// carries them over.
     async fn claim(&self, node: &str, max: usize, lease_until: i64) -> StoreResult<Vec<Claimed>>;
     /// Extends every lease `node` holds to `lease_until`, in one statement; reports those of
     /// `leases` that are no longer held, and held ones whose run has a cancel asked for.
@@ -547,7 +632,23 @@ pub trait History: Send + Sync {
     async fn run(&self, id: Uuid) -> StoreResult<(RunRecord, RequestRecord)>;
 }
 
-/// A whole store: what the server is given.
-pub trait Store: Catalog + Queue + History + 'static {}
+/// Deleting what is no longer wanted, a bounded batch at a time so that no transaction holds
+/// ingress up; several nodes may prune one database at once.
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// One batch: up to `limit` rows of each kind — runs that finished before `finished_before`
+    /// and requests received before it that have no run left (neither when `None`: history is
+    /// kept forever); idempotency keys older than 24 h and rate-limit states spent by `now`.
+    /// Queued and running runs, and their requests, are never touched.
+    async fn prune(
+        &self,
+        finished_before: Option<i64>,
+        now: i64,
+        limit: usize,
+    ) -> StoreResult<Pruned>;
+}
 
-impl<T: Catalog + Queue + History + 'static> Store for T {}
+/// A whole store: what the server is given.
+pub trait Store: Catalog + Queue + History + Retention + 'static {}
+
+impl<T: Catalog + Queue + History + Retention + 'static> Store for T {}

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a random port, spoken to over HTTP.
 
 mod admin;
+mod admission;
 mod binary;
 mod cli;
 mod crash;

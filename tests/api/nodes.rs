@@ -352,6 +352,69 @@ async fn a_worker_role_on_sqlite_is_refused_with_a_reason() {
 }
 
 #[tokio::test]
+async fn idempotency_keys_and_rate_limits_hold_across_nodes() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node_with(&database, da.path(), &["--workers", "0"]).await;
+    let b = node_with(&database, db.path(), &["--workers", "0"]).await;
+    let doc = json!({"name": "limited", "vessels": [{"name": "v", "kind": "rhai", "source": "0"}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let targets = [on(&a, &url), on(&b, &url)];
+    // B resolves the webhook (no limit yet), so it is in B's cache.
+    assert_eq!(post(&targets[1], "{}".into()).await.0, StatusCode::CREATED);
+
+    // Simultaneous repeats through both nodes: one run, one answer.
+    let client = reqwest::Client::new();
+    let calls = (0..20).map(|i| {
+        client
+            .post(&targets[i % 2])
+            .header("idempotency-key", "deploy-7")
+            .body("{}")
+            .send()
+    });
+    let mut run_ids = std::collections::HashSet::new();
+    for res in futures::future::join_all(calls).await {
+        let res = res.expect("call answered");
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: serde_json::Value = res.json().await.unwrap();
+        run_ids.insert(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(run_ids.len(), 1);
+    assert_eq!(a.all_runs(&fleet).await.len(), 2);
+
+    // A limit set through A binds B from its next call on.
+    let (status, hook) = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"rate_limit": {"requests": 1, "per_seconds": 3600}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{hook}");
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    loop {
+        // B may still admit under its cached, unlimited settings for a moment; once it sees
+        // the limit, exactly one call passes and then none.
+        match post(&targets[1], "{}".into()).await.0 {
+            StatusCode::CREATED => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS if admitted > 0 => break,
+            other => assert_eq!(other, StatusCode::TOO_MANY_REQUESTS),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the new limit did not reach the other node within 1 s"
+        );
+    }
+    let calls = (0..10).map(|i| post(&targets[i % 2], "{}".to_string()));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+}
+
+#[tokio::test]
 async fn a_cancel_through_one_node_stops_the_run_on_another() {
     let Some(database) = fresh_database().await else {
         return;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
-use wharf::fleet::{Concurrency, FleetDoc};
+use wharf::fleet::{Concurrency, FleetDoc, Policy};
 use wharf::store::sqlite::SqliteStore;
 use wharf::store::{
     Admission, Finish, Ingest, Lease, RequestRecord, RunStatus, Store, StoreResult,
@@ -75,7 +75,7 @@ async fn fleet(store: &Arc<dyn Store>, concurrency: &str) -> Uuid {
         .id
 }
 
-fn call(fleet_id: Uuid, policy: Concurrency) -> Ingest {
+fn call(fleet_id: Uuid, policy: Policy) -> Ingest {
     Ingest {
         request: RequestRecord {
             id: Uuid::now_v7(),
@@ -89,17 +89,15 @@ fn call(fleet_id: Uuid, policy: Concurrency) -> Ingest {
             received_at: wharf::util::now_ms(),
         },
         run_id: Uuid::now_v7(),
-        policy,
+        policy: Concurrency::of(policy),
+        concurrency_key: None,
+        call_key: None,
+        rate_limit: None,
     }
 }
 
 /// Enqueues `n` calls one transaction each; returns their run ids in arrival order.
-async fn enqueue(
-    store: &Arc<dyn Store>,
-    fleet_id: Uuid,
-    policy: Concurrency,
-    n: usize,
-) -> Vec<Uuid> {
+async fn enqueue(store: &Arc<dyn Store>, fleet_id: Uuid, policy: Policy, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let c = call(fleet_id, policy);
@@ -132,7 +130,7 @@ async fn finish_one(store: &Arc<dyn Store>, lease: Lease) -> StoreResult<bool> {
 async fn a_claim_takes_many_runs_oldest_first_with_their_requests_and_fleet() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let ids = enqueue(&store, f, Concurrency::Parallel, 10).await;
+        let ids = enqueue(&store, f, Policy::Parallel, 10).await;
         let claimed = store.claim(NODE, 4, FAR).await.unwrap();
         let got: Vec<Uuid> = claimed.iter().map(|c| c.run.id).collect();
         assert_eq!(got, ids[..4].to_vec());
@@ -155,7 +153,7 @@ async fn a_claim_takes_many_runs_oldest_first_with_their_requests_and_fleet() {
 async fn a_stale_holder_cannot_renew_progress_or_finish() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let [id] = enqueue(&store, f, Concurrency::Parallel, 1).await[..] else {
+        let [id] = enqueue(&store, f, Policy::Parallel, 1).await[..] else {
             panic!()
         };
         let first = store.claim(NODE, 1, 1_000).await.unwrap().remove(0).lease;
@@ -212,7 +210,7 @@ async fn a_stale_holder_cannot_renew_progress_or_finish() {
 async fn renewal_keeps_leases_from_expiring() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        enqueue(&store, f, Concurrency::Parallel, 3).await;
+        enqueue(&store, f, Policy::Parallel, 3).await;
         let leases: Vec<Lease> = store
             .claim(NODE, 3, 1_000)
             .await
@@ -239,7 +237,7 @@ async fn renewal_keeps_leases_from_expiring() {
 async fn a_run_whose_worker_keeps_dying_fails_after_max_attempts() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let [id] = enqueue(&store, f, Concurrency::Parallel, 1).await[..] else {
+        let [id] = enqueue(&store, f, Policy::Parallel, 1).await[..] else {
             panic!()
         };
         for attempt in 1..=3u32 {
@@ -264,7 +262,7 @@ async fn a_run_whose_worker_keeps_dying_fails_after_max_attempts() {
 async fn release_hands_runs_back_without_counting_an_attempt() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        enqueue(&store, f, Concurrency::Parallel, 2).await;
+        enqueue(&store, f, Policy::Parallel, 2).await;
         let leases: Vec<Lease> = store
             .claim(NODE, 2, FAR)
             .await
@@ -288,8 +286,8 @@ async fn queue_fleets_run_one_at_a_time_in_arrival_order_under_batched_claims() 
     for (_dir, store) in stores().await {
         let serial = fleet(&store, "queue").await;
         let parallel = fleet(&store, "parallel").await;
-        let order = enqueue(&store, serial, Concurrency::Queue, 5).await;
-        let others = enqueue(&store, parallel, Concurrency::Parallel, 3).await;
+        let order = enqueue(&store, serial, Policy::Queue, 5).await;
+        let others = enqueue(&store, parallel, Policy::Parallel, 3).await;
         let mut seen = Vec::new();
         // Each round claims as much as it can: all the parallel runs at once, but never more
         // than one run of the `queue` fleet, and never the next before the previous ended.
@@ -323,7 +321,7 @@ async fn queue_fleets_run_one_at_a_time_in_arrival_order_under_batched_claims() 
 async fn queue_order_survives_a_lost_worker() {
     for (_dir, store) in stores().await {
         let serial = fleet(&store, "queue").await;
-        let order = enqueue(&store, serial, Concurrency::Queue, 3).await;
+        let order = enqueue(&store, serial, Policy::Queue, 3).await;
         let c = store.claim(NODE, 10, 1_000).await.unwrap();
         assert_eq!(c.len(), 1);
         store.requeue_expired(2_000, false, 3).await.unwrap();
@@ -341,29 +339,20 @@ async fn reject_is_decided_inside_the_committing_transaction() {
         let f = fleet(&store, "reject").await;
         // Two calls committed together: the second sees the first.
         let got = store
-            .enqueue(vec![
-                call(f, Concurrency::Reject),
-                call(f, Concurrency::Reject),
-            ])
+            .enqueue(vec![call(f, Policy::Reject), call(f, Policy::Reject)])
             .await
             .unwrap();
         assert_eq!(got, vec![Admission::Queued, Admission::Busy]);
         let c = store.claim(NODE, 10, FAR).await.unwrap();
         assert_eq!(c.len(), 1, "the refused call stored nothing");
         assert_eq!(
-            store
-                .enqueue(vec![call(f, Concurrency::Reject)])
-                .await
-                .unwrap(),
+            store.enqueue(vec![call(f, Policy::Reject)]).await.unwrap(),
             vec![Admission::Busy],
             "still busy while running"
         );
         assert!(finish_one(&store, c[0].lease).await.unwrap());
         assert_eq!(
-            store
-                .enqueue(vec![call(f, Concurrency::Reject)])
-                .await
-                .unwrap(),
+            store.enqueue(vec![call(f, Policy::Reject)]).await.unwrap(),
             vec![Admission::Queued]
         );
     }
@@ -373,11 +362,304 @@ async fn reject_is_decided_inside_the_committing_transaction() {
 async fn a_claimed_run_of_a_deleted_fleet_comes_without_its_fleet() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        enqueue(&store, f, Concurrency::Parallel, 1).await;
+        enqueue(&store, f, Policy::Parallel, 1).await;
         store.delete_fleet(f).await.unwrap();
         let c = store.claim(NODE, 1, FAR).await.unwrap();
         assert_eq!(c.len(), 1);
         assert!(c[0].fleet.is_none());
+    }
+}
+
+/// A call with a key, a rate limit or a concurrency key set by `tweak`.
+fn call_with(fleet_id: Uuid, policy: Policy, tweak: impl FnOnce(&mut Ingest)) -> Ingest {
+    let mut c = call(fleet_id, policy);
+    tweak(&mut c);
+    c
+}
+
+async fn enqueue_one(store: &Arc<dyn Store>, c: Ingest) -> Admission {
+    store.enqueue(vec![c]).await.unwrap().remove(0)
+}
+
+#[tokio::test]
+async fn a_repeated_key_gets_the_first_calls_ids_and_stores_nothing() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let other = fleet(&store, "parallel").await;
+        let keyed = |f, k: &str| {
+            let k = k.to_owned();
+            call_with(f, Policy::Parallel, move |c| c.call_key = Some(k))
+        };
+        let first = keyed(f, "idempotency-key:a");
+        let (request_id, run_id) = (first.request.id, first.run_id);
+        assert_eq!(enqueue_one(&store, first).await, Admission::Queued);
+        let dup = Admission::Duplicate { request_id, run_id };
+        // Alone, and twice in one batch with a new key: one run per key.
+        assert_eq!(
+            enqueue_one(&store, keyed(f, "idempotency-key:a")).await,
+            dup
+        );
+        let b1 = keyed(f, "idempotency-key:b");
+        let b_ids = (b1.request.id, b1.run_id);
+        let got = store
+            .enqueue(vec![
+                b1,
+                keyed(f, "idempotency-key:b"),
+                keyed(other, "idempotency-key:a"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got[0], Admission::Queued);
+        assert_eq!(
+            got[1],
+            Admission::Duplicate {
+                request_id: b_ids.0,
+                run_id: b_ids.1
+            }
+        );
+        assert_eq!(got[2], Admission::Queued, "keys are scoped to their fleet");
+        assert_eq!(store.claim(NODE, 100, FAR).await.unwrap().len(), 3);
+        // Keys past 24 h are pruned; the key then names a new call.
+        let later = wharf::util::now_ms() + 25 * 3600 * 1000;
+        let pruned = store.prune(None, later, 500).await.unwrap();
+        assert_eq!(pruned.keys, 3);
+        assert_eq!(pruned.runs, 0, "history is kept when no age is given");
+        assert_eq!(
+            enqueue_one(&store, keyed(f, "idempotency-key:a")).await,
+            Admission::Queued
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_counts_only_queued_calls_and_its_state_is_pruned_once_spent() {
+    use wharf::admission::RateLimit;
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "reject").await;
+        let limited = |key: Option<&str>| {
+            let key = key.map(str::to_owned);
+            call_with(f, Policy::Reject, move |c| {
+                c.rate_limit = Some(RateLimit {
+                    requests: 2,
+                    per_seconds: 3600,
+                });
+                c.call_key = key;
+            })
+        };
+        let first = limited(Some("idempotency-key:x"));
+        let first_ids = (first.request.id, first.run_id);
+        assert_eq!(enqueue_one(&store, first).await, Admission::Queued);
+        // Refused by the policy, and a repeat: neither uses the limit.
+        assert_eq!(enqueue_one(&store, limited(None)).await, Admission::Busy);
+        assert!(matches!(
+            enqueue_one(&store, limited(Some("idempotency-key:x"))).await,
+            Admission::Duplicate { request_id, run_id } if (request_id, run_id) == first_ids
+        ));
+        let c = store.claim(NODE, 10, FAR).await.unwrap();
+        assert!(finish_one(&store, c[0].lease).await.unwrap());
+        assert_eq!(enqueue_one(&store, limited(None)).await, Admission::Queued);
+        let c = store.claim(NODE, 10, FAR).await.unwrap();
+        assert!(finish_one(&store, c[0].lease).await.unwrap());
+        // Two admitted in the hour: the third waits for a refill, half the window away.
+        match enqueue_one(&store, limited(None)).await {
+            Admission::RateLimited { retry_after_ms } => assert!(
+                (1_790_000..=1_800_000).contains(&retry_after_ms),
+                "{retry_after_ms}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let now = wharf::util::now_ms();
+        assert_eq!(
+            store.prune(None, now, 500).await.unwrap().rate_states,
+            0,
+            "still counting"
+        );
+        let spent = store.prune(None, now + 3_601_000, 500).await.unwrap();
+        assert_eq!(spent.rate_states, 1);
+        assert_eq!(enqueue_one(&store, limited(None)).await, Admission::Queued);
+    }
+}
+
+#[tokio::test]
+async fn keyed_policies_apply_per_key_value() {
+    for (_dir, store) in stores().await {
+        let serial = fleet(&store, "queue").await;
+        let on = |f, policy, key: &str| {
+            let key = key.to_owned();
+            call_with(f, policy, move |c| c.concurrency_key = Some(key))
+        };
+        let a1 = on(serial, Policy::Queue, "a");
+        let a2 = on(serial, Policy::Queue, "a");
+        let b1 = on(serial, Policy::Queue, "b");
+        let ids = [a1.run_id, a2.run_id, b1.run_id];
+        let got = store.enqueue(vec![a1, a2, b1]).await.unwrap();
+        assert!(got.iter().all(|a| *a == Admission::Queued));
+        let first: Vec<_> = store.claim(NODE, 100, FAR).await.unwrap();
+        let claimed: Vec<Uuid> = first.iter().map(|c| c.run.id).collect();
+        assert_eq!(claimed, vec![ids[0], ids[2]], "one run per key at a time");
+        assert!(store.claim(NODE, 100, FAR).await.unwrap().is_empty());
+        // Ending b's run releases nothing of a; ending a's releases a's next.
+        assert!(finish_one(&store, first[1].lease).await.unwrap());
+        assert!(store.claim(NODE, 100, FAR).await.unwrap().is_empty());
+        assert!(finish_one(&store, first[0].lease).await.unwrap());
+        let next = store.claim(NODE, 100, FAR).await.unwrap();
+        assert_eq!(
+            next.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+            vec![ids[1]]
+        );
+
+        let reject = fleet(&store, "reject").await;
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "a")).await,
+            Admission::Queued
+        );
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "a")).await,
+            Admission::Busy
+        );
+        assert_eq!(
+            enqueue_one(&store, on(reject, Policy::Reject, "b")).await,
+            Admission::Queued
+        );
+        assert_eq!(
+            enqueue_one(&store, call(reject, Policy::Reject)).await,
+            Admission::Queued,
+            "runs without a key are their own group"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pruning_deletes_old_finished_runs_and_their_requests_only() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let ids = enqueue(&store, f, Policy::Parallel, 4).await;
+        // Two finish, one runs, one stays queued.
+        let claimed = store.claim(NODE, 3, FAR).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let done: Vec<_> = claimed[..2]
+            .iter()
+            .map(|c| (c.lease, done(RunStatus::Failed)))
+            .collect();
+        assert_eq!(store.finish(done).await.unwrap(), vec![true, true]);
+        let now = wharf::util::now_ms();
+        let none = store.prune(Some(now - 60_000), now, 500).await.unwrap();
+        assert_eq!(
+            (none.runs, none.requests),
+            (0, 0),
+            "nothing is old enough yet"
+        );
+        // In batches of one: every call deletes at most one row of each kind.
+        let first = store.prune(Some(now + 60_000), now, 1).await.unwrap();
+        assert_eq!((first.runs, first.requests), (1, 1));
+        let second = store.prune(Some(now + 60_000), now, 1).await.unwrap();
+        assert_eq!((second.runs, second.requests), (1, 1));
+        let third = store.prune(Some(now + 60_000), now, 1).await.unwrap();
+        assert_eq!((third.runs, third.requests), (0, 0));
+        for id in &ids[..2] {
+            assert!(matches!(
+                store.run(*id).await,
+                Err(wharf::store::StoreError::NotFound(_))
+            ));
+        }
+        for id in &ids[2..] {
+            let (run, request) = store.run(*id).await.unwrap();
+            assert!(matches!(run.status, RunStatus::Running | RunStatus::Queued));
+            assert_eq!(request.id, run.request_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhook_settings_are_stored_changed_and_resolved_fresh() {
+    use wharf::admission::{Deduplicate, RateLimit};
+    use wharf::store::{WebhookAuth, WebhookChange, WebhookSettings};
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let limit = RateLimit {
+            requests: 1,
+            per_seconds: 3600,
+        };
+        let settings = WebhookSettings {
+            rate_limit: Some(limit),
+            deduplicate: Some(Deduplicate::GitHub),
+        };
+        let id = wharf::api::new_webhook_id();
+        let hook = store
+            .create_webhook(f, &id, &WebhookAuth::None, &settings)
+            .await
+            .unwrap();
+        assert_eq!(hook.settings, settings);
+        let target = store.resolve_webhook(&id).await.unwrap().unwrap();
+        assert_eq!(target.webhook.settings, settings);
+        // Use up the limit, then change it: the new limit starts afresh.
+        let limited = || call_with(f, Policy::Parallel, |c| c.rate_limit = Some(limit));
+        assert_eq!(enqueue_one(&store, limited()).await, Admission::Queued);
+        assert!(matches!(
+            enqueue_one(&store, limited()).await,
+            Admission::RateLimited { .. }
+        ));
+        let change = WebhookChange {
+            rate_limit: Some(Some(RateLimit {
+                requests: 5,
+                per_seconds: 60,
+            })),
+            deduplicate: Some(None),
+        };
+        let hook = store.update_webhook(f, &change).await.unwrap();
+        assert_eq!(hook.settings.rate_limit.unwrap().requests, 5);
+        assert_eq!(hook.settings.deduplicate, None);
+        let target = store.resolve_webhook(&id).await.unwrap().unwrap();
+        assert_eq!(
+            target.webhook.settings, hook.settings,
+            "the cache was dropped"
+        );
+        assert_eq!(enqueue_one(&store, limited()).await, Admission::Queued);
+        let only_dedupe = WebhookChange {
+            deduplicate: Some(Some(Deduplicate::Header("x-delivery".into()))),
+            ..WebhookChange::default()
+        };
+        let hook = store.update_webhook(f, &only_dedupe).await.unwrap();
+        assert_eq!(
+            hook.settings.rate_limit.unwrap().requests,
+            5,
+            "left as it was"
+        );
+        let missing = store.update_webhook(Uuid::new_v4(), &only_dedupe).await;
+        assert!(matches!(
+            missing,
+            Err(wharf::store::StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_pruners_split_the_work_and_delete_each_row_once() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        enqueue(&store, f, Policy::Parallel, 9).await;
+        let done: Vec<_> = store
+            .claim(NODE, 9, FAR)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| (c.lease, done(RunStatus::Succeeded)))
+            .collect();
+        store.finish(done).await.unwrap();
+        let cutoff = wharf::util::now_ms() + 60_000;
+        let (mut runs, mut requests) = (0, 0);
+        loop {
+            let passes = (0..3).map(|_| store.prune(Some(cutoff), cutoff, 2));
+            let pruned = futures::future::try_join_all(passes).await.unwrap();
+            let (r, q): (u64, u64) = pruned
+                .iter()
+                .fold((0, 0), |(r, q), p| (r + p.runs, q + p.requests));
+            if r + q == 0 {
+                break;
+            }
+            (runs, requests) = (runs + r, requests + q);
+        }
+        assert_eq!((runs, requests), (9, 9));
     }
 }
 
@@ -394,7 +676,7 @@ async fn cancel_ends_queued_runs_flags_running_ones_and_refuses_ended_ones() {
     use wharf::store::CancelOutcome;
     for (_dir, store) in stores().await {
         let f = fleet(&store, "queue").await;
-        let ids = enqueue(&store, f, Concurrency::Queue, 3).await;
+        let ids = enqueue(&store, f, Policy::Queue, 3).await;
         let running = store.claim(NODE, 10, FAR).await.unwrap();
         assert_eq!(running.len(), 1, "a queue fleet runs one at a time");
         // The held second run ends at once, with the vessel runs it is given.
@@ -447,7 +729,7 @@ async fn cancel_ends_queued_runs_flags_running_ones_and_refuses_ended_ones() {
 async fn a_cancelled_active_run_of_a_queue_fleet_releases_the_next() {
     for (_dir, store) in stores().await {
         let f = fleet(&store, "queue").await;
-        let ids = enqueue(&store, f, Concurrency::Queue, 2).await;
+        let ids = enqueue(&store, f, Policy::Queue, 2).await;
         // The first is queued and claimable (not held); cancelling it lets the second go.
         store.cancel(ids[0], &[]).await.unwrap();
         let next = store.claim(NODE, 10, FAR).await.unwrap();
@@ -464,7 +746,7 @@ async fn replay_queues_a_new_run_of_the_same_request_under_the_policy() {
     use wharf::store::Replay;
     for (_dir, store) in stores().await {
         let f = fleet(&store, "reject").await;
-        let [source] = enqueue(&store, f, Concurrency::Reject, 1).await[..] else {
+        let [source] = enqueue(&store, f, Policy::Reject, 1).await[..] else {
             panic!()
         };
         let replay = |run_id| Replay {
@@ -472,7 +754,7 @@ async fn replay_queues_a_new_run_of_the_same_request_under_the_policy() {
             run_id,
             resumed_from: Some("v".into()),
             carried: vec![vessel_run("w", VesselStatus::Succeeded)],
-            policy: Concurrency::Reject,
+            policy: Policy::Reject,
         };
         // The source is still queued: `reject` refuses a second active run.
         assert_eq!(
@@ -508,7 +790,7 @@ fn replay_missing() -> wharf::store::Replay {
         run_id: Uuid::now_v7(),
         resumed_from: None,
         carried: Vec::new(),
-        policy: Concurrency::Parallel,
+        policy: Policy::Parallel,
     }
 }
 
@@ -517,7 +799,7 @@ async fn progress_of_a_lost_attempt_reaches_the_next_claim() {
     use wharf::sandbox::VesselStatus;
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let [id] = enqueue(&store, f, Concurrency::Parallel, 1).await[..] else {
+        let [id] = enqueue(&store, f, Policy::Parallel, 1).await[..] else {
             panic!()
         };
         let first = store.claim(NODE, 1, 1_000).await.unwrap().remove(0);

@@ -168,29 +168,46 @@ impl Catalog for PostgresStore {
         fleet_id: Uuid,
         id: &str,
         auth: &WebhookAuth,
+        settings: &WebhookSettings,
     ) -> StoreResult<Webhook> {
         let hook = Webhook {
             id: id.to_owned(),
             fleet_id,
             auth: auth.clone(),
             created_at: now_ms(),
+            settings: settings.clone(),
         };
+        let mut tx = self.pool.begin().await?;
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM fleets WHERE id = $1)")
             .bind(fleet_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         if !exists {
             return Err(StoreError::NotFound("fleet"));
         }
         let n = sqlx::query(
-            "INSERT INTO webhooks (id, fleet_id, auth, created_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO webhooks (id, fleet_id, auth, created_at, rate_limit, deduplicate)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT DO NOTHING",
         )
         .bind(&hook.id)
         .bind(fleet_id)
         .bind(serde_json::to_string(auth)?)
         .bind(hook.created_at)
-        .execute(&self.pool)
+        .bind(
+            settings
+                .rate_limit
+                .map(|r| serde_json::to_string(&r))
+                .transpose()?,
+        )
+        .bind(
+            settings
+                .deduplicate
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        )
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
@@ -198,7 +215,56 @@ impl Catalog for PostgresStore {
                 "the fleet already has a webhook".into(),
             ));
         }
+        // A fleet whose earlier webhook was removed starts with a fresh limit.
+        sqlx::query("DELETE FROM rate_limits WHERE fleet_id = $1")
+            .bind(fleet_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(hook)
+    }
+
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
+        // Serialised with admissions of the fleet, so none decides on half the change.
+        lock_fleet(&mut tx, fleet_id).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhooks WHERE fleet_id = $1)")
+                .bind(fleet_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        touched(u64::from(exists), "webhook")?;
+        if let Some(limit) = change.rate_limit {
+            sqlx::query("UPDATE webhooks SET rate_limit = $1 WHERE fleet_id = $2")
+                .bind(limit.map(|r| serde_json::to_string(&r)).transpose()?)
+                .bind(fleet_id)
+                .execute(&mut *tx)
+                .await?;
+            // The state was kept for the old limit; under a new one it would mean something
+            // else (a far-off time of a slower limit would block a faster one).
+            sqlx::query("DELETE FROM rate_limits WHERE fleet_id = $1")
+                .bind(fleet_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(dedupe) = &change.deduplicate {
+            sqlx::query("UPDATE webhooks SET deduplicate = $1 WHERE fleet_id = $2")
+                .bind(dedupe.as_ref().map(serde_json::to_string).transpose()?)
+                .bind(fleet_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = $1"
+        )))
+        .bind(fleet_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        webhook_from(&row)
     }
 
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
@@ -206,7 +272,7 @@ impl Catalog for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE webhooks SET id = $1, created_at = $2 WHERE fleet_id = $3
-             RETURNING id, fleet_id, auth, created_at",
+             RETURNING id, fleet_id, auth, created_at, rate_limit, deduplicate",
         )
         .bind(new_id)
         .bind(now_ms())
@@ -236,19 +302,22 @@ impl Catalog for PostgresStore {
     }
 
     async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {
-        sqlx::query("SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = $1")
-            .bind(fleet_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| webhook_from(&r))
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = $1"
+        )))
+        .bind(fleet_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| webhook_from(&r))
+        .transpose()
     }
 
     async fn resolve_webhook(&self, id: &str) -> StoreResult<Option<WebhookTarget>> {
         self.webhooks
             .resolve(id, || async {
                 let row = sqlx::query(
-                    "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+                    "SELECT w.id, w.fleet_id, w.auth, w.created_at, w.rate_limit, w.deduplicate,
+                            f.project_id, p.org_id, f.spec
                      FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
                      JOIN projects p ON p.id = f.project_id
                      WHERE w.id = $1",
@@ -262,7 +331,8 @@ impl Catalog for PostgresStore {
                     webhook: webhook_from(&row)?,
                     project_id: row.try_get("project_id")?,
                     org_id: row.try_get("org_id")?,
-                    concurrency: spec.concurrency,
+                    concurrency: spec.concurrency.clone(),
+                    spec: Arc::new(spec),
                 }))
             })
             .await

@@ -13,6 +13,7 @@
 mod catalog;
 mod history;
 mod queue;
+mod retention;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -138,7 +139,7 @@ fn json_col<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResu
 /// Columns of `runs` that [`run_from`] reads.
 const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, \
      reason, lost_attempts::text AS lost_attempts, replay_of, resumed_from, cancel_requested, \
-     created_at, started_at, finished_at";
+     concurrency_key, created_at, started_at, finished_at";
 
 fn run_from(row: &PgRow) -> StoreResult<RunRecord> {
     let status: String = row.try_get("status")?;
@@ -157,6 +158,7 @@ fn run_from(row: &PgRow) -> StoreResult<RunRecord> {
         replay_of: row.try_get("replay_of")?,
         resumed_from: row.try_get("resumed_from")?,
         cancel_requested: row.try_get("cancel_requested")?,
+        concurrency_key: row.try_get("concurrency_key")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -181,12 +183,25 @@ fn request_from(row: &PgRow, body: Vec<u8>) -> StoreResult<RequestRecord> {
     })
 }
 
+/// A nullable JSON column.
+fn json_opt<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T>> {
+    let s: Option<String> = row.try_get(col)?;
+    Ok(s.map(|s| serde_json::from_str(&s)).transpose()?)
+}
+
+/// Columns of `webhooks` that [`webhook_from`] reads.
+const WEBHOOK_COLUMNS: &str = "id, fleet_id, auth, created_at, rate_limit, deduplicate";
+
 fn webhook_from(row: &PgRow) -> StoreResult<Webhook> {
     Ok(Webhook {
         id: row.try_get("id")?,
         fleet_id: row.try_get("fleet_id")?,
         auth: json_col(row, "auth")?,
         created_at: row.try_get("created_at")?,
+        settings: WebhookSettings {
+            rate_limit: json_opt(row, "rate_limit")?,
+            deduplicate: json_opt(row, "deduplicate")?,
+        },
     })
 }
 
@@ -213,15 +228,32 @@ async fn lock_fleet(tx: &mut sqlx::PgConnection, fleet_id: Uuid) -> StoreResult<
     Ok(())
 }
 
-/// The oldest held run of a `queue` fleet becomes claimable; the caller holds the fleet's lock.
-async fn release_next(tx: &mut sqlx::PgConnection, fleet_id: Uuid) -> StoreResult<()> {
-    let released = sqlx::query(
+/// A condition on `concurrency_key` matching `key`, the value bound as `$n` when there is one.
+/// Two texts rather than `IS NOT DISTINCT FROM`, which no index serves.
+fn key_is(key: Option<&str>, n: usize) -> String {
+    match key {
+        Some(_) => format!("concurrency_key = ${n}"),
+        None => "concurrency_key IS NULL".into(),
+    }
+}
+
+/// The oldest held run of a `queue` fleet (or of one key of it) becomes claimable; the caller
+/// holds the fleet's lock.
+async fn release_next(
+    tx: &mut sqlx::PgConnection,
+    fleet_id: Uuid,
+    key: Option<&str>,
+) -> StoreResult<()> {
+    let sql = format!(
         "UPDATE runs SET held = FALSE WHERE seq =
-            (SELECT seq FROM runs WHERE fleet_id = $1 AND held ORDER BY seq LIMIT 1)",
-    )
-    .bind(fleet_id)
-    .execute(&mut *tx)
-    .await?;
+            (SELECT seq FROM runs WHERE fleet_id = $1 AND {} AND held ORDER BY seq LIMIT 1)",
+        key_is(key, 2)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet_id);
+    if let Some(key) = key {
+        query = query.bind(key);
+    }
+    let released = query.execute(&mut *tx).await?;
     if released.rows_affected() > 0 {
         notify(tx, QUEUE_CHANNEL).await?;
     }

@@ -7,17 +7,119 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
-use crate::fleet::Concurrency;
+use crate::admission::{KEY_TTL_MS, Pace};
+use crate::fleet::Policy;
 use crate::util::now_ms;
 
+/// A fleet's runs that one policy decision looks at: the fleet and a key value.
+type Slot = (Uuid, Option<String>);
+
+/// The (fleet, key) of each ended `queue`-policy run among rows with `fleet_id`, `serial` and
+/// `concurrency_key`: where a held run may be released.
+fn serial_slots(rows: &[PgRow]) -> StoreResult<BTreeMap<Uuid, BTreeSet<Option<String>>>> {
+    let mut slots: BTreeMap<Uuid, BTreeSet<Option<String>>> = BTreeMap::new();
+    for row in rows {
+        if row.try_get::<bool, _>("serial")? {
+            slots
+                .entry(row.try_get("fleet_id")?)
+                .or_default()
+                .insert(row.try_get("concurrency_key")?);
+        }
+    }
+    Ok(slots)
+}
+
 impl PostgresStore {
-    /// Locks the fleets (ascending) and releases each one's next held run.
-    async fn release_many(tx: &mut sqlx::PgConnection, fleets: BTreeSet<Uuid>) -> StoreResult<()> {
-        for fleet_id in fleets {
+    /// Locks the fleets (ascending) and releases the next held run of each (fleet, key).
+    async fn release_many(
+        tx: &mut sqlx::PgConnection,
+        slots: BTreeMap<Uuid, BTreeSet<Option<String>>>,
+    ) -> StoreResult<()> {
+        for (fleet_id, keys) in slots {
             lock_fleet(tx, fleet_id).await?;
-            release_next(tx, fleet_id).await?;
+            for key in keys {
+                release_next(tx, fleet_id, key.as_deref()).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a (fleet, key) has a queued or running run, and a `queue`-policy one.
+    async fn active(tx: &mut sqlx::PgConnection, slot: &Slot) -> StoreResult<(bool, bool)> {
+        let (fleet_id, key) = slot;
+        let cond = key_is(key.as_deref(), 2);
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1 AND {cond}
+                    AND status IN ('queued', 'running')) AS any,
+                    EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1 AND {cond}
+                    AND status IN ('queued', 'running') AND serial) AS serial"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet_id);
+        if let Some(key) = key {
+            query = query.bind(key);
+        }
+        let row = query.fetch_one(&mut *tx).await?;
+        Ok((row.try_get("any")?, row.try_get("serial")?))
+    }
+
+    /// The first calls' answers for the batch's keys the fleets saw in the last 24 h.
+    async fn seen_keys(
+        tx: &mut sqlx::PgConnection,
+        batch: &[Ingest],
+        now: i64,
+    ) -> StoreResult<HashMap<(Uuid, String), Admission>> {
+        let (fleets, keys): (Vec<Uuid>, Vec<String>) = batch
+            .iter()
+            .filter_map(|i| Some((i.request.fleet_id, i.call_key.clone()?)))
+            .unzip();
+        let mut seen = HashMap::new();
+        if keys.is_empty() {
+            return Ok(seen);
+        }
+        for row in sqlx::query(
+            "SELECT k.fleet_id, k.key, k.request_id, k.run_id
+             FROM idempotency_keys k
+             JOIN UNNEST($1::uuid[], $2::text[]) AS u(fleet_id, key)
+               ON k.fleet_id = u.fleet_id AND k.key = u.key
+             WHERE k.created_at > $3",
+        )
+        .bind(&fleets)
+        .bind(&keys)
+        .bind(now - KEY_TTL_MS)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            seen.insert(
+                (row.try_get("fleet_id")?, row.try_get("key")?),
+                Admission::Duplicate {
+                    request_id: row.try_get("request_id")?,
+                    run_id: row.try_get("run_id")?,
+                },
+            );
+        }
+        Ok(seen)
+    }
+
+    /// The rate-limit states of the batch's limited fleets.
+    async fn rate_states(
+        tx: &mut sqlx::PgConnection,
+        batch: &[Ingest],
+    ) -> StoreResult<HashMap<Uuid, i64>> {
+        let fleets: Vec<Uuid> = batch
+            .iter()
+            .filter(|i| i.rate_limit.is_some())
+            .map(|i| i.request.fleet_id)
+            .collect();
+        if fleets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        sqlx::query("SELECT fleet_id, tat_us FROM rate_limits WHERE fleet_id = ANY($1)")
+            .bind(&fleets)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("fleet_id")?, r.try_get("tat_us")?)))
+            .collect()
     }
 }
 
@@ -33,49 +135,84 @@ impl Queue for PostgresStore {
 
     async fn enqueue(&self, batch: Vec<Ingest>) -> StoreResult<Vec<Admission>> {
         let mut tx = self.pool.begin().await?;
-        // Policy decisions first, per fleet, under the fleet's lock: one look at the database
-        // per guarded fleet, then the batch's own earlier calls count as active too.
+        let now = now_ms();
+        // Every fleet whose calls are decided on stored state is locked first, in ascending
+        // order, so that decisions about one fleet are serial across nodes. Then one look at
+        // the database per kind of state; within the batch, earlier calls count in memory.
         let guarded: BTreeSet<Uuid> = batch
             .iter()
-            .filter(|i| i.policy != Concurrency::Parallel)
+            .filter(|i| {
+                i.policy.policy != Policy::Parallel
+                    || i.call_key.is_some()
+                    || i.rate_limit.is_some()
+            })
             .map(|i| i.request.fleet_id)
             .collect();
-        let mut active: HashMap<Uuid, (bool, bool)> = HashMap::new(); // (any, serial)
         for fleet_id in &guarded {
             lock_fleet(&mut tx, *fleet_id).await?;
-            let row = sqlx::query(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
-                        AND status IN ('queued', 'running')) AS any,
-                        EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
-                        AND status IN ('queued', 'running') AND serial) AS serial",
-            )
-            .bind(fleet_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            active.insert(*fleet_id, (row.try_get("any")?, row.try_get("serial")?));
         }
+        let mut seen = Self::seen_keys(&mut tx, &batch, now).await?;
+        let mut tats = Self::rate_states(&mut tx, &batch).await?;
+        let mut paced: HashMap<Uuid, i64> = HashMap::new();
+        let mut active: HashMap<Slot, (bool, bool)> = HashMap::new(); // (any, serial)
         let mut out = Vec::with_capacity(batch.len());
         let mut rows: Vec<(&Ingest, bool)> = Vec::with_capacity(batch.len());
         for item in &batch {
             let fleet_id = item.request.fleet_id;
-            let held = match item.policy {
-                Concurrency::Parallel => false,
-                Concurrency::Reject => {
-                    let state = active.entry(fleet_id).or_default();
-                    if state.0 {
-                        out.push(Admission::Busy);
+            // A repeat is answered before anything else, and counts against nothing.
+            if let Some(first) = item
+                .call_key
+                .as_ref()
+                .and_then(|k| seen.get(&(fleet_id, k.clone())))
+            {
+                out.push(*first);
+                continue;
+            }
+            let tat = match item.rate_limit {
+                None => None,
+                Some(limit) => match limit.pace(tats.get(&fleet_id).copied(), now) {
+                    Pace::Admit { tat_us } => Some(tat_us),
+                    Pace::Wait { ms } => {
+                        out.push(Admission::RateLimited { retry_after_ms: ms });
                         continue;
                     }
-                    state.0 = true;
-                    false
-                }
-                Concurrency::Queue => {
-                    let state = active.entry(fleet_id).or_default();
-                    let held = state.1;
-                    *state = (true, true);
-                    held
+                },
+            };
+            let held = match item.policy.policy {
+                Policy::Parallel => false,
+                Policy::Reject | Policy::Queue => {
+                    let slot = (fleet_id, item.concurrency_key.clone());
+                    let state = match active.get(&slot) {
+                        Some(state) => *state,
+                        None => Self::active(&mut tx, &slot).await?,
+                    };
+                    if item.policy.policy == Policy::Reject {
+                        if state.0 {
+                            out.push(Admission::Busy);
+                            continue;
+                        }
+                        active.insert(slot, (true, state.1));
+                        false
+                    } else {
+                        active.insert(slot, (true, true));
+                        state.1
+                    }
                 }
             };
+            // Only a call that is queued counts against the limit.
+            if let Some(tat) = tat {
+                tats.insert(fleet_id, tat);
+                paced.insert(fleet_id, tat);
+            }
+            if let Some(key) = &item.call_key {
+                seen.insert(
+                    (fleet_id, key.clone()),
+                    Admission::Duplicate {
+                        request_id: item.request.id,
+                        run_id: item.run_id,
+                    },
+                );
+            }
             rows.push((item, held));
             out.push(Admission::Queued);
         }
@@ -109,10 +246,12 @@ impl Queue for PostgresStore {
             .await?;
             // WITH ORDINALITY keeps the batch's order in `seq`, which is the queue's order.
             sqlx::query(
-                "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, created_at)
-                 SELECT id, fleet_id, request_id, 'queued', serial, held, created_at
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bool[], $5::bool[], $6::int8[])
-                      WITH ORDINALITY AS u(id, fleet_id, request_id, serial, held, created_at, n)
+                "INSERT INTO runs
+                   (id, fleet_id, request_id, status, serial, held, created_at, concurrency_key)
+                 SELECT id, fleet_id, request_id, 'queued', serial, held, created_at, key
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bool[], $5::bool[], $6::int8[],
+                             $7::text[])
+                      WITH ORDINALITY AS u(id, fleet_id, request_id, serial, held, created_at, key, n)
                  ORDER BY n",
             )
             .bind(rows.iter().map(|(i, _)| i.run_id).collect::<Vec<_>>())
@@ -120,7 +259,7 @@ impl Queue for PostgresStore {
             .bind(col(|r| r.id))
             .bind(
                 rows.iter()
-                    .map(|(i, _)| i.policy == Concurrency::Queue)
+                    .map(|(i, _)| i.policy.policy == Policy::Queue)
                     .collect::<Vec<_>>(),
             )
             .bind(rows.iter().map(|(_, held)| *held).collect::<Vec<_>>())
@@ -129,8 +268,54 @@ impl Queue for PostgresStore {
                     .map(|(i, _)| i.request.received_at)
                     .collect::<Vec<_>>(),
             )
+            .bind(
+                rows.iter()
+                    .map(|(i, _)| i.concurrency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *tx)
             .await?;
+            let keyed: Vec<&(&Ingest, bool)> =
+                rows.iter().filter(|(i, _)| i.call_key.is_some()).collect();
+            if !keyed.is_empty() {
+                // Under the fleets' locks, a conflict can only be an expired key: replace it.
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (fleet_id, key, request_id, run_id, created_at)
+                     SELECT u.*, $5 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[])
+                          AS u(fleet_id, key, request_id, run_id)
+                     ON CONFLICT (fleet_id, key) DO UPDATE SET request_id = excluded.request_id,
+                        run_id = excluded.run_id, created_at = excluded.created_at",
+                )
+                .bind(
+                    keyed
+                        .iter()
+                        .map(|(i, _)| i.request.fleet_id)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    keyed
+                        .iter()
+                        .map(|(i, _)| i.call_key.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(keyed.iter().map(|(i, _)| i.request.id).collect::<Vec<_>>())
+                .bind(keyed.iter().map(|(i, _)| i.run_id).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !paced.is_empty() {
+                let (fleets, tats): (Vec<Uuid>, Vec<i64>) = paced.into_iter().unzip();
+                sqlx::query(
+                    "INSERT INTO rate_limits (fleet_id, tat_us)
+                     SELECT * FROM UNNEST($1::uuid[], $2::int8[])
+                     ON CONFLICT (fleet_id) DO UPDATE SET tat_us = excluded.tat_us",
+                )
+                .bind(fleets)
+                .bind(tats)
+                .execute(&mut *tx)
+                .await?;
+            }
             if rows.iter().any(|(_, held)| !held) {
                 notify(&mut tx, QUEUE_CHANNEL).await?;
             }
@@ -279,7 +464,7 @@ impl Queue for PostgresStore {
              FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[]) AS u(id, token, status, variables, vessels, error, reason)
              WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'
-             RETURNING r.id, r.fleet_id, r.serial",
+             RETURNING r.id, r.fleet_id, r.serial, r.concurrency_key",
         )
         .bind(done.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
         .bind(done.iter().map(|(l, _)| l.token).collect::<Vec<_>>())
@@ -304,13 +489,10 @@ impl Queue for PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut finished = std::collections::HashSet::new();
-        let mut serial = BTreeSet::new();
         for row in &ended {
             finished.insert(row.try_get::<Uuid, _>("id")?);
-            if row.try_get::<bool, _>("serial")? {
-                serial.insert(row.try_get::<Uuid, _>("fleet_id")?);
-            }
         }
+        let serial = serial_slots(&ended)?;
         Self::release_many(&mut tx, serial).await?;
         tx.commit().await?;
         Ok(done
@@ -344,12 +526,13 @@ impl Queue for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // The fleet's lock comes before the run's row (the lock order of this module), so the
         // fleet is read first without locking.
-        let row = sqlx::query("SELECT fleet_id, serial FROM runs WHERE id = $1")
+        let row = sqlx::query("SELECT fleet_id, serial, concurrency_key FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound("run"))?;
         let (fleet_id, serial): (Uuid, bool) = (row.try_get("fleet_id")?, row.try_get("serial")?);
+        let key: Option<String> = row.try_get("concurrency_key")?;
         if serial {
             lock_fleet(&mut tx, fleet_id).await?;
         }
@@ -372,7 +555,7 @@ impl Queue for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
                 if serial && !row.try_get::<bool, _>("held")? {
-                    release_next(&mut tx, fleet_id).await?;
+                    release_next(&mut tx, fleet_id, key.as_deref()).await?;
                 }
                 CancelOutcome::Cancelled
             }
@@ -402,44 +585,49 @@ impl Queue for PostgresStore {
     async fn replay(&self, replay: Replay) -> StoreResult<Admission> {
         let carried = serde_json::to_string(&replay.carried)?;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT fleet_id, request_id FROM runs WHERE id = $1")
-            .bind(replay.source)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("run"))?;
+        let row =
+            sqlx::query("SELECT fleet_id, request_id, concurrency_key FROM runs WHERE id = $1")
+                .bind(replay.source)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound("run"))?;
         let (fleet_id, request_id): (Uuid, Uuid) =
             (row.try_get("fleet_id")?, row.try_get("request_id")?);
-        let held = if replay.policy == Concurrency::Parallel {
+        let key: Option<String> = row.try_get("concurrency_key")?;
+        let held = if replay.policy == Policy::Parallel {
             false
         } else {
             lock_fleet(&mut tx, fleet_id).await?;
             let active: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
+                        AND concurrency_key IS NOT DISTINCT FROM $3
                         AND status IN ('queued', 'running') AND ($2 OR serial))",
             )
             .bind(fleet_id)
-            .bind(replay.policy == Concurrency::Reject)
+            .bind(replay.policy == Policy::Reject)
+            .bind(&key)
             .fetch_one(&mut *tx)
             .await?;
-            if active && replay.policy == Concurrency::Reject {
+            if active && replay.policy == Policy::Reject {
                 return Ok(Admission::Busy);
             }
             active
         };
         sqlx::query(
             "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels, replay_of,
-                               resumed_from, created_at)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9)",
+                               resumed_from, created_at, concurrency_key)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(replay.run_id)
         .bind(fleet_id)
         .bind(request_id)
-        .bind(replay.policy == Concurrency::Queue)
+        .bind(replay.policy == Policy::Queue)
         .bind(held)
         .bind(carried)
         .bind(replay.source)
         .bind(&replay.resumed_from)
         .bind(now_ms())
+        .bind(&key)
         .execute(&mut *tx)
         .await?;
         if !held {
@@ -464,20 +652,14 @@ impl Queue for PostgresStore {
                 error = 'max_attempts: ' || attempt || ' attempts ended without finishing (the worker was lost each time)',
                 finished_at = $1, lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
              WHERE status = 'running' AND ($2 OR lease_until < $1) AND attempt >= $3
-             RETURNING fleet_id, serial"
+             RETURNING fleet_id, serial, concurrency_key"
         )))
         .bind(now)
         .bind(all)
         .bind(max_attempts as i32)
         .fetch_all(&mut *tx)
         .await?;
-        let mut serial = BTreeSet::new();
-        for row in &failed {
-            if row.try_get::<bool, _>("serial")? {
-                serial.insert(row.try_get::<Uuid, _>("fleet_id")?);
-            }
-        }
-        Self::release_many(&mut tx, serial).await?;
+        Self::release_many(&mut tx, serial_slots(&failed)?).await?;
         let requeued = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE runs SET status = 'queued', reason = 'node_lost',
                 error = 'node_lost: the worker running attempt ' || attempt || ' stopped; re-queued',

@@ -161,14 +161,27 @@ impl Catalog for SqliteStore {
         fleet_id: Uuid,
         id: &str,
         auth: &WebhookAuth,
+        settings: &WebhookSettings,
     ) -> StoreResult<Webhook> {
         let hook = Webhook {
             id: id.to_owned(),
             fleet_id,
             auth: auth.clone(),
             created_at: now_ms(),
+            settings: settings.clone(),
         };
         let (row, auth) = (hook.clone(), serde_json::to_string(auth)?);
+        let (rate_limit, deduplicate) = (
+            settings
+                .rate_limit
+                .map(|r| serde_json::to_string(&r))
+                .transpose()?,
+            settings
+                .deduplicate
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        );
         self.write(move |c| {
             let exists: bool = c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM fleets WHERE id = ?1)",
@@ -179,16 +192,65 @@ impl Catalog for SqliteStore {
                 return Err(StoreError::NotFound("fleet"));
             }
             let n = c.execute(
-                "INSERT OR IGNORE INTO webhooks (id, fleet_id, auth, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![row.id, fleet_id.to_string(), auth, row.created_at],
+                "INSERT OR IGNORE INTO webhooks (id, fleet_id, auth, created_at, rate_limit, deduplicate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.id, fleet_id.to_string(), auth, row.created_at, rate_limit, deduplicate],
             )?;
             if n == 0 {
                 return Err(StoreError::Conflict("the fleet already has a webhook".into()));
             }
+            // A fleet whose earlier webhook was removed starts with a fresh limit.
+            c.execute("DELETE FROM rate_limits WHERE fleet_id = ?1", [fleet_id.to_string()])?;
             Ok(())
         })
         .await?;
         Ok(hook)
+    }
+
+    async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook> {
+        let rate_limit = change
+            .rate_limit
+            .map(|r| r.map(|r| serde_json::to_string(&r)).transpose())
+            .transpose()?;
+        let deduplicate = change
+            .deduplicate
+            .as_ref()
+            .map(|d| d.as_ref().map(serde_json::to_string).transpose())
+            .transpose()?;
+        self.forget_webhooks();
+        let hook = self
+            .write(move |c| {
+                let fleet = fleet_id.to_string();
+                let exists: bool = c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM webhooks WHERE fleet_id = ?1)",
+                    [&fleet],
+                    |r| r.get(0),
+                )?;
+                touched(u64::from(exists), "webhook")?;
+                if let Some(limit) = rate_limit {
+                    c.execute(
+                        "UPDATE webhooks SET rate_limit = ?1 WHERE fleet_id = ?2",
+                        params![limit, fleet],
+                    )?;
+                    // The state was kept for the old limit; under a new one it would mean
+                    // something else (a far-off time of a slower limit would block a faster one).
+                    c.execute("DELETE FROM rate_limits WHERE fleet_id = ?1", [&fleet])?;
+                }
+                if let Some(dedupe) = deduplicate {
+                    c.execute(
+                        "UPDATE webhooks SET deduplicate = ?1 WHERE fleet_id = ?2",
+                        params![dedupe, fleet],
+                    )?;
+                }
+                Ok(c.query_row(
+                    &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = ?1"),
+                    [&fleet],
+                    webhook_from,
+                )?)
+            })
+            .await;
+        self.forget_webhooks();
+        hook
     }
 
     async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
@@ -202,7 +264,7 @@ impl Catalog for SqliteStore {
                 )?;
                 touched(n as u64, "webhook")?;
                 Ok(c.query_row(
-                    "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = ?1",
+                    &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = ?1"),
                     [fleet_id.to_string()],
                     webhook_from,
                 )?)
@@ -230,9 +292,9 @@ impl Catalog for SqliteStore {
 
     async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT id, fleet_id, auth, created_at FROM webhooks WHERE fleet_id = ?1",
-            )?
+            Ok(c.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = ?1"
+            ))?
             .query_row([fleet_id.to_string()], webhook_from)
             .optional()?)
         })
@@ -245,7 +307,8 @@ impl Catalog for SqliteStore {
             .resolve(id, || {
                 self.read(move |c| {
                     let mut stmt = c.prepare_cached(
-                        "SELECT w.id, w.fleet_id, w.auth, w.created_at, f.project_id, p.org_id, f.spec
+                        "SELECT w.id, w.fleet_id, w.auth, w.created_at, w.rate_limit, w.deduplicate,
+                                f.project_id, p.org_id, f.spec
                          FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
                          JOIN projects p ON p.id = f.project_id
                          WHERE w.id = ?1",
@@ -259,7 +322,8 @@ impl Catalog for SqliteStore {
                         webhook: webhook_from(row)?,
                         project_id: uuid_at(row, "project_id")?,
                         org_id: uuid_at(row, "org_id")?,
-                        concurrency: spec.concurrency,
+                        concurrency: spec.concurrency.clone(),
+                        spec: Arc::new(spec),
                     }))
                 })
             })

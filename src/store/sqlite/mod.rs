@@ -10,6 +10,7 @@
 mod catalog;
 mod history;
 mod queue;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
     include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
+    include_str!("../../../migrations/sqlite/0004_admission.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -248,8 +250,8 @@ fn json_at<T: serde::de::DeserializeOwned>(row: &Row, idx: &str) -> rusqlite::Re
 
 /// Columns of `runs` that [`run_from`] reads.
 const RUN_COLUMNS: &str = "id, fleet_id, request_id, status, attempt, variables, vessels, error, \
-     reason, lost_attempts, replay_of, resumed_from, cancel_requested, created_at, started_at, \
-     finished_at";
+     reason, lost_attempts, replay_of, resumed_from, cancel_requested, concurrency_key, created_at, \
+     started_at, finished_at";
 
 fn run_from(row: &Row) -> rusqlite::Result<RunRecord> {
     let status: String = row.get("status")?;
@@ -276,6 +278,7 @@ fn run_from(row: &Row) -> rusqlite::Result<RunRecord> {
         },
         resumed_from: row.get("resumed_from")?,
         cancel_requested: row.get("cancel_requested")?,
+        concurrency_key: row.get("concurrency_key")?,
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,
@@ -300,12 +303,30 @@ fn request_from(row: &Row, body: Vec<u8>) -> rusqlite::Result<RequestRecord> {
     })
 }
 
+/// A nullable JSON column.
+fn json_opt<T: serde::de::DeserializeOwned>(row: &Row, idx: &str) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+/// Columns of `webhooks` that [`webhook_from`] reads.
+const WEBHOOK_COLUMNS: &str = "id, fleet_id, auth, created_at, rate_limit, deduplicate";
+
 fn webhook_from(row: &Row) -> rusqlite::Result<Webhook> {
     Ok(Webhook {
         id: row.get("id")?,
         fleet_id: uuid_at(row, "fleet_id")?,
         auth: json_at(row, "auth")?,
         created_at: row.get("created_at")?,
+        settings: WebhookSettings {
+            rate_limit: json_opt(row, "rate_limit")?,
+            deduplicate: json_opt(row, "deduplicate")?,
+        },
     })
 }
 

@@ -7,21 +7,51 @@
 //! held, and the end of the fleet's active run releases the oldest held one. Claims then walk
 //! only claimable runs (the `runs_ready` partial index), whatever backlog a busy `queue` fleet
 //! has, and one claim can take many runs without ever taking two of one `queue` fleet.
+//!
+//! A keyed policy is the same thing per (fleet, key value): every check and release matches the
+//! run's `concurrency_key` too (`IS`, so that runs without a key match each other).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::fleet::Concurrency;
+use crate::admission::{KEY_TTL_MS, Pace};
+use crate::fleet::Policy;
 use crate::util::now_ms;
 
-/// The oldest held run of a `queue` fleet becomes claimable (its predecessor ended).
-fn release_next(c: &Connection, fleet_id: &str) -> StoreResult<()> {
+/// The oldest held run of a `queue` fleet (or of one key of it) becomes claimable: its
+/// predecessor ended.
+fn release_next(c: &Connection, fleet_id: &str, key: Option<&str>) -> StoreResult<()> {
     c.prepare_cached(
         "UPDATE runs SET held = 0 WHERE seq =
-            (SELECT seq FROM runs WHERE fleet_id = ?1 AND held = 1 ORDER BY seq LIMIT 1)",
+            (SELECT seq FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?2 AND held = 1
+             ORDER BY seq LIMIT 1)",
     )?
-    .execute([fleet_id])?;
+    .execute(params![fleet_id, key])?;
     Ok(())
+}
+
+/// The first call's ids, if the fleet saw `key` in the last 24 h.
+fn seen_key(c: &Connection, fleet_id: &str, key: &str, now: i64) -> StoreResult<Option<Admission>> {
+    Ok(c.prepare_cached(
+        "SELECT request_id, run_id FROM idempotency_keys
+         WHERE fleet_id = ?1 AND key = ?2 AND created_at > ?3",
+    )?
+    .query_row(params![fleet_id, key, now - KEY_TTL_MS], |r| {
+        Ok(Admission::Duplicate {
+            request_id: uuid_at(r, "request_id")?,
+            run_id: uuid_at(r, "run_id")?,
+        })
+    })
+    .optional()?)
+}
+
+/// The fleet's rate-limit state (GCRA time, µs), if any.
+fn rate_state(c: &Connection, fleet_id: &str) -> StoreResult<Option<i64>> {
+    Ok(
+        c.prepare_cached("SELECT tat_us FROM rate_limits WHERE fleet_id = ?1")?
+            .query_row([fleet_id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 #[async_trait]
@@ -45,23 +75,43 @@ impl Queue for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 let mut insert_run = c.prepare_cached(
-                    "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, created_at)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+                    "INSERT INTO runs
+                       (id, fleet_id, request_id, status, serial, held, created_at, concurrency_key)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
                 )?;
                 // Earlier calls of this batch are already inserted, so they count here too.
                 let mut active = c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
                         AND status IN ('queued', 'running') AND (?2 = 0 OR serial = 1))",
                 )?;
+                let now = now_ms();
                 let mut out = Vec::with_capacity(batch.len());
                 for (item, (headers, query)) in batch.iter().zip(encoded) {
                     let r = &item.request;
                     let fleet_id = r.fleet_id.to_string();
-                    let held = match item.policy {
-                        Concurrency::Parallel => false,
-                        Concurrency::Queue => active.query_row(params![fleet_id, 1], |x| x.get(0))?,
-                        Concurrency::Reject => {
-                            if active.query_row(params![fleet_id, 0], |x| x.get::<_, bool>(0))? {
+                    // A repeat is answered before anything else, and counts against nothing.
+                    if let Some(key) = &item.call_key
+                        && let Some(first) = seen_key(c, &fleet_id, key, now)?
+                    {
+                        out.push(first);
+                        continue;
+                    }
+                    let paced = match item.rate_limit {
+                        None => None,
+                        Some(limit) => match limit.pace(rate_state(c, &fleet_id)?, now) {
+                            Pace::Admit { tat_us } => Some(tat_us),
+                            Pace::Wait { ms } => {
+                                out.push(Admission::RateLimited { retry_after_ms: ms });
+                                continue;
+                            }
+                        },
+                    };
+                    let key = item.concurrency_key.as_deref();
+                    let held = match item.policy.policy {
+                        Policy::Parallel => false,
+                        Policy::Queue => active.query_row(params![fleet_id, 1, key], |x| x.get(0))?,
+                        Policy::Reject => {
+                            if active.query_row(params![fleet_id, 0, key], |x| x.get::<_, bool>(0))? {
                                 out.push(Admission::Busy);
                                 continue;
                             }
@@ -84,10 +134,28 @@ impl Queue for SqliteStore {
                         item.run_id.to_string(),
                         fleet_id,
                         request_id,
-                        item.policy == Concurrency::Queue,
+                        item.policy.policy == Policy::Queue,
                         held,
                         r.received_at,
+                        key,
                     ])?;
+                    // Only a call that is queued counts against the limit.
+                    if let Some(tat_us) = paced {
+                        c.prepare_cached(
+                            "INSERT INTO rate_limits (fleet_id, tat_us) VALUES (?1, ?2)
+                             ON CONFLICT (fleet_id) DO UPDATE SET tat_us = excluded.tat_us",
+                        )?
+                        .execute(params![fleet_id, tat_us])?;
+                    }
+                    if let Some(call_key) = &item.call_key {
+                        // Replaces an expired key's row, if one is left.
+                        c.prepare_cached(
+                            "INSERT OR REPLACE INTO idempotency_keys
+                               (fleet_id, key, request_id, run_id, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![fleet_id, call_key, request_id, item.run_id.to_string(), now])?;
+                    }
                     out.push(Admission::Queued);
                 }
                 Ok(out)
@@ -218,7 +286,7 @@ impl Queue for SqliteStore {
                 "UPDATE runs SET status = ?1, variables = ?2, vessels = ?3, error = ?4, reason = ?5,
                         finished_at = ?6, lease_owner = NULL, lease_token = NULL, lease_until = NULL
                  WHERE id = ?7 AND lease_token = ?8 AND status = 'running'
-                 RETURNING fleet_id, serial",
+                 RETURNING fleet_id, serial, concurrency_key",
             )?;
             let now = now_ms();
             let mut out = Vec::with_capacity(rows.len());
@@ -235,12 +303,18 @@ impl Queue for SqliteStore {
                             lease.run_id.to_string(),
                             lease.token
                         ],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, bool>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                            ))
+                        },
                     )?
                     .next()
                     .transpose()?;
-                if let Some((fleet_id, true)) = &ended {
-                    release_next(c, fleet_id)?;
+                if let Some((fleet_id, true, key)) = &ended {
+                    release_next(c, fleet_id, key.as_deref())?;
                 }
                 out.push(ended.is_some());
             }
@@ -271,12 +345,16 @@ impl Queue for SqliteStore {
         let vessels = serde_json::to_string(vessels)?;
         self.write(move |c| {
             let id = run_id.to_string();
-            let row: Option<(String, String, bool, bool)> = c
-                .prepare_cached("SELECT status, fleet_id, serial, held FROM runs WHERE id = ?1")?
-                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            let row: Option<(String, String, bool, bool, Option<String>)> = c
+                .prepare_cached(
+                    "SELECT status, fleet_id, serial, held, concurrency_key FROM runs WHERE id = ?1",
+                )?
+                .query_map([&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
                 .next()
                 .transpose()?;
-            let Some((status, fleet_id, serial, held)) = row else {
+            let Some((status, fleet_id, serial, held, key)) = row else {
                 return Err(StoreError::NotFound("run"));
             };
             match RunStatus::parse(&status) {
@@ -289,7 +367,7 @@ impl Queue for SqliteStore {
                     )?
                     .execute(params![id, vessels, now_ms()])?;
                     if serial && !held {
-                        release_next(c, &fleet_id)?;
+                        release_next(c, &fleet_id, key.as_deref())?;
                     }
                     Ok(CancelOutcome::Cancelled)
                 }
@@ -308,39 +386,44 @@ impl Queue for SqliteStore {
     async fn replay(&self, replay: Replay) -> StoreResult<Admission> {
         let carried = serde_json::to_string(&replay.carried)?;
         self.write(move |c| {
-            let source: Option<(String, String)> = c
-                .prepare_cached("SELECT fleet_id, request_id FROM runs WHERE id = ?1")?
-                .query_map([replay.source.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            let source: Option<(String, String, Option<String>)> = c
+                .prepare_cached(
+                    "SELECT fleet_id, request_id, concurrency_key FROM runs WHERE id = ?1",
+                )?
+                .query_map([replay.source.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .next()
                 .transpose()?;
-            let Some((fleet_id, request_id)) = source else {
+            let Some((fleet_id, request_id, key)) = source else {
                 return Err(StoreError::NotFound("run"));
             };
-            let reject = replay.policy == Concurrency::Reject;
-            let active = replay.policy != Concurrency::Parallel
+            let reject = replay.policy == Policy::Reject;
+            let active = replay.policy != Policy::Parallel
                 && c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
                         AND status IN ('queued', 'running') AND (?2 OR serial = 1))",
                 )?
-                .query_row(params![fleet_id, reject], |r| r.get::<_, bool>(0))?;
+                .query_row(params![fleet_id, reject, key], |r| r.get::<_, bool>(0))?;
             if active && reject {
                 return Ok(Admission::Busy);
             }
             c.prepare_cached(
                 "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels,
-                                   replay_of, resumed_from, created_at)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   replay_of, resumed_from, created_at, concurrency_key)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 replay.run_id.to_string(),
                 fleet_id,
                 request_id,
-                replay.policy == Concurrency::Queue,
+                replay.policy == Policy::Queue,
                 active,
                 carried,
                 replay.source.to_string(),
                 replay.resumed_from,
                 now_ms(),
+                key,
             ])?;
             Ok(Admission::Queued)
         })
@@ -357,18 +440,20 @@ impl Queue for SqliteStore {
             const LOST: &str = "lost_attempts = json_insert(lost_attempts, '$[#]', json_object(
                     'attempt', attempt, 'reason', 'node_lost', 'node', lease_owner,
                     'started_at', started_at, 'lost_at', ?1))";
-            let failed: Vec<(String, bool)> = c
+            let failed: Vec<(String, bool, Option<String>)> = c
                 .prepare_cached(&format!(
                     "UPDATE runs SET status = 'failed', reason = 'max_attempts',
                         error = 'max_attempts: ' || attempt || ' attempts ended without finishing (the worker was lost each time)',
                         finished_at = ?1, lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
                      WHERE status = 'running' AND (?2 OR lease_until < ?1) AND attempt >= ?3
-                     RETURNING fleet_id, serial"
+                     RETURNING fleet_id, serial, concurrency_key"
                 ))?
-                .query_map(params![now, all, max_attempts], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![now, all, max_attempts], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (fleet_id, _) in failed.iter().filter(|(_, serial)| *serial) {
-                release_next(c, fleet_id)?;
+            for (fleet_id, _, key) in failed.iter().filter(|(_, serial, _)| *serial) {
+                release_next(c, fleet_id, key.as_deref())?;
             }
             let requeued = c
                 .prepare_cached(&format!(

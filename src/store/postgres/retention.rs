@@ -1,0 +1,65 @@
+//! [`Retention`] on PostgreSQL. Every node prunes; each batch takes its rows with
+//! `FOR UPDATE SKIP LOCKED`, so pruners on several nodes split the work instead of waiting on
+//! each other, and none of them waits on a row an admission or a worker holds.
+
+use super::*;
+use crate::admission::KEY_TTL_MS;
+
+#[async_trait]
+impl Retention for PostgresStore {
+    async fn prune(
+        &self,
+        finished_before: Option<i64>,
+        now: i64,
+        limit: usize,
+    ) -> StoreResult<Pruned> {
+        let limit = limit as i64;
+        let mut pruned = Pruned::default();
+        let mut tx = self.pool.begin().await?;
+        if let Some(cutoff) = finished_before {
+            pruned.runs = sqlx::query(
+                "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs
+                    WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            pruned.requests = sqlx::query(
+                "DELETE FROM requests WHERE id IN (SELECT r.id FROM requests r
+                    WHERE r.received_at < $1
+                      AND NOT EXISTS (SELECT 1 FROM runs WHERE request_id = r.id)
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        pruned.keys = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (fleet_id, key) IN
+                (SELECT fleet_id, key FROM idempotency_keys WHERE created_at <= $1
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now - KEY_TTL_MS)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        pruned.rate_states = sqlx::query(
+            "DELETE FROM rate_limits WHERE fleet_id IN
+                (SELECT fleet_id FROM rate_limits WHERE tat_us <= $1
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now.saturating_mul(1000))
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
+    }
+}
