@@ -78,6 +78,10 @@ pub struct Config {
     /// Do not create the demo org, project and fleet on first start.
     #[arg(long)]
     pub no_demo: bool,
+    /// Also serve `GET /metrics` on this address, without the admin token (for a scraper on a
+    /// private network); `/metrics` on the main address keeps needing the token.
+    #[arg(long, env = "WHARF_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -99,6 +103,7 @@ impl Config {
             lease_seconds: 30,
             admin_token: None,
             no_demo: false,
+            metrics_listen: None,
         }
     }
 
@@ -129,6 +134,7 @@ impl std::fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("no_demo", &self.no_demo)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }

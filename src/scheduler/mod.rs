@@ -45,6 +45,8 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Niceness of the vessel threads (see [`pool`]); 0 keeps them at normal priority.
     pub vessel_nice: u8,
+    /// Where claims, finished runs and vessel runs are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for SchedulerConfig {
@@ -60,6 +62,7 @@ impl Default for SchedulerConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             max_attempts: 3,
             vessel_nice: 0,
+            metrics: Arc::default(),
         }
     }
 }
@@ -145,6 +148,11 @@ impl Scheduler {
         &self.inner.pool
     }
 
+    /// The metrics this scheduler records into (and ingress and the API share).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.config.metrics
+    }
+
     /// The sandbox the workers use.
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.inner.sandbox
@@ -213,6 +221,7 @@ impl Scheduler {
             sandbox: inner.sandbox.clone(),
             pool: inner.pool.clone(),
             slow_after: inner.config.slow_after,
+            metrics: inner.config.metrics.clone(),
         }
     }
 

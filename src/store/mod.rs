@@ -15,6 +15,7 @@
 
 mod batch;
 mod cache;
+mod listing;
 pub mod postgres;
 pub mod sqlite;
 
@@ -29,6 +30,7 @@ use crate::fleet::{Concurrency, FleetSpec, NewCode};
 use crate::sandbox::VesselOutcome;
 
 pub use batch::IngestBatcher;
+pub use listing::{FleetItem, Listing, OrgItem, Page, ProjectItem, QueueStats};
 
 /// What can go wrong in the store.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -431,6 +433,6 @@ pub trait History: Send + Sync {
 }
 
 /// A whole store: what the server is given.
-pub trait Store: Catalog + Queue + History + 'static {}
+pub trait Store: Catalog + Queue + History + Listing + 'static {}
 
-impl<T: Catalog + Queue + History + 'static> Store for T {}
+impl<T: Catalog + Queue + History + Listing + 'static> Store for T {}

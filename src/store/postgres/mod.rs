@@ -11,6 +11,7 @@
 
 mod catalog;
 mod history;
+mod listing;
 mod queue;
 
 use std::str::FromStr;

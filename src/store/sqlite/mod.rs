@@ -9,6 +9,7 @@
 
 mod catalog;
 mod history;
+mod listing;
 mod queue;
 mod writer;
 
@@ -27,6 +28,7 @@ use writer::Writer;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
+    include_str!("../../../migrations/sqlite/0005_listing.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
