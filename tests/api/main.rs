@@ -7,6 +7,7 @@ mod crash;
 mod examples;
 mod helpers;
 mod ingress;
+mod listing;
 mod nodes;
 mod queue;
 mod restart;
