@@ -9,6 +9,7 @@ mod helpers;
 mod ingress;
 mod listing;
 mod nodes;
+mod ops;
 mod queue;
 mod restart;
 mod rhai;
