@@ -74,7 +74,11 @@ async fn orgs_and_projects_page_and_read_one_by_one() {
             .await;
     }
     let projects = walk(&app, &format!("/orgs/{id}/projects"), "projects", 2).await;
-    assert!(projects.iter().all(|p| p["org_id"] == id && p["name"] == "p"));
+    assert!(
+        projects
+            .iter()
+            .all(|p| p["org_id"] == id && p["name"] == "p")
+    );
     let pid = projects[4]["id"].as_str().unwrap();
     let (s, one) = app.get(&format!("/projects/{pid}")).await;
     assert_eq!((s, &one), (StatusCode::OK, &projects[4]));
@@ -89,7 +93,10 @@ async fn orgs_and_projects_page_and_read_one_by_one() {
     ] {
         let (s, body) = app.get(&path).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("not found"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("not found"),
+            "{body}"
+        );
     }
     for (query, names) in [
         ("limit=0", "limit"),
@@ -119,7 +126,11 @@ async fn fleets_list_per_project_and_by_name_across_projects() {
     let mut ids = Vec::new();
     for i in 0..6 {
         let mut doc = rhai_fleet("let x = 1;");
-        doc["name"] = json!(if i == 5 { "shared".to_owned() } else { format!("f{i}") });
+        doc["name"] = json!(if i == 5 {
+            "shared".to_owned()
+        } else {
+            format!("f{i}")
+        });
         let project = &projects[if i < 4 { 0 } else { 1 }];
         let (s, f) = app.post(&format!("/projects/{project}/fleets"), doc).await;
         assert_eq!(s, StatusCode::CREATED, "{f}");
@@ -133,7 +144,13 @@ async fn fleets_list_per_project_and_by_name_across_projects() {
         .post(&format!("/fleets/{}/webhook", ids[0]), json!({}))
         .await;
 
-    let in_a = walk(&app, &format!("/projects/{}/fleets", projects[0]), "fleets", 2).await;
+    let in_a = walk(
+        &app,
+        &format!("/projects/{}/fleets", projects[0]),
+        "fleets",
+        2,
+    )
+    .await;
     assert_eq!(in_a.len(), 5);
     let all = walk(&app, "/fleets", "fleets", 3).await;
     assert_eq!(all.len(), 7);
@@ -143,7 +160,11 @@ async fn fleets_list_per_project_and_by_name_across_projects() {
     assert_eq!(first["last_run_status"], Value::Null);
     assert_eq!(first["project_id"], projects[0].as_str());
     assert_eq!(first["org_id"], org_id.as_str());
-    assert!(all.iter().filter(|f| f["id"] != ids[0].as_str()).all(|f| f["webhook_url"].is_null()));
+    assert!(
+        all.iter()
+            .filter(|f| f["id"] != ids[0].as_str())
+            .all(|f| f["webhook_url"].is_null())
+    );
 
     let (_, shared) = app.get("/fleets?name=shared").await;
     let shared: HashSet<&str> = shared["fleets"]
@@ -172,7 +193,10 @@ async fn runs_page_per_fleet_and_across_fleets() {
     let (_, url_b) = app.fleet_with_hook(rhai_fleet("exit(2)")).await;
     let mut runs = Vec::new();
     for i in 0..8 {
-        runs.push(app.trigger_ok(if i % 2 == 0 { &url_a } else { &url_b }, "{}").await);
+        runs.push(
+            app.trigger_ok(if i % 2 == 0 { &url_a } else { &url_b }, "{}")
+                .await,
+        );
     }
     for run in &runs {
         app.finished_run(run).await;

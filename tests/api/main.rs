@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod cli;
+mod client;
 mod crash;
 mod examples;
 mod helpers;

@@ -54,14 +54,20 @@ fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
     let (router, doc) = wharf::api::documented();
     let routes = router_paths(&router);
     let documented: BTreeSet<String> = doc.paths.paths.keys().map(|p| shape(p)).collect();
-    assert!(routes.len() > 15, "the router's paths were read: {routes:?}");
+    assert!(
+        routes.len() > 15,
+        "the router's paths were read: {routes:?}"
+    );
     let undocumented: Vec<_> = routes.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
         "routes without an OpenAPI description (register them with routes! and #[utoipa::path]): {undocumented:?}"
     );
     let unrouted: Vec<_> = documented.difference(&routes).collect();
-    assert!(unrouted.is_empty(), "documented but not routed: {unrouted:?}");
+    assert!(
+        unrouted.is_empty(),
+        "documented but not routed: {unrouted:?}"
+    );
 }
 
 /// Fills a path's parameters with ids that name nothing.
@@ -206,7 +212,11 @@ async fn metrics_move_with_traffic_and_need_the_token_but_on_the_metrics_address
     let side = app.metrics_url.clone().expect("--metrics-listen is served");
 
     let res = app.client.get(&main).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "no token, no metrics");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "no token, no metrics"
+    );
     let res = app
         .client
         .get(&main)
@@ -338,5 +348,9 @@ async fn json_logs_carry_request_and_run_ids() {
         with("request_id", &request_id),
         "a line names the request: {lines:#?}"
     );
-    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
 }

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use wharf::fleet::{Concurrency, FleetDoc};
 use wharf::store::sqlite::SqliteStore;
 use wharf::store::{
-    Admission, Finish, Ingest, Lease, Page, QueueStats, RequestRecord, RunFilter, RunStatus,
-    Store, StoreError, StoreResult,
+    Admission, Finish, Ingest, Lease, Page, QueueStats, RequestRecord, RunFilter, RunStatus, Store,
+    StoreError, StoreResult,
 };
 
 const NODE: &str = "node-a";
@@ -421,18 +421,28 @@ async fn orgs_and_projects_page_newest_first_and_filter_on_names() {
                 .all(|w| (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id)),
             "newest first: {all:?}"
         );
-        walk(&all, 2, |o| o.id, |b| {
-            let s = store.clone();
-            async move { s.orgs(&page(2, b, None)).await.unwrap() }
-        })
+        walk(
+            &all,
+            2,
+            |o| o.id,
+            |b| {
+                let s = store.clone();
+                async move { s.orgs(&page(2, b, None)).await.unwrap() }
+            },
+        )
         .await;
         let same = store.orgs(&page(500, None, Some("same"))).await.unwrap();
         assert_eq!(same.len(), 3);
         assert!(same.iter().all(|o| o.name == "same"));
-        walk(&same, 1, |o| o.id, |b| {
-            let s = store.clone();
-            async move { s.orgs(&page(1, b, Some("same"))).await.unwrap() }
-        })
+        walk(
+            &same,
+            1,
+            |o| o.id,
+            |b| {
+                let s = store.clone();
+                async move { s.orgs(&page(1, b, Some("same"))).await.unwrap() }
+            },
+        )
         .await;
         assert_eq!(store.org(all[3].id).await.unwrap(), all[3]);
         assert!(matches!(
@@ -456,12 +466,20 @@ async fn orgs_and_projects_page_newest_first_and_filter_on_names() {
         let projects = store.projects(org, &page(500, None, None)).await.unwrap();
         assert_eq!(projects.len(), 5);
         assert!(projects.iter().all(|p| p.org_id == org));
-        walk(&projects, 2, |p| p.id, |b| {
-            let s = store.clone();
-            async move { s.projects(org, &page(2, b, None)).await.unwrap() }
-        })
+        walk(
+            &projects,
+            2,
+            |p| p.id,
+            |b| {
+                let s = store.clone();
+                async move { s.projects(org, &page(2, b, None)).await.unwrap() }
+            },
+        )
         .await;
-        let named = store.projects(org, &page(500, None, Some("a"))).await.unwrap();
+        let named = store
+            .projects(org, &page(500, None, Some("a")))
+            .await
+            .unwrap();
         assert_eq!(named.len(), 2, "only this org's projects named a");
         assert_eq!(store.project(named[0].id).await.unwrap(), named[0]);
         assert!(matches!(
@@ -507,33 +525,69 @@ async fn fleets_list_with_webhook_vessels_and_last_run_status() {
 
         let all = store.fleets(None, &page(500, None, None)).await.unwrap();
         assert_eq!(all.len(), 5);
-        walk(&all, 2, |f| f.id, |b| {
-            let s = store.clone();
-            async move { s.fleets(None, &page(2, b, None)).await.unwrap() }
-        })
+        walk(
+            &all,
+            2,
+            |f| f.id,
+            |b| {
+                let s = store.clone();
+                async move { s.fleets(None, &page(2, b, None)).await.unwrap() }
+            },
+        )
         .await;
         let first = all.iter().find(|f| f.id == ids[0]).unwrap();
         assert_eq!(first.vessels, ["first", "second"]);
         assert_eq!(first.name, "twin");
         assert_eq!((first.project_id, first.org_id), (p1, org.id));
-        assert!(first.webhook_id.as_deref().is_some_and(|w| w.starts_with("wh_")));
+        assert!(
+            first
+                .webhook_id
+                .as_deref()
+                .is_some_and(|w| w.starts_with("wh_"))
+        );
         assert_eq!(first.last_run_status, Some(RunStatus::Succeeded));
         let second = all.iter().find(|f| f.id == ids[1]).unwrap();
-        assert_eq!((second.webhook_id.as_deref(), second.last_run_status), (None, Some(RunStatus::Queued)));
-        assert_eq!(all.iter().find(|f| f.id == ids[2]).unwrap().last_run_status, None);
+        assert_eq!(
+            (second.webhook_id.as_deref(), second.last_run_status),
+            (None, Some(RunStatus::Queued))
+        );
+        assert_eq!(
+            all.iter().find(|f| f.id == ids[2]).unwrap().last_run_status,
+            None
+        );
 
-        let in_p1 = store.fleets(Some(p1), &page(500, None, None)).await.unwrap();
+        let in_p1 = store
+            .fleets(Some(p1), &page(500, None, None))
+            .await
+            .unwrap();
         assert_eq!(in_p1.len(), 3);
-        walk(&in_p1, 1, |f| f.id, |b| {
-            let s = store.clone();
-            async move { s.fleets(Some(p1), &page(1, b, None)).await.unwrap() }
-        })
+        walk(
+            &in_p1,
+            1,
+            |f| f.id,
+            |b| {
+                let s = store.clone();
+                async move { s.fleets(Some(p1), &page(1, b, None)).await.unwrap() }
+            },
+        )
         .await;
-        let twins = store.fleets(None, &page(500, None, Some("twin"))).await.unwrap();
+        let twins = store
+            .fleets(None, &page(500, None, Some("twin")))
+            .await
+            .unwrap();
         assert_eq!(twins.len(), 2);
-        let f4 = store.fleets(Some(p2), &page(500, None, Some("f4"))).await.unwrap();
+        let f4 = store
+            .fleets(Some(p2), &page(500, None, Some("f4")))
+            .await
+            .unwrap();
         assert_eq!(f4.iter().map(|f| f.id).collect::<Vec<_>>(), [ids[4]]);
-        assert!(store.fleets(Some(p1), &page(500, None, Some("f4"))).await.unwrap().is_empty());
+        assert!(
+            store
+                .fleets(Some(p1), &page(500, None, Some("f4")))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -541,7 +595,10 @@ async fn fleets_list_with_webhook_vessels_and_last_run_status() {
 async fn recent_runs_span_fleets_and_queue_stats_count_the_queue() {
     for (_dir, store) in stores().await {
         assert_eq!(store.queue_stats().await.unwrap(), QueueStats::default());
-        let (a, b) = (fleet(&store, "parallel").await, fleet(&store, "parallel").await);
+        let (a, b) = (
+            fleet(&store, "parallel").await,
+            fleet(&store, "parallel").await,
+        );
         let mut ids = enqueue(&store, a, Concurrency::Parallel, 3).await;
         ids.extend(enqueue(&store, b, Concurrency::Parallel, 3).await);
         ids.reverse();
@@ -564,22 +621,30 @@ async fn recent_runs_span_fleets_and_queue_stats_count_the_queue() {
         };
         let all = store.recent_runs(&filter(500, None, None)).await.unwrap();
         assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
-        walk(&all.iter().map(|r| r.id).collect::<Vec<_>>(), 4, |id| *id, |b| {
-            let s = store.clone();
-            async move {
-                s.recent_runs(&filter(4, b, None))
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.id)
-                    .collect()
-            }
-        })
+        walk(
+            &all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            4,
+            |id| *id,
+            |b| {
+                let s = store.clone();
+                async move {
+                    s.recent_runs(&filter(4, b, None))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect()
+                }
+            },
+        )
         .await;
         let failed = store
             .recent_runs(&filter(500, None, Some(RunStatus::Failed)))
             .await
             .unwrap();
-        assert_eq!(failed.iter().map(|r| r.id).collect::<Vec<_>>(), [lease.run_id]);
+        assert_eq!(
+            failed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [lease.run_id]
+        );
     }
 }
