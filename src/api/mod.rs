@@ -124,15 +124,20 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// Every request runs in a span carrying its request id, so its log lines (JSON fields with
-/// `--log-format json`) can be told apart. Ingress answers with the same id.
+/// `--log-format json`) can be told apart. Ingress answers with the same id. The span holds the
+/// id alone: it is made for every webhook call, and each field is formatted when it is made.
 async fn request_span(mut req: Request, next: Next) -> Response {
     let id = RequestId(Uuid::now_v7());
     req.extensions_mut().insert(id);
-    let span = tracing::info_span!("request", request_id = %id.0, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id.0);
     async move {
-        let res = next.run(req).await;
         // An access log for debugging; off at the default level, where it would cost every call.
-        tracing::debug!(status = res.status().as_u16(), "answered");
+        let seen = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let res = next.run(req).await;
+        if let Some((method, path)) = seen {
+            tracing::debug!(%method, path, status = res.status().as_u16(), "answered");
+        }
         res
     }
     .instrument(span)

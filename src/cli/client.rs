@@ -33,6 +33,10 @@ pub enum CliError {
     /// The server could not be reached, refused the call or named something unknown (exit 3).
     #[error("{0}")]
     Api(String),
+    /// The server answered `404` (exit 3, like any refusal); kept apart so that callers can name
+    /// what was not found.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl CliError {
@@ -40,7 +44,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => super::EXIT_USAGE,
-            CliError::Api(_) => super::EXIT_API,
+            CliError::Api(_) | CliError::NotFound(_) => super::EXIT_API,
         }
     }
 }
@@ -97,6 +101,11 @@ impl Client {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(200).collect());
+        if status == StatusCode::NOT_FOUND {
+            return Err(CliError::NotFound(format!(
+                "{method} {path}: 404 {message}"
+            )));
+        }
         Err(CliError::Api(match status {
             StatusCode::UNAUTHORIZED if self.token.is_none() => format!(
                 "the server wants the admin token: set --token or WHARF_ADMIN_TOKEN ({message})"
@@ -175,9 +184,7 @@ impl Client {
                 .get(&format!("/fleets/{id}"))
                 .await
                 .map_err(|e| match e {
-                    CliError::Api(m) if m.contains(" 404 ") => {
-                        CliError::Api(format!("no fleet has id {id}"))
-                    }
+                    CliError::NotFound(_) => CliError::NotFound(format!("no fleet has id {id}")),
                     other => other,
                 });
         }

@@ -212,6 +212,10 @@ async fn fleets_and_webhooks_by_name_or_id() {
     assert_eq!(code, 0);
     assert!(out.contains("check") && out.contains("n = 1"), "{out}");
 
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, _, err) = wharf(&app, &["fleets", "get", &unknown]).await;
+    assert_eq!(code, 3);
+    assert!(err.contains(&format!("no fleet has id {unknown}")), "{err}");
     let (code, _, err) = wharf(&app, &["fleets", "get", "nope"]).await;
     assert_eq!(code, 3);
     assert!(err.contains("no fleet is named \"nope\""), "{err}");

@@ -61,7 +61,15 @@ async fn orgs_and_projects_page_and_read_one_by_one() {
     }
     let orgs = walk(&app, "/orgs", "orgs", 3).await;
     assert_eq!(orgs.len(), 7);
-    assert_eq!(orgs[0]["name"], "org0", "newest first");
+    // Newest first: by creation time (milliseconds), then id.
+    let keys: Vec<(&str, &str)> = orgs
+        .iter()
+        .map(|o| (o["created_at"].as_str().unwrap(), o["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {keys:?}"
+    );
     assert!(orgs[0]["created_at"].as_str().unwrap().ends_with('Z'));
     let (_, named) = app.get("/orgs?name=org1").await;
     assert_eq!(named["orgs"].as_array().unwrap().len(), 3);
