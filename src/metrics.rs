@@ -4,9 +4,9 @@
 //! Recording stays off locks on the hot paths: every series that a request or a vessel touches
 //! is created once at start (status codes, vessel kinds) and kept as a handle over atomics;
 //! histograms are [`AtomicHistogram`]s (prometheus-client's own takes a mutex per observation).
-//! Only `wharf_runs_finished_total`, labelled by fleet id, looks its series up per run, on the
-//! one finisher task. Queue figures are read from the store when scraped; sandbox cache counters
-//! are read from the sandbox's own atomics.
+//! Only `wharf_runs_finished_total`, labelled by fleet id, looks its series up per run (an
+//! uncontended read lock) as the run's execution ends, off the webhook path. Queue figures are
+//! read from the store when scraped; sandbox cache counters from the sandbox's own atomics.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
