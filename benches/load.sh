@@ -193,7 +193,7 @@ for kind in wasm rhai; do
     R[${kind}_rss]=$(rss_mb "$wpid")
     end=$(drain)
     R[${kind}_runs]=$(echo "$n $start $end" | awk '{printf "%.0f", $1 / ($3 - $2)}')
-    R[${kind}_failed]=$(api GET "/fleets/$fleet/runs?status=failed&limit=1000" | jq '.runs | length')
+    R[${kind}_failed]=$(api GET "/fleets/$fleet/runs?status=failed&limit=500" | jq '.runs | length')
 
     R[${kind}_rate]=$(awk -v r="${R[${kind}_runs]}" 'BEGIN {printf "%.0f", r / 2}')
     log "wharf, one $kind vessel, fixed ${R[${kind}_rate]}/s for $secs s (end-to-end latency)"

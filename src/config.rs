@@ -96,6 +96,10 @@ pub struct Config {
     /// Time between two retention passes (tests shorten it; not a flag).
     #[arg(skip = Duration::from_secs(60))]
     pub retain_every: Duration,
+    /// Also serve `GET /metrics` on this address, without the admin token (for a scraper on a
+    /// private network); `/metrics` on the main address keeps needing the token.
+    #[arg(long, env = "WHARF_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -122,6 +126,7 @@ impl Config {
             retain_days: 30,
             retain: None,
             retain_every: Duration::from_secs(60),
+            metrics_listen: None,
         }
     }
 
@@ -168,6 +173,7 @@ impl std::fmt::Debug for Config {
             .field("retain_days", &self.retain_days)
             .field("retain", &self.retain)
             .field("retain_every", &self.retain_every)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }

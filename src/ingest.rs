@@ -66,7 +66,9 @@ pub struct Ingress {
 impl Ingress {
     /// Starts the group-commit writer on the current runtime.
     pub fn new(store: Arc<dyn Store>, scheduler: Scheduler) -> Self {
-        let batcher = IngestBatcher::start(store.clone());
+        let metrics = scheduler.metrics().clone();
+        let batcher =
+            IngestBatcher::start_observed(store.clone(), move |took| metrics.committed(took));
         Ingress {
             store,
             batcher,

@@ -22,7 +22,10 @@
 //! - [`scheduler`]: claims queued runs in batches, executes fleets vessel by vessel on the
 //!   vessel threads, records ends in batches.
 //! - [`api`]: HTTP only — routing, extractors, status codes.
+//! - [`metrics`]: the Prometheus registry of one server and its lock-free recording.
 //! - [`local`]: `wharf run` and `wharf bundle` for guest authors, on the scheduler's dry-run path.
+//! - [`cli`]: the client commands (`apply`, `fleets`, `webhook`, `runs`, `trigger`) over the
+//!   admin API.
 //! - [`server`]: wires the parts together: `serve(listener, shutdown)` and first-start set-up.
 //!
 //! Dependencies point inward: `api → ingest / scheduler → sandbox`, and everything may use
@@ -31,10 +34,12 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod ingest;
 pub mod local;
+pub mod metrics;
 pub mod retention;
 pub mod sandbox;
 pub mod scheduler;

@@ -1,4 +1,5 @@
-//! The `wharf` command: `serve` runs the service; `run` and `bundle` serve guest authors.
+//! The `wharf` command: `serve` runs the service; `run` and `bundle` serve guest authors; the
+//! client commands (`apply`, `fleets`, `webhook`, `runs`, `trigger`) drive a server's admin API.
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -12,8 +13,18 @@ use wharf::config::Config;
     about = "Turns webhooks into sandboxed runs of Wasm and Rhai vessels"
 )]
 struct Cli {
+    /// Log lines as text, or as JSON objects (one per line, with span fields such as
+    /// `request_id` and `run_id`) for a log pipeline.
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +40,8 @@ enum Command {
         /// The fleet file.
         fleet_file: std::path::PathBuf,
     },
+    #[command(flatten)]
+    Client(wharf::cli::ClientCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,13 +51,22 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // Span fields (the request's `request_id`, the run's `run_id`) go on every line, flat,
+        // so a log pipeline can group by them without walking a span list.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -63,6 +85,11 @@ fn main() -> anyhow::Result<()> {
         Command::Bundle { fleet_file } => {
             println!("{}", wharf::local::bundle(&fleet_file)?);
             Ok(())
+        }
+        Command::Client(command) => {
+            let code = runtime.block_on(wharf::cli::run(&command));
+            drop(runtime);
+            std::process::exit(code);
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct Demo {
 pub struct Prepared {
     /// `None` on a worker node, which serves no HTTP.
     listener: Option<TcpListener>,
+    /// `--metrics-listen`: metrics without the admin token.
+    metrics_listener: Option<TcpListener>,
+    /// Where `--metrics-listen` serves `GET /metrics`, when set.
+    pub metrics_url: Option<String>,
     state: AppState,
     config: Config,
     /// The admin token, when it was generated now (shown once, never stored).
@@ -105,6 +109,19 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         cache_dir: Some(config.data_dir.join("modules")),
         max_concurrent: Scheduler::max_vessels(&scheduler_config) as u32,
     })?);
+    scheduler_config.metrics.watch_sandbox(sandbox.clone());
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    let metrics_url = match &metrics_listener {
+        Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
+        None => None,
+    };
     let scheduler = Scheduler::new(store.clone(), sandbox, scheduler_config)?;
     let local = match &listener {
         Some(l) => l.local_addr()?,
@@ -139,6 +156,8 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     };
     Ok(Prepared {
         listener,
+        metrics_listener,
+        metrics_url,
         state,
         config,
         generated_admin_token,
@@ -153,6 +172,18 @@ impl Prepared {
     /// Serves until `shutdown` fires: then stops accepting, gives running vessels the grace
     /// period to finish, and leaves everything else queued.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics_listener {
+            let app = api::metrics_router(self.state.clone());
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "serving metrics failed");
+                }
+            });
+        }
         let scheduler = self.state.scheduler.clone();
         let workers = {
             let token = shutdown.clone();

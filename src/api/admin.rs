@@ -3,57 +3,70 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{ApiError, AppState, JsonBody, parse_id};
+use super::listing::{RunsQuery, next_before};
+use super::{ApiError, AppState, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
 use crate::scheduler::planner::Plan;
 use crate::store::{
-    Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunFilter, RunRecord, RunStatus,
-    StoreError, VesselRun, Webhook, WebhookAuth, WebhookChange, WebhookSettings,
+    Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunRecord, RunStatus, StoreError,
+    VesselRun, Webhook, WebhookAuth, WebhookChange, WebhookSettings,
 };
 use crate::util::{random_token, rfc3339, sha256_hex};
 
 type Created = (StatusCode, Json<Value>);
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/orgs", post(create_org))
-        .route("/orgs/{org}/api-keys", post(create_api_key))
-        .route("/api-keys/{id}", delete(revoke_api_key))
-        .route("/orgs/{org}/projects", post(create_project))
-        .route("/projects/{project}/fleets", post(create_fleet))
-        .route(
-            "/fleets/{fleet}",
-            get(get_fleet).put(replace_fleet).delete(delete_fleet),
-        )
-        .route(
-            "/fleets/{fleet}/webhook",
-            post(create_webhook)
-                .patch(update_webhook)
-                .delete(delete_webhook),
-        )
-        .route("/fleets/{fleet}/webhook/rotate", post(rotate_webhook))
-        .route("/fleets/{fleet}/runs", get(list_runs))
-        .route("/fleets/{fleet}/dry-run", post(dry_run))
-        .route("/runs/{run}", get(get_run))
-        .route("/runs/{run}/cancel", post(cancel_run))
-        .route("/runs/{run}/replay", post(replay_run))
-        .route("/metrics", get(metrics))
+/// Every admin route; each handler carries its OpenAPI description, so a route cannot be
+/// registered here without one.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_org))
+        .routes(routes!(create_api_key))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(create_project))
+        .routes(routes!(create_fleet))
+        .routes(routes!(get_fleet, replace_fleet, delete_fleet))
+        .routes(routes!(create_webhook, update_webhook, delete_webhook))
+        .routes(routes!(rotate_webhook))
+        .routes(routes!(list_runs))
+        .routes(routes!(dry_run))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(replay_run))
+        .routes(routes!(super::ops::api_metrics))
 }
 
-#[derive(Deserialize)]
+/// `{"name": …}`: the body that creates an org or a project.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NameBody {
+pub(super) struct NameBody {
     name: String,
+}
+
+/// A fleet document (DESIGN §3): `name`, `variables`, `concurrency`, `limits`, `vessels`.
+/// Code comes inline (`source`, `wasm_base64`) or by the `sha256` of stored code.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)] // Only describes the document in OpenAPI; handlers take a `FleetDoc`.
+pub(super) struct FleetDocument(Value);
+
+/// A page of run history.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RunPage {
+    /// Runs, newest first, each as `GET /api/v1/runs/{run}` shows it minus the request details.
+    runs: Vec<Value>,
+    /// Pass as `before` for the next page; null on the last page.
+    next_before: Option<uuid::Uuid>,
 }
 
 fn checked_name(name: &str) -> Result<String, ApiError> {
@@ -66,6 +79,10 @@ fn checked_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// Creates an org.
+#[utoipa::path(post, path = "/orgs", tag = "orgs", request_body = NameBody,
+    responses((status = 201, description = "`{\"id\",\"name\"}`", body = Value),
+        (status = 400, body = ErrorBody)))]
 async fn create_org(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<NameBody>,
@@ -77,6 +94,11 @@ async fn create_org(
     ))
 }
 
+/// A new API key of an org: shown once, stored hashed.
+#[utoipa::path(post, path = "/orgs/{org}/api-keys", tag = "orgs",
+    params(("org" = uuid::Uuid, Path, description = "Org id")),
+    responses((status = 201, description = "`{\"id\",\"org_id\",\"key\"}`", body = Value),
+        (status = 404, body = ErrorBody)))]
 async fn create_api_key(
     State(s): State<AppState>,
     Path(org): Path<String>,
@@ -93,6 +115,10 @@ async fn create_api_key(
     ))
 }
 
+/// Revokes an API key.
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "orgs",
+    params(("id" = uuid::Uuid, Path, description = "API key id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
 async fn revoke_api_key(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -101,6 +127,11 @@ async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Creates a project in an org.
+#[utoipa::path(post, path = "/orgs/{org}/projects", tag = "projects", request_body = NameBody,
+    params(("org" = uuid::Uuid, Path, description = "Org id")),
+    responses((status = 201, description = "`{\"id\",\"name\",\"org_id\"}`", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_project(
     State(s): State<AppState>,
     Path(org): Path<String>,
@@ -117,6 +148,12 @@ async fn create_project(
     ))
 }
 
+/// Creates a fleet from a fleet document; its code is checked first.
+#[utoipa::path(post, path = "/projects/{project}/fleets", tag = "fleets",
+    request_body = FleetDocument,
+    params(("project" = uuid::Uuid, Path, description = "Project id")),
+    responses((status = 201, description = "The fleet: its document with ids, webhook and times", body = FleetDocument),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_fleet(
     State(s): State<AppState>,
     Path(project): Path<String>,
@@ -139,6 +176,10 @@ fn prepare_error(e: PrepareError) -> ApiError {
     }
 }
 
+/// A fleet: its document (Rhai sources inline, Wasm by sha256), ids, webhook and times.
+#[utoipa::path(get, path = "/fleets/{fleet}", tag = "fleets",
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, body = FleetDocument), (status = 404, body = ErrorBody)))]
 async fn get_fleet(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -147,6 +188,11 @@ async fn get_fleet(
     Ok(Json(fleet_json(&s, &fleet).await?))
 }
 
+/// Replaces a fleet's document.
+#[utoipa::path(put, path = "/fleets/{fleet}", tag = "fleets", request_body = FleetDocument,
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, body = FleetDocument), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn replace_fleet(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -163,6 +209,10 @@ async fn replace_fleet(
     Ok(Json(fleet_json(&s, &fleet).await?))
 }
 
+/// Deletes a fleet and its webhook; its run history stays.
+#[utoipa::path(delete, path = "/fleets/{fleet}", tag = "fleets",
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 async fn delete_fleet(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -256,6 +306,13 @@ pub fn new_webhook_id() -> String {
     random_token("wh_", 24)
 }
 
+/// Creates the fleet's webhook.
+#[utoipa::path(post, path = "/fleets/{fleet}/webhook", tag = "webhooks",
+    request_body(content = Value, description = "`{\"auth\": \"none\", \"rate_limit\": {\"requests\", \"per_seconds\"}, \"deduplicate\": …}`, every field optional"),
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 201, description = "`{\"id\",\"url\",\"fleet_id\",\"auth\",\"rate_limit\",\"deduplicate\",\"created_at\"}`", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The fleet has a webhook", body = ErrorBody)))]
 async fn create_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -288,6 +345,12 @@ async fn create_webhook(
     Ok((StatusCode::CREATED, Json(webhook_json(&s, &hook))))
 }
 
+/// Changes the webhook's settings: a field given is changed (`null` removes it), others stay.
+#[utoipa::path(patch, path = "/fleets/{fleet}/webhook", tag = "webhooks",
+    request_body(content = Value, description = "`{\"rate_limit\": …, \"deduplicate\": …}`"),
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, description = "The webhook", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -313,6 +376,11 @@ async fn update_webhook(
     Ok(Json(webhook_json(&s, &hook)))
 }
 
+/// Gives the fleet's webhook a new id and URL; the old URL answers 400 from now on.
+#[utoipa::path(post, path = "/fleets/{fleet}/webhook/rotate", tag = "webhooks",
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, description = "The webhook with its new URL", body = Value),
+        (status = 404, body = ErrorBody)))]
 async fn rotate_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -324,6 +392,10 @@ async fn rotate_webhook(
     Ok(Json(webhook_json(&s, &hook)))
 }
 
+/// Removes the fleet's webhook; its URL answers 400.
+#[utoipa::path(delete, path = "/fleets/{fleet}/webhook", tag = "webhooks",
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
 async fn delete_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -332,64 +404,33 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct RunsQuery {
-    status: Option<String>,
-    limit: Option<String>,
-    before: Option<String>,
-}
-
+/// A fleet's run history, newest first.
+#[utoipa::path(get, path = "/fleets/{fleet}/runs", tag = "runs",
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id"), RunsQuery),
+    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody)))]
 async fn list_runs(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     Query(q): Query<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunPage>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => Some(RunStatus::parse(raw).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "status {raw:?} is not one of queued, running, succeeded, failed, cancelled"
-            ))
-        })?),
-    };
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => 50,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("limit {raw:?} must be a number from 1 to 1000"))
-            })?,
-    };
-    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => Some(
-            uuid::Uuid::parse_str(raw)
-                .map_err(|_| ApiError::BadRequest(format!("before {raw:?} is not a run id")))?,
-        ),
-    };
-    let runs = s
-        .store
-        .runs(
-            fleet_id,
-            &RunFilter {
-                status,
-                limit,
-                before,
-            },
-        )
-        .await?;
-    let next = if runs.len() as u32 == limit {
-        runs.last().map(|r| r.id)
-    } else {
-        None
-    };
-    let runs: Vec<Value> = runs.iter().map(|r| run_json(r, None)).collect();
-    Ok(Json(json!({"runs": runs, "next_before": next})))
+    let filter = q.filter()?;
+    let runs = s.store.runs(fleet_id, &filter).await?;
+    Ok(Json(runs_page(&runs, filter.limit)))
 }
 
+/// A page of runs: `{"runs": […], "next_before": id or null}`.
+pub(super) fn runs_page(runs: &[RunRecord], limit: u32) -> RunPage {
+    RunPage {
+        next_before: next_before(runs, limit, |r| r.id),
+        runs: runs.iter().map(|r| run_json(r, None)).collect(),
+    }
+}
+
+/// One run: status, request, effective variables, vessel runs with logs.
+#[utoipa::path(get, path = "/runs/{run}", tag = "runs",
+    params(("run" = uuid::Uuid, Path, description = "Run id")),
+    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
@@ -404,6 +445,11 @@ const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Cancels a queued run at once, or a running one through the worker holding it, and answers
 /// with the run: `cancelled`, or still `running` with `cancel_requested` if its worker did not
 /// end it within [`CANCEL_WAIT`] (it will). `409` for a run that had already ended.
+#[utoipa::path(post, path = "/runs/{run}/cancel", tag = "runs",
+    params(("run" = uuid::Uuid, Path, description = "Run id")),
+    responses((status = 200, description = "The run, cancelled (or still running with `cancel_requested`)", body = Value),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The run has already ended", body = ErrorBody)))]
 async fn cancel_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
@@ -461,6 +507,13 @@ struct ReplayBody {
 /// A new run of a stored request, with the fleet's current code. With `from`, a resume: every
 /// vessel run the source recorded that is neither the named vessel nor downstream of it is
 /// carried over (variables and rows included) instead of run again.
+#[utoipa::path(post, path = "/runs/{run}/replay", tag = "runs",
+    request_body(content = Value, description = "`{}`, or `{\"from\": \"<vessel>\"}` to resume"),
+    params(("run" = uuid::Uuid, Path, description = "Run id")),
+    responses((status = 201, description = "Like ingress, with `data.replay_of`", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 429, description = "The fleet's `reject` policy", body = ErrorBody)))]
 async fn replay_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
@@ -580,6 +633,11 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
 
 /// Runs the whole fleet on the posted body, as a webhook call would, and answers what the run
 /// would record. Nothing is queued or stored; the request id is fresh and marks no stored request.
+#[utoipa::path(post, path = "/fleets/{fleet}/dry-run", tag = "runs",
+    request_body(content = Vec<u8>, description = "Any body, as a webhook call would carry", content_type = "*/*"),
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, description = "What the run would record", body = Value),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn dry_run(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
@@ -601,27 +659,4 @@ async fn dry_run(
     let ids = [fleet.org_id, fleet.project_id, fleet.id].map(|id| id.to_string());
     let dry = s.scheduler.dry_run(&fleet.spec, ids, request, body).await;
     Ok(Json(dry.report))
-}
-
-/// Counters in the Prometheus text format.
-async fn metrics(
-    State(s): State<AppState>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    let stats = s.scheduler.sandbox().stats();
-    let body = format!(
-        "# HELP wharf_wasm_modules_compiled_total Wasm modules compiled since start.\n\
-         # TYPE wharf_wasm_modules_compiled_total counter\n\
-         wharf_wasm_modules_compiled_total {}\n\
-         # HELP wharf_wasm_modules_loaded_total Wasm modules loaded from the disk cache since start.\n\
-         # TYPE wharf_wasm_modules_loaded_total counter\n\
-         wharf_wasm_modules_loaded_total {}\n",
-        stats.wasm_compiled, stats.wasm_loaded_from_disk
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
 }

@@ -46,15 +46,44 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// Accepts a call of any body and content type, commits it with a queued run, answers `201`.
+/// The id in the URL is the webhook's unguessable id; any other method answers `405`.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}", tag = "webhooks", security(()),
+    params(("webhook_id" = String, Path, description = "The webhook's id (`wh_…`)")),
+    request_body(content = Vec<u8>, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
+    responses(
+        (status = 201, description = "Durably queued: `{\"request\":{\"id\"},\"data\":{\"fleet_id\",\"project_id\",\"org_id\",\"fleet_run_id\"}}`", body = Value),
+        (status = 400, description = "Unknown, rotated-away or removed webhook: `{\"request\":{\"id\"},\"data\":null}`", body = Value),
+        (status = 405, description = "Not a POST"),
+        (status = 413, description = "Body over the limit", body = Value),
+        (status = 429, description = "`reject` policy and a run is queued or running", body = Value),
+        (status = 503, description = "Storage unavailable", body = Value)))]
 pub(super) async fn ingress(
     State(s): State<AppState>,
     method: Method,
     Path(id): Path<String>,
+    given_id: Option<axum::Extension<super::RequestId>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request_id = Uuid::now_v7();
+    let request_id = given_id.map_or_else(Uuid::now_v7, |id| id.0.0);
+    let res = admit(&s, method, id, request_id, uri, headers, body).await;
+    s.scheduler
+        .metrics()
+        .ingress_answered(res.status().as_u16());
+    res
+}
+
+async fn admit(
+    s: &AppState,
+    method: Method,
+    id: String,
+    request_id: Uuid,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if method != Method::POST {
         let mut res = error(
             request_id,

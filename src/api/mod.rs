@@ -4,17 +4,25 @@
 mod admin;
 pub use admin::new_webhook_id;
 mod ingress;
+mod listing;
+mod ops;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::ingest::Ingress;
@@ -52,15 +60,101 @@ pub struct AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let admin = admin::routes()
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/webhooks/{*id}", any(ingress::ingress))
-        .nest("/api/v1", admin)
+    let (routes, _) = documented();
+    routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(Extension(state.settings.clone()))
+        .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Only `GET /metrics`, without the admin token: what `--metrics-listen` serves.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::NotFound("only /metrics is served here".into()) })
+        .with_state(state)
+}
+
+/// The OpenAPI description's frame; the paths come from the routes' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wharf", description = "Webhook ingress and the admin API of a wharf server. \
+        Admin calls need `Authorization: Bearer <admin token>`."),
+    paths(ingress::ingress),
+    modifiers(&AdminToken),
+    security(("admin_token" = [])),
+    tags(
+        (name = "webhooks", description = "Webhook ingress and each fleet's webhook"),
+        (name = "orgs"), (name = "projects"), (name = "fleets"), (name = "runs"),
+        (name = "ops", description = "Health, this document, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every route of the server (before its state is given) and the OpenAPI document describing
+/// them. Routes are registered with `routes!`, which takes each handler's `#[utoipa::path]`
+/// along; the only route added by hand is ingress, whose catch-all path (`{*id}`, so that a
+/// malformed id is a 400 rather than a 404) is described by its handler's annotation under
+/// `ApiDoc`. A test compares the router's paths with the document's.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let admin = admin::routes()
+        .merge(listing::routes())
+        .route_layer(middleware::from_fn(require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY));
+    let metrics = OpenApiRouter::new()
+        .routes(routes!(ops::metrics))
+        .route_layer(middleware::from_fn(require_admin));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::openapi_json))
+        .route("/webhooks/{*id}", any(ingress::ingress))
+        .merge(metrics)
+        .nest("/api/v1", admin)
+        .split_for_parts()
+}
+
+/// Every request runs in a span carrying its request id, so its log lines (JSON fields with
+/// `--log-format json`) can be told apart. Ingress answers with the same id. The span holds the
+/// id alone: it is made for every webhook call, and each field is formatted when it is made.
+async fn request_span(mut req: Request, next: Next) -> Response {
+    let id = RequestId(Uuid::now_v7());
+    req.extensions_mut().insert(id);
+    let span = tracing::info_span!("request", request_id = %id.0);
+    async move {
+        // An access log for debugging; off at the default level, where it would cost every call.
+        let seen = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let res = next.run(req).await;
+        if let Some((method, path)) = seen {
+            tracing::debug!(%method, path, status = res.status().as_u16(), "answered");
+        }
+        res
+    }
+    .instrument(span)
+    .await
+}
+
+/// The id given to a request by the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestId(pub Uuid);
+
+/// The error body of every admin call.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What is wrong.
+    error: String,
 }
 
 /// An error answer of the admin API: `{"error": "…"}` with a fitting status.
@@ -159,7 +253,11 @@ pub(crate) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("{what} not found (malformed id {raw:?})")))
 }
 
-async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_admin(
+    Extension(settings): Extension<Arc<ApiSettings>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -171,7 +269,7 @@ async fn require_admin(State(state): State<AppState>, req: Request, next: Next) 
             ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
                 .into_response()
         }
-        Some(token) if crate::util::secret_matches(token, &state.settings.admin_token_hash) => {
+        Some(token) if crate::util::secret_matches(token, &settings.admin_token_hash) => {
             next.run(req).await
         }
         Some(_) => ApiError::Unauthorized("wrong admin token".into()).into_response(),

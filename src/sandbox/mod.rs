@@ -12,6 +12,7 @@ pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
@@ -223,12 +224,22 @@ pub struct SandboxStats {
     pub wasm_compiled: u64,
     /// Wasm modules loaded from the on-disk cache instead.
     pub wasm_loaded_from_disk: u64,
+    /// Lookups of a compiled Wasm program found in the in-memory cache.
+    pub wasm_cache_hits: u64,
+    /// Lookups of a compiled Wasm program not found there.
+    pub wasm_cache_misses: u64,
+    /// Lookups of a compiled Rhai script found in the in-memory cache.
+    pub rhai_cache_hits: u64,
+    /// Lookups of a compiled Rhai script not found there.
+    pub rhai_cache_misses: u64,
 }
 
 /// One per process: owns the Wasm engine and the caches of compiled code.
 pub struct Sandbox {
     rhai: rhai::RhaiRunner,
     wasm: wasm::WasmRunner,
+    /// Outcomes of [`Sandbox::cached`]: `[wasm, rhai]` hits and misses.
+    lookups: [[AtomicU64; 2]; 2],
 }
 
 impl Sandbox {
@@ -237,24 +248,35 @@ impl Sandbox {
         Ok(Sandbox {
             rhai: rhai::RhaiRunner::new(),
             wasm: wasm::WasmRunner::new(config)?,
+            lookups: Default::default(),
         })
     }
 
     /// Counters for `/metrics`: Wasm modules compiled and loaded from disk since start.
     pub fn stats(&self) -> SandboxStats {
         let (wasm_compiled, wasm_loaded_from_disk) = self.wasm.counts();
+        let [wasm, rhai] = self
+            .lookups
+            .each_ref()
+            .map(|[hit, miss]| (hit.load(Relaxed), miss.load(Relaxed)));
         SandboxStats {
             wasm_compiled,
             wasm_loaded_from_disk,
+            wasm_cache_hits: wasm.0,
+            wasm_cache_misses: wasm.1,
+            rhai_cache_hits: rhai.0,
+            rhai_cache_misses: rhai.1,
         }
     }
 
     /// A compiled program from the cache, if this code was compiled before.
     pub fn cached(&self, kind: VesselKind, sha256: &str) -> Option<Program> {
-        match kind {
-            VesselKind::Rhai => self.rhai.cached(sha256).map(Program::Rhai),
-            VesselKind::Wasm => self.wasm.cached(sha256).map(Program::Wasm),
-        }
+        let (found, i) = match kind {
+            VesselKind::Wasm => (self.wasm.cached(sha256).map(Program::Wasm), 0),
+            VesselKind::Rhai => (self.rhai.cached(sha256).map(Program::Rhai), 1),
+        };
+        self.lookups[i][usize::from(found.is_none())].fetch_add(1, Relaxed);
+        found
     }
 
     /// Checks and compiles code, caching the result under its sha256. This is the validation a

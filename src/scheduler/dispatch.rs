@@ -137,12 +137,16 @@ impl Scheduler {
                 permits.push((p, c));
             }
             let lease_until = now_ms() + inner.config.lease.as_millis() as i64;
+            let started = std::time::Instant::now();
             let claimed = match inner
                 .store
                 .claim(&inner.config.node_id, permits.len(), lease_until)
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    inner.config.metrics.claimed(started.elapsed());
+                    c
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "claiming runs failed");
                     Vec::new()
@@ -217,6 +221,10 @@ impl Scheduler {
                 error: Some("the fleet was deleted before the run started".into()),
                 reason: Some("fleet_deleted".into()),
             };
+            self.inner
+                .config
+                .metrics
+                .run_finished(run.fleet_id, finish.status);
             let _ = ended.send(Ended::Finished(lease, finish));
             return;
         };
@@ -264,6 +272,10 @@ impl Scheduler {
         } else if outcome.interrupted {
             Ended::Released(lease)
         } else {
+            self.inner
+                .config
+                .metrics
+                .run_finished(run.fleet_id, outcome.status);
             let cancelled = outcome.status == RunStatus::Cancelled;
             Ended::Finished(
                 lease,

@@ -32,6 +32,8 @@ pub struct RunContext {
     pub pool: VesselPool,
     /// When a running vessel gives its dispatch slot up (see [`Slot`]).
     pub slow_after: Duration,
+    /// Vessel durations and fuel of real (not dry) runs.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The dispatch slot a claimed run holds. Quick runs hold a permit of the dispatcher's
@@ -527,7 +529,12 @@ async fn run_vessel(
         },
     };
     match result {
-        Ok(outcome) => outcome,
+        Ok(outcome) => {
+            if held.is_some() {
+                ctx.metrics.observe_vessel(kind, &outcome);
+            }
+            outcome
+        }
         Err(panic) => {
             tracing::error!(error = %panic, "a vessel run panicked");
             VesselOutcome::not_run(

@@ -50,6 +50,8 @@ pub struct SchedulerConfig {
     /// Most runs this node executes at once, whatever lane they are in; 0: no cap beyond the
     /// vessel threads, prefetch and slow lane.
     pub max_running: usize,
+    /// Where claims, finished runs and vessel runs are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +68,7 @@ impl Default for SchedulerConfig {
             max_attempts: 3,
             vessel_nice: 0,
             max_running: 0,
+            metrics: Arc::default(),
         }
     }
 }
@@ -151,6 +154,11 @@ impl Scheduler {
         &self.inner.pool
     }
 
+    /// The metrics this scheduler records into (and ingress and the API share).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.config.metrics
+    }
+
     /// The sandbox the workers use.
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.inner.sandbox
@@ -219,6 +227,7 @@ impl Scheduler {
             sandbox: inner.sandbox.clone(),
             pool: inner.pool.clone(),
             slow_after: inner.config.slow_after,
+            metrics: inner.config.metrics.clone(),
         }
     }
 

@@ -26,14 +26,24 @@ pub struct IngestBatcher {
 impl IngestBatcher {
     /// Starts the committing task on the current runtime.
     pub fn start(queue: Arc<dyn Queue>) -> Self {
+        Self::start_observed(queue, |_| {})
+    }
+
+    /// Like [`IngestBatcher::start`], telling `observe` how long each commit took.
+    pub fn start_observed(
+        queue: Arc<dyn Queue>,
+        observe: impl Fn(std::time::Duration) + Send + 'static,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Ingest, Reply)>(MAX_BATCH * 4);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (items, replies): (Vec<Ingest>, Vec<Reply>) = batch.drain(..).unzip();
                 let calls = items.len();
+                let started = std::time::Instant::now();
                 match queue.enqueue(items).await {
                     Ok(admissions) => {
+                        observe(started.elapsed());
                         for (reply, admission) in replies.into_iter().zip(admissions) {
                             let _ = reply.send(Ok(admission));
                         }

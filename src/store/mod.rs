@@ -15,6 +15,7 @@
 
 mod batch;
 mod cache;
+mod listing;
 pub mod postgres;
 pub mod sqlite;
 
@@ -30,6 +31,7 @@ use crate::fleet::{Concurrency, FleetSpec, NewCode};
 use crate::sandbox::VesselOutcome;
 
 pub use batch::IngestBatcher;
+pub use listing::{FleetItem, Listing, OrgItem, Page, ProjectItem, QueueStats};
 
 /// What can go wrong in the store.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -649,6 +651,6 @@ pub trait Retention: Send + Sync {
 }
 
 /// A whole store: what the server is given.
-pub trait Store: Catalog + Queue + History + Retention + 'static {}
+pub trait Store: Catalog + Queue + History + Retention + Listing + 'static {}
 
-impl<T: Catalog + Queue + History + Retention + 'static> Store for T {}
+impl<T: Catalog + Queue + History + Retention + Listing + 'static> Store for T {}

@@ -171,14 +171,14 @@ impl Proc {
     /// Every run of the fleet, newest first, paging with `next_before`.
     pub async fn all_runs(&self, fleet: &str) -> Vec<Value> {
         let mut runs = Vec::new();
-        let mut path = format!("/fleets/{fleet}/runs?limit=1000");
+        let mut path = format!("/fleets/{fleet}/runs?limit=500");
         // Bounded: a cursor that never ends would otherwise loop forever.
         for _ in 0..1_000 {
             let (s, page) = self.get(&path).await;
             assert_eq!(s, StatusCode::OK, "{page}");
             runs.extend(page["runs"].as_array().unwrap().iter().cloned());
             match page["next_before"].as_str() {
-                Some(next) => path = format!("/fleets/{fleet}/runs?limit=1000&before={next}"),
+                Some(next) => path = format!("/fleets/{fleet}/runs?limit=500&before={next}"),
                 None => return runs,
             }
         }

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub demo: Option<wharf::server::Demo>,
     pub data: tempfile::TempDir,
+    /// `--metrics-listen`'s `/metrics` URL, when set.
+    pub metrics_url: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -38,6 +40,7 @@ pub async fn spawn_in(data: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) 
         .expect("server starts");
     let base = prepared.public_url.clone();
     let demo = prepared.demo.clone();
+    let metrics_url = prepared.metrics_url.clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(prepared.run(shutdown.clone()));
     TestApp {
@@ -47,6 +50,7 @@ pub async fn spawn_in(data: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) 
         handle,
         demo,
         data,
+        metrics_url,
     }
 }
 

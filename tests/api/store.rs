@@ -11,7 +11,8 @@ use uuid::Uuid;
 use wharf::fleet::{Concurrency, FleetDoc, Policy};
 use wharf::store::sqlite::SqliteStore;
 use wharf::store::{
-    Admission, Finish, Ingest, Lease, RequestRecord, RunStatus, Store, StoreResult,
+    Admission, Finish, Ingest, Lease, Page, QueueStats, RequestRecord, RunFilter, RunStatus, Store,
+    StoreError, StoreResult,
 };
 
 const NODE: &str = "node-a";
@@ -825,6 +826,286 @@ async fn progress_of_a_lost_attempt_reaches_the_next_claim() {
         assert_eq!(
             got,
             [("a", VesselStatus::Succeeded), ("b", VesselStatus::Running)]
+        );
+    }
+}
+
+/// Walks a list page by page (`limit` each) through `next`, which lists one page after a cursor;
+/// asserts that the pages join into `whole` with nothing repeated or left out.
+async fn walk<T: Clone + PartialEq + std::fmt::Debug, F, Fut>(
+    whole: &[T],
+    limit: usize,
+    id: impl Fn(&T) -> Uuid,
+    next: F,
+) where
+    F: Fn(Option<Uuid>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = next(before).await;
+        assert!(page.len() <= limit);
+        seen.extend(page.iter().cloned());
+        if page.len() < limit {
+            break;
+        }
+        before = page.last().map(&id);
+    }
+    assert_eq!(seen, whole, "pages join into the whole list, in order");
+}
+
+fn page(limit: u32, before: Option<Uuid>, name: Option<&str>) -> Page {
+    Page {
+        limit,
+        before,
+        name: name.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn orgs_and_projects_page_newest_first_and_filter_on_names() {
+    for (_dir, store) in stores().await {
+        for i in 0..7 {
+            let name = if i % 3 == 0 { "same" } else { "other" };
+            store.create_org(name).await.unwrap();
+        }
+        let all = store.orgs(&page(500, None, None)).await.unwrap();
+        assert_eq!(all.len(), 7);
+        assert!(
+            all.windows(2)
+                .all(|w| (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id)),
+            "newest first: {all:?}"
+        );
+        walk(
+            &all,
+            2,
+            |o| o.id,
+            |b| {
+                let s = store.clone();
+                async move { s.orgs(&page(2, b, None)).await.unwrap() }
+            },
+        )
+        .await;
+        let same = store.orgs(&page(500, None, Some("same"))).await.unwrap();
+        assert_eq!(same.len(), 3);
+        assert!(same.iter().all(|o| o.name == "same"));
+        walk(
+            &same,
+            1,
+            |o| o.id,
+            |b| {
+                let s = store.clone();
+                async move { s.orgs(&page(1, b, Some("same"))).await.unwrap() }
+            },
+        )
+        .await;
+        assert_eq!(store.org(all[3].id).await.unwrap(), all[3]);
+        assert!(matches!(
+            store.org(Uuid::new_v4()).await,
+            Err(StoreError::NotFound("org"))
+        ));
+        assert!(
+            store
+                .orgs(&page(10, Some(Uuid::new_v4()), None))
+                .await
+                .unwrap()
+                .is_empty(),
+            "an unknown cursor gives an empty page"
+        );
+
+        let (org, other) = (all[0].id, all[1].id);
+        for name in ["a", "b", "a", "c", "d"] {
+            store.create_project(org, name).await.unwrap();
+        }
+        store.create_project(other, "a").await.unwrap();
+        let projects = store.projects(org, &page(500, None, None)).await.unwrap();
+        assert_eq!(projects.len(), 5);
+        assert!(projects.iter().all(|p| p.org_id == org));
+        walk(
+            &projects,
+            2,
+            |p| p.id,
+            |b| {
+                let s = store.clone();
+                async move { s.projects(org, &page(2, b, None)).await.unwrap() }
+            },
+        )
+        .await;
+        let named = store
+            .projects(org, &page(500, None, Some("a")))
+            .await
+            .unwrap();
+        assert_eq!(named.len(), 2, "only this org's projects named a");
+        assert_eq!(store.project(named[0].id).await.unwrap(), named[0]);
+        assert!(matches!(
+            store.project(Uuid::new_v4()).await,
+            Err(StoreError::NotFound("project"))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn fleets_list_with_webhook_vessels_and_last_run_status() {
+    for (_dir, store) in stores().await {
+        let org = store.create_org("o").await.unwrap();
+        let (p1, p2) = (
+            store.create_project(org.id, "p1").await.unwrap().id,
+            store.create_project(org.id, "p2").await.unwrap().id,
+        );
+        let mut ids = Vec::new();
+        for (i, project) in [p1, p1, p2, p1, p2].into_iter().enumerate() {
+            let doc: FleetDoc = serde_json::from_value(json!({
+                "name": if i < 2 { "twin".to_string() } else { format!("f{i}") },
+                "vessels": [
+                    {"name": "first", "kind": "rhai", "source": "1"},
+                    {"name": "second", "kind": "rhai", "source": "2", "needs": ["first"]}
+                ]
+            }))
+            .unwrap();
+            let parsed = doc.parse().unwrap();
+            store.put_code(&parsed.code).await.unwrap();
+            ids.push(store.create_fleet(project, &parsed.spec).await.unwrap().id);
+        }
+        store
+            .create_webhook(
+                ids[0],
+                &wharf::api::new_webhook_id(),
+                &Default::default(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let [run] = enqueue(&store, ids[0], Policy::Parallel, 1).await[..] else {
+            panic!()
+        };
+        let lease = store.claim(NODE, 1, FAR).await.unwrap().remove(0).lease;
+        assert_eq!(lease.run_id, run);
+        finish_one(&store, lease).await.unwrap();
+        enqueue(&store, ids[1], Policy::Parallel, 1).await;
+
+        let all = store.fleets(None, &page(500, None, None)).await.unwrap();
+        assert_eq!(all.len(), 5);
+        walk(
+            &all,
+            2,
+            |f| f.id,
+            |b| {
+                let s = store.clone();
+                async move { s.fleets(None, &page(2, b, None)).await.unwrap() }
+            },
+        )
+        .await;
+        let first = all.iter().find(|f| f.id == ids[0]).unwrap();
+        assert_eq!(first.vessels, ["first", "second"]);
+        assert_eq!(first.name, "twin");
+        assert_eq!((first.project_id, first.org_id), (p1, org.id));
+        assert!(
+            first
+                .webhook_id
+                .as_deref()
+                .is_some_and(|w| w.starts_with("wh_"))
+        );
+        assert_eq!(first.last_run_status, Some(RunStatus::Succeeded));
+        let second = all.iter().find(|f| f.id == ids[1]).unwrap();
+        assert_eq!(
+            (second.webhook_id.as_deref(), second.last_run_status),
+            (None, Some(RunStatus::Queued))
+        );
+        assert_eq!(
+            all.iter().find(|f| f.id == ids[2]).unwrap().last_run_status,
+            None
+        );
+
+        let in_p1 = store
+            .fleets(Some(p1), &page(500, None, None))
+            .await
+            .unwrap();
+        assert_eq!(in_p1.len(), 3);
+        walk(
+            &in_p1,
+            1,
+            |f| f.id,
+            |b| {
+                let s = store.clone();
+                async move { s.fleets(Some(p1), &page(1, b, None)).await.unwrap() }
+            },
+        )
+        .await;
+        let twins = store
+            .fleets(None, &page(500, None, Some("twin")))
+            .await
+            .unwrap();
+        assert_eq!(twins.len(), 2);
+        let f4 = store
+            .fleets(Some(p2), &page(500, None, Some("f4")))
+            .await
+            .unwrap();
+        assert_eq!(f4.iter().map(|f| f.id).collect::<Vec<_>>(), [ids[4]]);
+        assert!(
+            store
+                .fleets(Some(p1), &page(500, None, Some("f4")))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn recent_runs_span_fleets_and_queue_stats_count_the_queue() {
+    for (_dir, store) in stores().await {
+        assert_eq!(store.queue_stats().await.unwrap(), QueueStats::default());
+        let (a, b) = (
+            fleet(&store, "parallel").await,
+            fleet(&store, "parallel").await,
+        );
+        let mut ids = enqueue(&store, a, Policy::Parallel, 3).await;
+        ids.extend(enqueue(&store, b, Policy::Parallel, 3).await);
+        ids.reverse();
+        let stats = store.queue_stats().await.unwrap();
+        assert_eq!(stats.queued, 6);
+        let (oldest, _) = store.run(*ids.last().unwrap()).await.unwrap();
+        assert_eq!(stats.oldest_queued_at, Some(oldest.created_at));
+
+        let lease = store.claim(NODE, 1, FAR).await.unwrap().remove(0).lease;
+        store
+            .finish(vec![(lease, done(RunStatus::Failed))])
+            .await
+            .unwrap();
+        assert_eq!(store.queue_stats().await.unwrap().queued, 5);
+
+        let filter = |limit, before, status| RunFilter {
+            status,
+            limit,
+            before,
+        };
+        let all = store.recent_runs(&filter(500, None, None)).await.unwrap();
+        assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+        walk(
+            &all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            4,
+            |id| *id,
+            |b| {
+                let s = store.clone();
+                async move {
+                    s.recent_runs(&filter(4, b, None))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect()
+                }
+            },
+        )
+        .await;
+        let failed = store
+            .recent_runs(&filter(500, None, Some(RunStatus::Failed)))
+            .await
+            .unwrap();
+        assert_eq!(
+            failed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [lease.run_id]
         );
     }
 }

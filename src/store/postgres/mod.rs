@@ -12,6 +12,7 @@
 
 mod catalog;
 mod history;
+mod listing;
 mod queue;
 mod retention;
 

@@ -9,6 +9,7 @@
 
 mod catalog;
 mod history;
+mod listing;
 mod queue;
 mod retention;
 mod writer;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
     include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
     include_str!("../../../migrations/sqlite/0004_admission.sql"),
+    include_str!("../../../migrations/sqlite/0005_listing.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than

@@ -1,0 +1,202 @@
+//! [`Listing`] on SQLite: read-only connections; each page is one range scan of an index from
+//! migration 0005 (runs: of the primary key, newest first).
+
+use rusqlite::OptionalExtension;
+use rusqlite::types::Value as SqlValue;
+
+use super::*;
+
+/// Adds the `before` cursor: rows ordered before the row with that id in `table`.
+fn cursor(sql: &mut String, args: &mut Vec<SqlValue>, alias: &str, table: &str, page: &Page) {
+    if let Some(before) = page.before {
+        sql.push_str(&format!(
+            " AND ({alias}.created_at, {alias}.id) < (SELECT created_at, id FROM {table} WHERE id = ?)"
+        ));
+        args.push(SqlValue::Text(before.to_string()));
+    }
+}
+
+fn finish_page(sql: &mut String, args: &mut Vec<SqlValue>, alias: &str, page: &Page) {
+    sql.push_str(&format!(
+        " ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT ?"
+    ));
+    args.push(SqlValue::Integer(page.limit as i64));
+}
+
+fn org_from(row: &Row) -> rusqlite::Result<OrgItem> {
+    Ok(OrgItem {
+        id: uuid_at(row, "id")?,
+        name: row.get("name")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn project_from(row: &Row) -> rusqlite::Result<ProjectItem> {
+    Ok(ProjectItem {
+        id: uuid_at(row, "id")?,
+        org_id: uuid_at(row, "org_id")?,
+        name: row.get("name")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn fleet_item_from(row: &Row) -> rusqlite::Result<FleetItem> {
+    let spec: FleetSpec = json_at(row, "spec")?;
+    let status: Option<String> = row.get("last_status")?;
+    Ok(FleetItem {
+        id: uuid_at(row, "id")?,
+        project_id: uuid_at(row, "project_id")?,
+        org_id: uuid_at(row, "org_id")?,
+        vessels: spec.vessels.into_iter().map(|v| v.name).collect(),
+        name: spec.name,
+        webhook_id: row.get("webhook_id")?,
+        last_run_status: status.as_deref().and_then(RunStatus::parse),
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl Listing for SqliteStore {
+    async fn orgs(&self, page: &Page) -> StoreResult<Vec<OrgItem>> {
+        let page = page.clone();
+        self.read(move |c| {
+            let mut sql = "SELECT o.id, o.name, o.created_at FROM orgs o WHERE 1".to_owned();
+            let mut args = Vec::new();
+            if let Some(name) = &page.name {
+                sql.push_str(" AND o.name = ?");
+                args.push(SqlValue::Text(name.clone()));
+            }
+            cursor(&mut sql, &mut args, "o", "orgs", &page);
+            finish_page(&mut sql, &mut args, "o", &page);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), org_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn org(&self, id: Uuid) -> StoreResult<OrgItem> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, name, created_at FROM orgs WHERE id = ?1")?
+                .query_row([id.to_string()], org_from)
+                .optional()?
+                .ok_or(StoreError::NotFound("org"))
+        })
+        .await
+    }
+
+    async fn projects(&self, org_id: Uuid, page: &Page) -> StoreResult<Vec<ProjectItem>> {
+        let page = page.clone();
+        self.read(move |c| {
+            let mut sql =
+                "SELECT p.id, p.org_id, p.name, p.created_at FROM projects p WHERE p.org_id = ?"
+                    .to_owned();
+            let mut args = vec![SqlValue::Text(org_id.to_string())];
+            if let Some(name) = &page.name {
+                sql.push_str(" AND p.name = ?");
+                args.push(SqlValue::Text(name.clone()));
+            }
+            cursor(&mut sql, &mut args, "p", "projects", &page);
+            finish_page(&mut sql, &mut args, "p", &page);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), project_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn project(&self, id: Uuid) -> StoreResult<ProjectItem> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, org_id, name, created_at FROM projects WHERE id = ?1")?
+                .query_row([id.to_string()], project_from)
+                .optional()?
+                .ok_or(StoreError::NotFound("project"))
+        })
+        .await
+    }
+
+    async fn fleets(&self, project_id: Option<Uuid>, page: &Page) -> StoreResult<Vec<FleetItem>> {
+        let page = page.clone();
+        self.read(move |c| {
+            // The newest run of each listed fleet is one probe of `runs_by_fleet`.
+            let mut sql = "SELECT f.id, f.project_id, p.org_id, f.spec, f.created_at, f.updated_at,
+                    w.id AS webhook_id,
+                    (SELECT r.status FROM runs r WHERE r.fleet_id = f.id
+                     ORDER BY r.seq DESC LIMIT 1) AS last_status
+                 FROM fleets f JOIN projects p ON p.id = f.project_id
+                 LEFT JOIN webhooks w ON w.fleet_id = f.id WHERE 1"
+                .to_owned();
+            let mut args = Vec::new();
+            if let Some(project_id) = project_id {
+                sql.push_str(" AND f.project_id = ?");
+                args.push(SqlValue::Text(project_id.to_string()));
+            }
+            if let Some(name) = &page.name {
+                sql.push_str(" AND json_extract(f.spec, '$.name') = ?");
+                args.push(SqlValue::Text(name.clone()));
+            }
+            cursor(&mut sql, &mut args, "f", "fleets", &page);
+            finish_page(&mut sql, &mut args, "f", &page);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), fleet_item_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn recent_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1");
+            let mut args: Vec<SqlValue> = Vec::new();
+            if let Some(status) = filter.status {
+                sql.push_str(" AND status = ?");
+                args.push(SqlValue::Text(status.as_str().into()));
+            }
+            if let Some(before) = filter.before {
+                sql.push_str(" AND seq < (SELECT seq FROM runs WHERE id = ?)");
+                args.push(SqlValue::Text(before.to_string()));
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            args.push(SqlValue::Integer(filter.limit as i64));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), run_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        self.read(|c| {
+            // Both aggregates read only the `runs_active` index (its rowid is `seq`); the time
+            // of the oldest is then one primary-key lookup.
+            let (queued, oldest): (i64, Option<i64>) = c
+                .prepare_cached(
+                    "SELECT COUNT(*), MIN(seq) FROM runs
+                     WHERE status IN ('queued', 'running') AND status = 'queued'",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let oldest_queued_at = match oldest {
+                None => None,
+                Some(seq) => c
+                    .prepare_cached("SELECT created_at FROM runs WHERE seq = ?1")?
+                    .query_row([seq], |r| r.get(0))
+                    .optional()?,
+            };
+            Ok(QueueStats {
+                queued: queued as u64,
+                oldest_queued_at,
+            })
+        })
+        .await
+    }
+}
