@@ -76,6 +76,7 @@ fn input(body: &[u8]) -> VesselInput {
         variables: BTreeMap::from([("branch".into(), "main".into())]),
         limits: Limits::default(),
         cancel: Default::default(),
+        logs: None,
     }
 }
 

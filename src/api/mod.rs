@@ -3,6 +3,7 @@
 
 mod admin;
 pub use admin::new_webhook_id;
+mod events;
 mod ingress;
 mod listing;
 mod ops;
@@ -111,6 +112,7 @@ impl utoipa::Modify for AdminToken {
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let admin = admin::routes()
         .merge(listing::routes())
+        .merge(events::routes())
         .route_layer(middleware::from_fn(require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY));
     let metrics = OpenApiRouter::new()

@@ -117,6 +117,54 @@ impl Client {
         }))
     }
 
+    /// Follows a Server-Sent Events stream under `/api/v1`, calling `each` with every event's
+    /// name and data, until an `end` event (whose data it returns) or the stream's close.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str, &Value),
+    ) -> CliResult<Option<Value>> {
+        let url = format!("{}/api/v1{path}", self.base);
+        // No overall timeout: a run may take as long as its vessels do.
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot set up HTTP: {e}")))?;
+        let mut req = http.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let mut res = req.send().await.map_err(|e| self.unreachable(e))?;
+        if !res.status().is_success() {
+            // The same messages as any other call.
+            return self.call(Method::GET, path, None).await.map(|_| None);
+        }
+        let mut buf = String::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| self.unreachable(e))? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(at) = buf.find("\n\n") {
+                let block: String = buf.drain(..at + 2).collect();
+                let (mut kind, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(k) = line.strip_prefix("event:") {
+                        kind = k.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if kind.is_empty() {
+                    continue;
+                }
+                let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                each(&kind, &data);
+                if kind == "end" {
+                    return Ok(Some(data));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// `GET` under `/api/v1`.
     pub async fn get(&self, path: &str) -> CliResult<Value> {
         self.call(Method::GET, path, None).await

@@ -145,6 +145,28 @@ pub enum RunsCommand {
         /// Run id.
         run: Uuid,
     },
+    /// A run's output; with --follow, as it is written, until the run ends (exit code as
+    /// `trigger --wait`: 0 succeeded, 1 failed, 4 cancelled).
+    Logs {
+        /// Run id.
+        run: Uuid,
+        /// Follow the run live (Server-Sent Events) until it ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a queued or running run.
+    Cancel {
+        /// Run id.
+        run: Uuid,
+    },
+    /// Run a stored request again with the fleet's current code; with --from, resume at a vessel.
+    Replay {
+        /// Run id.
+        run: Uuid,
+        /// Resume: vessels not downstream of this one carry over from the run.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 /// `wharf trigger`.
@@ -396,6 +418,69 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
                 print_json(&r);
             } else {
                 print!("{}", render_run(&r));
+            }
+        }
+        RunsCommand::Logs { run, follow: false } => {
+            let r = client.get(&format!("/runs/{run}")).await?;
+            for v in r["vessels"].as_array().into_iter().flatten() {
+                print!("{}", v["stdout"].as_str().unwrap_or_default());
+                eprint!("{}", v["stderr"].as_str().unwrap_or_default());
+            }
+        }
+        RunsCommand::Logs { run, follow: true } => {
+            let json = args.conn.json;
+            let end = client
+                .follow(&format!("/runs/{run}/events"), |kind, data| {
+                    if json {
+                        println!("{}", serde_json::json!({"event": kind, "data": data}));
+                    } else if kind == "log" {
+                        let text = data["text"].as_str().unwrap_or_default();
+                        if data["stream"] == "stderr" {
+                            eprint!("{text}");
+                        } else {
+                            print!("{text}");
+                        }
+                        use std::io::Write as _;
+                        let _ = std::io::stdout().flush();
+                    }
+                })
+                .await?;
+            return Ok(match end.as_ref().and_then(|d| d["status"].as_str()) {
+                Some("succeeded") => 0,
+                Some("cancelled") => EXIT_CANCELLED,
+                _ => EXIT_FAILED,
+            });
+        }
+        RunsCommand::Cancel { run } => {
+            let r = client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/runs/{run}/cancel"),
+                    Some(&serde_json::json!({})),
+                )
+                .await?;
+            if args.conn.json {
+                print_json(&r);
+            } else {
+                println!("run {run}: {}", text(&r["status"]));
+            }
+        }
+        RunsCommand::Replay { run, from } => {
+            let body = match from {
+                Some(v) => serde_json::json!({"from": v}),
+                None => serde_json::json!({}),
+            };
+            let r = client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/runs/{run}/replay"),
+                    Some(&body),
+                )
+                .await?;
+            if args.conn.json {
+                print_json(&r);
+            } else {
+                println!("{}", text(&r["data"]["fleet_run_id"]));
             }
         }
     }

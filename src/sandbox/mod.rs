@@ -112,6 +112,42 @@ impl CancelFlag {
     }
 }
 
+/// Which output a log line was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output (Rhai `print`).
+    Stdout,
+    /// Standard error (Rhai `debug`).
+    Stderr,
+}
+
+/// Receives a vessel's output as it is written, so it can be watched live; called on the vessel
+/// thread with what was captured (never more than the output limit lets through).
+#[derive(Clone)]
+pub struct LogSink(Arc<LogFn>);
+
+type LogFn = dyn Fn(LogStream, &str) + Send + Sync;
+
+impl LogSink {
+    /// A sink calling `f`.
+    pub fn new(f: impl Fn(LogStream, &str) + Send + Sync + 'static) -> Self {
+        LogSink(Arc::new(f))
+    }
+
+    fn write(&self, stream: LogStream, text: &str) {
+        if !text.is_empty() {
+            (self.0)(stream, text);
+        }
+    }
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
+}
+
 /// Everything a vessel run receives.
 #[derive(Debug, Clone)]
 pub struct VesselInput {
@@ -127,6 +163,8 @@ pub struct VesselInput {
     pub limits: Limits,
     /// Set when the fleet run is cancelled.
     pub cancel: CancelFlag,
+    /// Where output goes as it is written, besides the captured copy.
+    pub logs: Option<LogSink>,
 }
 
 /// Terminal status of one vessel run.
@@ -314,6 +352,8 @@ pub(crate) struct Collector {
     limit: u64,
     /// Set once anything was refused for size; the run then ends with `output_limit`.
     pub(crate) overflowed: bool,
+    /// Live copy of what `log` captures.
+    logs: Option<LogSink>,
 }
 
 /// Why a variable or row was refused.
@@ -326,9 +366,10 @@ pub(crate) enum CollectError {
 }
 
 impl Collector {
-    pub(crate) fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64, logs: Option<LogSink>) -> Self {
         Collector {
             limit,
+            logs,
             ..Default::default()
         }
     }
@@ -384,6 +425,14 @@ impl Collector {
             &mut self.stdout
         };
         target.push_str(&text[..take]);
+        if let Some(sink) = &self.logs {
+            let stream = if to_stderr {
+                LogStream::Stderr
+            } else {
+                LogStream::Stdout
+            };
+            sink.write(stream, &text[..take]);
+        }
         let _ = self.charge(text.len());
     }
 }

@@ -113,7 +113,7 @@ impl RhaiRunner {
         let started = Instant::now();
         let limits = input.limits;
         CURRENT.set(Some(RunState {
-            collector: Collector::new(limits.output_bytes),
+            collector: Collector::new(limits.output_bytes, input.logs.clone()),
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
             cancel: input.cancel.clone(),
@@ -189,14 +189,13 @@ fn run_engine() -> Engine {
     });
     engine.on_print(|s| {
         with_run(|run| {
-            run.collector.log(false, s);
-            run.collector.log(false, "\n");
+            // One call per line, so a live copy sees whole lines.
+            run.collector.log(false, &format!("{s}\n"));
         });
     });
     engine.on_debug(|s, _, _| {
         with_run(|run| {
-            run.collector.log(true, s);
-            run.collector.log(true, "\n");
+            run.collector.log(true, &format!("{s}\n"));
         });
     });
     engine.register_fn(
@@ -383,6 +382,7 @@ mod tests {
             variables: BTreeMap::from([("abc".to_string(), "123".to_string())]),
             limits,
             cancel: Default::default(),
+            logs: None,
         };
         runner.run(&ast, &input)
     }

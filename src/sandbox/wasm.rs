@@ -23,12 +23,14 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use super::{
-    CodeError, Collector, FailureReason, Limits, SandboxConfig, VesselInput, VesselOutcome,
-    VesselStatus,
+    CodeError, Collector, FailureReason, Limits, LogSink, LogStream, SandboxConfig, VesselInput,
+    VesselOutcome, VesselStatus,
 };
 
 /// Period of the epoch ticker; timeouts are rounded up to it.
@@ -39,6 +41,83 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 const ALLOWED_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wharf"];
 /// Functions of the `wharf` import module.
 const WHARF_FUNCTIONS: [&str; 3] = ["set_var", "emit", "request"];
+
+/// A guest's stdout or stderr: captured in memory up to the output limit, and copied to the
+/// run's [`LogSink`] as it is written, so a long vessel's output can be watched while it runs.
+#[derive(Clone)]
+struct TeePipe {
+    pipe: MemoryOutputPipe,
+    live: Option<(LogSink, LogStream)>,
+}
+
+impl TeePipe {
+    fn copy(&self, bytes: &[u8]) {
+        if let Some((sink, stream)) = &self.live {
+            sink.write(*stream, &String::from_utf8_lossy(bytes));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for TeePipe {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        OutputStream::write(&mut self.pipe, bytes.clone())?;
+        self.copy(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StreamError> {
+        OutputStream::flush(&mut self.pipe)
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        self.pipe.check_write()
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for TeePipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for TeePipe {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.pipe).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            self.copy(&buf[..*n]);
+        }
+        polled
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.pipe).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.pipe).poll_shutdown(cx)
+    }
+}
+
+impl IsTerminal for TeePipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for TeePipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
 
 /// The error a cancelled run's epoch callback ends the guest with.
 #[derive(Debug)]
@@ -272,7 +351,7 @@ impl WasmRunner {
                 memory_bytes: limits.memory_bytes as usize,
                 hit: false,
             },
-            collector: Collector::new(limits.output_bytes),
+            collector: Collector::new(limits.output_bytes, None),
             request_json: serde_json::to_vec(&*input.request).unwrap_or_default(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -372,9 +451,13 @@ fn wasi_context(
 ) -> WasiP1Ctx {
     let ids = &input.ids;
     let mut b = WasiCtxBuilder::new();
+    let tee = |pipe: &MemoryOutputPipe, stream| TeePipe {
+        pipe: pipe.clone(),
+        live: input.logs.clone().map(|sink| (sink, stream)),
+    };
     b.stdin(MemoryInputPipe::new(input.body.clone()))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
+        .stdout(tee(stdout, LogStream::Stdout))
+        .stderr(tee(stderr, LogStream::Stderr))
         .arg(&ids.vessel);
     for (k, v) in &input.variables {
         b.env(k, v);

@@ -243,11 +243,13 @@ impl Scheduler {
             vessel: String::new(),
             attempt: run.attempt,
         };
+        self.inner.events.begin(run.id, fleet.id, run.attempt);
         let held = Held {
             lease,
             lost: &lost,
             shutdown: &shutdown,
             slot: &slot,
+            events: &self.inner.events,
         };
         // A cancel asked for before this claim (another node's, or during a restart).
         if run.cancel_requested {
@@ -267,6 +269,7 @@ impl Scheduler {
         let message = if lost.is_cancelled() {
             // Someone else holds the run now; whatever this attempt found is not to be written.
             self.inner.leases.remove(&lease);
+            self.inner.events.end(lease.run_id, None);
             tracing::warn!("lease lost; this attempt's result is discarded");
             return;
         } else if outcome.interrupted {
@@ -309,12 +312,17 @@ async fn finisher(scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Ended>) 
             let leases: Vec<Lease> = finished.iter().map(|(l, _)| *l).collect();
             let statuses: Vec<&'static str> =
                 finished.iter().map(|(_, f)| f.status.as_str()).collect();
+            let run_statuses: Vec<RunStatus> = finished.iter().map(|(_, f)| f.status).collect();
             match with_retry(|| inner.store.finish(finished.clone())).await {
                 Ok(held) => {
-                    for ((lease, status), held) in leases.iter().zip(statuses).zip(held) {
+                    for (((lease, status), held), run_status) in
+                        leases.iter().zip(statuses).zip(held).zip(&run_statuses)
+                    {
                         if held {
                             tracing::info!(run_id = %lease.run_id, status, "run finished");
+                            inner.events.end(lease.run_id, Some(*run_status));
                         } else {
+                            inner.events.end(lease.run_id, None);
                             tracing::warn!(run_id = %lease.run_id, "lease lost before the finish; result discarded");
                         }
                     }
@@ -326,6 +334,8 @@ async fn finisher(scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Ended>) 
             }
             for lease in &leases {
                 inner.leases.remove(lease);
+                // Drops what is kept for late clients even when recording failed.
+                inner.events.end(lease.run_id, None);
             }
         }
         if !released.is_empty() {
@@ -334,6 +344,7 @@ async fn finisher(scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Ended>) 
             }
             for lease in &released {
                 inner.leases.remove(lease);
+                inner.events.end(lease.run_id, None);
             }
         }
         // An end can make a `queue` fleet's next run claimable.

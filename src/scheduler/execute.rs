@@ -11,6 +11,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::events::Events;
 use super::planner::{Plan, State};
 use super::pool::VesselPool;
 use crate::fleet::{FleetSpec, Retry, VesselSpec};
@@ -77,6 +78,8 @@ pub(crate) struct Held<'a> {
     pub shutdown: &'a CancellationToken,
     /// The dispatch slot.
     pub slot: &'a Slot,
+    /// Where the run's live events go.
+    pub events: &'a Arc<Events>,
 }
 
 /// The result of executing a fleet.
@@ -255,6 +258,11 @@ pub(crate) async fn execute_fleet(
         }
     }
 
+    if let Some(h) = held.as_ref() {
+        for carried in run.runs.iter().flatten() {
+            h.events.vessel_ended(h.lease.run_id, carried);
+        }
+    }
     let defaults = Limits::default().with(&spec.limits);
     let flag = CancelFlag::default();
     let (slow_tx, mut slow_rx) = mpsc::unbounded_channel::<()>();
@@ -293,6 +301,7 @@ pub(crate) async fn execute_fleet(
                     variables: run.variables_for(i),
                     limits: defaults.with(&vessel.limits),
                     cancel: flag.clone(),
+                    logs: held.map(|h| h.events.sink(h.lease.run_id, &vessel.name)),
                 };
                 let attempts = Attempts {
                     first,
@@ -314,6 +323,9 @@ pub(crate) async fn execute_fleet(
             Some((i, mut ended)) = running.next() => {
                 if stop == Some(Stop::Cancel) || ended.outcome.reason == Some(FailureReason::Cancelled) {
                     ended.outcome.status = VesselStatus::Cancelled;
+                }
+                if let Some(h) = held {
+                    h.events.vessel_ended(h.lease.run_id, &ended);
                 }
                 run.states[i] = run.plan.ended(&run.states, i, ended.outcome.status);
                 run.runs[i] = Some(ended);
@@ -405,6 +417,10 @@ async fn run_with_retries(
     let mut attempt = first;
     let mut tries = 1;
     loop {
+        if let Some(h) = held {
+            h.events
+                .vessel_started(h.lease.run_id, &vessel.name, attempt);
+        }
         let started = now_ms();
         let outcome =
             run_vessel(ctx, vessel.kind, &vessel.sha256, input.clone(), held, &slow).await;

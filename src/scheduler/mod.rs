@@ -11,6 +11,7 @@
 //! again (up to `max_attempts`).
 
 mod dispatch;
+pub mod events;
 mod execute;
 pub mod planner;
 pub mod pool;
@@ -115,6 +116,7 @@ struct Inner {
     wake: Notify,
     config: SchedulerConfig,
     leases: dispatch::Leases,
+    events: Arc<events::Events>,
 }
 
 impl Scheduler {
@@ -140,6 +142,7 @@ impl Scheduler {
                 wake: Notify::new(),
                 config,
                 leases: dispatch::Leases::default(),
+                events: Arc::default(),
             }),
         })
     }
@@ -275,6 +278,11 @@ impl Scheduler {
             "vessels": outcome.vessels,
         });
         DryRun { outcome, report }
+    }
+
+    /// Live events of the runs this node executes.
+    pub fn events(&self) -> &Arc<events::Events> {
+        &self.inner.events
     }
 
     /// Tells an idle worker that a run was queued.

@@ -38,7 +38,7 @@ async fn call(
 }
 
 async fn run_count(app: &TestApp, fleet: &str) -> usize {
-    let (s, runs) = app.get(&format!("/fleets/{fleet}/runs?limit=1000")).await;
+    let (s, runs) = app.get(&format!("/fleets/{fleet}/runs?limit=500")).await;
     assert_eq!(s, StatusCode::OK, "{runs}");
     runs["runs"].as_array().unwrap().len()
 }

@@ -353,3 +353,45 @@ async fn trigger_wait_exits_with_the_runs_status_and_runs_are_listed() {
     assert_eq!(code, 3);
     assert!(err.contains("cannot reach the wharf server"), "{err}");
 }
+
+#[tokio::test]
+async fn runs_logs_follow_prints_lines_as_they_are_written_and_cancel_and_replay() {
+    use tokio::io::AsyncBufReadExt;
+    let app = spawn_with(|_| {}).await;
+    let doc = json!({"name": "slow", "vessels": [{"name": "v", "kind": "rhai",
+        "source": "print(\"first\"); let t = timestamp(); while t.elapsed < 0.8 { } print(\"second\");"}]});
+    let (_, url) = app.fleet_with_hook(doc).await;
+    let run = app.trigger_ok(&url, "{}").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["runs", "logs", &run, "--follow"])
+        .env("WHARF_URL", &app.base)
+        .env("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap();
+    assert_eq!(first.as_deref(), Some("first"));
+    let (_, now) = app.get(&format!("/runs/{run}")).await;
+    assert_eq!(now["status"], "running", "the line came live");
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("second"));
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+
+    // Without --follow: what was captured.
+    let (code, out, _) = wharf(&app, &["runs", "logs", &run]).await;
+    assert_eq!((code, out.as_str()), (0, "first\nsecond\n"));
+
+    // Replay prints the new run's id; cancel stops it.
+    let (code, out, err) = wharf(&app, &["runs", "replay", &run]).await;
+    assert_eq!(code, 0, "{err}");
+    let again = out.trim().to_owned();
+    assert_ne!(again, run);
+    let (code, out, err) = wharf(&app, &["runs", "cancel", &again]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cancelled"), "{out}");
+    let (code, _, err) = wharf(&app, &["runs", "cancel", &again]).await;
+    assert_eq!(code, 3, "an ended run cannot be cancelled: {err}");
+    assert!(err.contains("409"), "{err}");
+    let (code, _, _) = wharf(&app, &["runs", "logs", &again, "--follow"]).await;
+    assert_eq!(code, 4, "a cancelled run's logs exit 4");
+}
