@@ -14,6 +14,9 @@ use utoipa_axum::routes;
 use super::listing::{RunsQuery, next_before};
 use super::{ApiError, AppState, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
+use crate::auth::hmac::HmacScheme;
+use crate::auth::keys;
+use crate::auth::secrets::Secret;
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
@@ -22,9 +25,6 @@ use crate::store::{
     Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunRecord, RunStatus, StoreError,
     VesselRun, Webhook, WebhookAuth, WebhookChange, WebhookSettings,
 };
-use crate::auth::hmac::HmacScheme;
-use crate::auth::keys;
-use crate::auth::secrets::Secret;
 use crate::store::{HmacAuth, SealedSecret};
 use crate::util::{now_ms, random_token, rfc3339, sha256_hex};
 
@@ -360,9 +360,12 @@ fn parse_auth(s: &AppState, v: &Value) -> Result<(WebhookAuth, Option<Secret>), 
             .join(", ")
     };
     match input.mode.as_str() {
-        "none" | "bearer" if input.scheme.is_some() || input.secret.is_some() => Err(
-            ApiError::BadRequest(format!("auth: mode {:?} takes no scheme or secret", input.mode)),
-        ),
+        "none" | "bearer" if input.scheme.is_some() || input.secret.is_some() => {
+            Err(ApiError::BadRequest(format!(
+                "auth: mode {:?} takes no scheme or secret",
+                input.mode
+            )))
+        }
         "none" => Ok((WebhookAuth::None, None)),
         "bearer" => Ok((WebhookAuth::Bearer, None)),
         "hmac" => {
@@ -534,8 +537,7 @@ async fn update_webhook(
     }
     if change.is_empty() {
         return Err(ApiError::BadRequest(
-            "nothing to change: give rate_limit, deduplicate and/or auth (null removes one)"
-                .into(),
+            "nothing to change: give rate_limit, deduplicate and/or auth (null removes one)".into(),
         ));
     }
     let hook = s.store.update_webhook(fleet_id, &change).await?;

@@ -36,7 +36,7 @@ pub fn shown_prefix(key: &str) -> String {
 /// another scheme.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credentials) = value.trim().split_once(|c: char| c == ' ' || c == '\t')?;
+    let (scheme, credentials) = value.trim().split_once([' ', '\t'])?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| credentials.trim())

@@ -33,16 +33,17 @@ async fn org_fleet(app: &TestApp, auth: Value) -> (String, String, Value) {
     assert_eq!(s, StatusCode::CREATED, "{fleet}");
     let fleet_id = fleet["id"].as_str().unwrap().to_owned();
     let (s, hook) = app
-        .post(&format!("/fleets/{fleet_id}/webhook"), json!({"auth": auth}))
+        .post(
+            &format!("/fleets/{fleet_id}/webhook"),
+            json!({"auth": auth}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{hook}");
     (org_id, fleet_id, hook)
 }
 
 async fn new_key(app: &TestApp, org: &str) -> (String, String) {
-    let (s, key) = app
-        .post(&format!("/orgs/{org}/api-keys"), json!({}))
-        .await;
+    let (s, key) = app.post(&format!("/orgs/{org}/api-keys"), json!({})).await;
     assert_eq!(s, StatusCode::CREATED, "{key}");
     (
         key["id"].as_str().unwrap().to_owned(),
@@ -51,7 +52,12 @@ async fn new_key(app: &TestApp, org: &str) -> (String, String) {
 }
 
 /// POSTs `body` to `url` with `headers`; returns status and the raw body text.
-async fn call(app: &TestApp, url: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, String) {
+async fn call(
+    app: &TestApp,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String) {
     let mut req = app
         .client
         .post(url)
@@ -71,7 +77,10 @@ fn assert_401(got: (StatusCode, String), message: &str) {
     let body: Value = serde_json::from_str(&text).unwrap();
     let id = body["request"]["id"].as_str().expect("a request id");
     assert_eq!(body, json!({"request": {"id": id}, "error": message}));
-    assert!(text.contains(&format!(r#""error":"{message}""#)), "byte for byte: {text}");
+    assert!(
+        text.contains(&format!(r#""error":"{message}""#)),
+        "byte for byte: {text}"
+    );
 }
 
 async fn runs(app: &TestApp, fleet: &str) -> usize {
@@ -91,15 +100,33 @@ async fn bearer_webhooks_take_a_live_key_of_the_fleets_org_only() {
 
     assert_401(call(&app, url, &[], "{}").await, MISSING);
     assert_401(
-        call(&app, url, &[("authorization", &format!("Basic {key}"))], "{}").await,
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Basic {key}"))],
+            "{}",
+        )
+        .await,
         MISSING,
     );
     assert_401(
-        call(&app, url, &[("authorization", "Bearer wharf_key_nope")], "{}").await,
+        call(
+            &app,
+            url,
+            &[("authorization", "Bearer wharf_key_nope")],
+            "{}",
+        )
+        .await,
         WRONG,
     );
     assert_401(
-        call(&app, url, &[("authorization", &format!("Bearer {other_key}"))], "{}").await,
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Bearer {other_key}"))],
+            "{}",
+        )
+        .await,
         WRONG,
     );
     assert_eq!(runs(&app, &fleet).await, 0);
@@ -111,7 +138,11 @@ async fn bearer_webhooks_take_a_live_key_of_the_fleets_org_only() {
     assert_eq!(runs(&app, &fleet).await, 3);
 
     // A key in the query string is refused, with or without the header, and not stored.
-    for q in [format!("?key={key}"), format!("?api_key={key}"), format!("?x={key}")] {
+    for q in [
+        format!("?key={key}"),
+        format!("?api_key={key}"),
+        format!("?x={key}"),
+    ] {
         let (s, text) = call(
             &app,
             &format!("{url}{q}"),
@@ -151,7 +182,13 @@ async fn bearer_webhooks_take_a_live_key_of_the_fleets_org_only() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_401(
-        call(&app, url, &[("authorization", &format!("Bearer {key}"))], "{}").await,
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Bearer {key}"))],
+            "{}",
+        )
+        .await,
         WRONG,
     );
     let (_, list) = app.get(&format!("/orgs/{org}/api-keys")).await;
@@ -248,10 +285,16 @@ async fn github_signatures_made_by_openssl_pass_and_others_do_not() {
     let sig = format!("sha256={}", openssl_hmac(given, body));
     let (s, text) = call(&app, url, &[("x-hub-signature-256", &sig)], body).await;
     assert_eq!(s, StatusCode::CREATED, "{text}");
-    assert_401(call(&app, url, &[("x-hub-signature-256", &sig)], "{}").await, WRONG);
+    assert_401(
+        call(&app, url, &[("x-hub-signature-256", &sig)], "{}").await,
+        WRONG,
+    );
     assert_401(call(&app, url, &[], body).await, MISSING);
     let bad = format!("sha256={}", openssl_hmac("another-secret-0123456789", body));
-    assert_401(call(&app, url, &[("x-hub-signature-256", &bad)], body).await, WRONG);
+    assert_401(
+        call(&app, url, &[("x-hub-signature-256", &bad)], body).await,
+        WRONG,
+    );
 
     // The shown secret is not shown again.
     let (_, f) = app.get(&format!("/fleets/{fleet}")).await;
@@ -270,7 +313,9 @@ async fn github_signatures_made_by_openssl_pass_and_others_do_not() {
     assert_eq!(generated.len(), 64, "32 bytes in hex");
     let sig = format!("sha256={}", openssl_hmac(generated, body));
     assert_eq!(
-        call(&app, url, &[("x-hub-signature-256", &sig)], body).await.0,
+        call(&app, url, &[("x-hub-signature-256", &sig)], body)
+            .await
+            .0,
         StatusCode::CREATED
     );
 
@@ -283,7 +328,10 @@ async fn github_signatures_made_by_openssl_pass_and_others_do_not() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(e["error"].as_str().unwrap().contains("standard-webhooks"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("standard-webhooks"),
+        "{e}"
+    );
     let (s, _) = app
         .admin(
             Method::PATCH,
@@ -310,17 +358,24 @@ async fn stripe_signatures_made_by_the_stripe_library_pass_within_300_seconds() 
     let t_part = header.split(',').next().unwrap();
     let several = format!("{t_part},v1={},v1={v1}", "0".repeat(64));
     assert_eq!(
-        call(&app, url, &[("stripe-signature", &several)], body).await.0,
+        call(&app, url, &[("stripe-signature", &several)], body)
+            .await
+            .0,
         StatusCode::CREATED
     );
     for off in [-400, 400] {
         let stale = stripe_header(secret, now() + off, body);
-        assert_401(call(&app, url, &[("stripe-signature", &stale)], body).await, WRONG);
+        assert_401(
+            call(&app, url, &[("stripe-signature", &stale)], body).await,
+            WRONG,
+        );
     }
     for off in [-200, 200] {
         let near = stripe_header(secret, now() + off, body);
         assert_eq!(
-            call(&app, url, &[("stripe-signature", &near)], body).await.0,
+            call(&app, url, &[("stripe-signature", &near)], body)
+                .await
+                .0,
             StatusCode::CREATED,
             "{off} s is within the tolerance"
         );
@@ -364,7 +419,10 @@ async fn standard_webhooks_signed_by_the_library_pass_and_secrets_rotate_with_gr
     assert_eq!(s, StatusCode::CREATED, "{text}");
     assert_401(send(signed(given, now() - 301)).await, WRONG);
     assert_401(send(signed(given, now() + 301)).await, WRONG);
-    assert_401(call(&app, &url, &[("webhook-id", "msg_1")], body).await, MISSING);
+    assert_401(
+        call(&app, &url, &[("webhook-id", "msg_1")], body).await,
+        MISSING,
+    );
 
     // Rotation with a grace period: both secrets pass, then only the new one.
     let (s, rotated) = app
@@ -430,9 +488,14 @@ async fn hmac_secrets_are_sealed_in_the_database_file() {
     let body = "{}";
     let sig = format!("sha256={}", openssl_hmac(given, body));
     assert_eq!(
-        call(&app, hook["url"].as_str().unwrap(), &[("x-hub-signature-256", &sig)], body)
-            .await
-            .0,
+        call(
+            &app,
+            hook["url"].as_str().unwrap(),
+            &[("x-hub-signature-256", &sig)],
+            body
+        )
+        .await
+        .0,
         StatusCode::CREATED
     );
     let dir = app.stop().await;
@@ -613,7 +676,11 @@ async fn cors_is_off_unless_an_origin_is_given() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "still needs the token");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "still needs the token"
+    );
 }
 
 /// The real binary at `WHARF_LOG=trace` through every auth flow: no secret, key, token or
@@ -661,7 +728,10 @@ async fn no_secret_reaches_the_log_at_trace_level() {
 
     // Bearer: good, wrong, in the query, revoked.
     let (s, hook) = server
-        .post(&format!("/fleets/{fleet}/webhook"), json!({"auth": "bearer"}))
+        .post(
+            &format!("/fleets/{fleet}/webhook"),
+            json!({"auth": "bearer"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let url = hook["url"].as_str().unwrap().to_owned();
@@ -673,7 +743,12 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let wrong = "wharf_key_thisiswrongbutsecrettoo0123456789abcdefghijkl".to_owned();
     secrets.push(wrong.clone());
     assert_eq!(
-        post(url.clone(), vec![("authorization", format!("Bearer {wrong}"))], "{}").await,
+        post(
+            url.clone(),
+            vec![("authorization", format!("Bearer {wrong}"))],
+            "{}"
+        )
+        .await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
@@ -744,7 +819,12 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             );
         }
         assert_eq!(
-            post(url.clone(), vec![("x-hub-signature-256", "sha256=00".into())], body).await,
+            post(
+                url.clone(),
+                vec![("x-hub-signature-256", "sha256=00".into())],
+                body
+            )
+            .await,
             StatusCode::UNAUTHORIZED
         );
         secrets.push(given);
@@ -766,6 +846,9 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         text.lines().count()
     );
     for secret in &secrets {
-        assert!(!text.contains(secret.as_str()), "{secret:?} appears in the log");
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret:?} appears in the log"
+        );
     }
 }

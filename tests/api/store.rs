@@ -1135,7 +1135,11 @@ async fn api_keys_are_found_by_hash_listed_touched_and_revoked() {
             store.api_key("hash-one").await.unwrap().is_none(),
             "the cached key was dropped"
         );
-        assert!(store.api_keys(org.id).await.unwrap()[0].revoked_at.is_some());
+        assert!(
+            store.api_keys(org.id).await.unwrap()[0]
+                .revoked_at
+                .is_some()
+        );
         assert!(matches!(
             store.api_keys(Uuid::new_v4()).await,
             Err(wharf::store::StoreError::NotFound(_))

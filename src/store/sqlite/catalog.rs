@@ -89,10 +89,11 @@ impl Catalog for SqliteStore {
     async fn api_keys(&self, org_id: Uuid) -> StoreResult<Vec<ApiKeyInfo>> {
         self.read(move |c| {
             let org = org_id.to_string();
-            let exists: bool =
-                c.query_row("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", [&org], |r| {
-                    r.get(0)
-                })?;
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
+                [&org],
+                |r| r.get(0),
+            )?;
             touched(u64::from(exists), "org")?;
             let mut stmt = c.prepare_cached(
                 "SELECT id, org_id, prefix, created_at, last_used_at, revoked_at FROM api_keys
@@ -292,7 +293,11 @@ impl Catalog for SqliteStore {
             .as_ref()
             .map(|d| d.as_ref().map(serde_json::to_string).transpose())
             .transpose()?;
-        let auth = change.auth.as_ref().map(serde_json::to_string).transpose()?;
+        let auth = change
+            .auth
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         self.forget_webhooks();
         let hook = self
             .write(move |c| {
