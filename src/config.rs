@@ -100,6 +100,11 @@ pub struct Config {
     /// private network); `/metrics` on the main address keeps needing the token.
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Origins (e.g. `https://admin.example.com`) whose browser pages may call the API; repeat
+    /// or separate with commas. Default: none, so no CORS headers are sent and browsers keep
+    /// other sites' pages from reading answers.
+    #[arg(long = "cors-origin", env = "WHARF_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -127,6 +132,7 @@ impl Config {
             retain: None,
             retain_every: Duration::from_secs(60),
             metrics_listen: None,
+            cors_origins: Vec::new(),
         }
     }
 
@@ -174,6 +180,7 @@ impl std::fmt::Debug for Config {
             .field("retain", &self.retain)
             .field("retain_every", &self.retain_every)
             .field("metrics_listen", &self.metrics_listen)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }

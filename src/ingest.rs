@@ -8,8 +8,12 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::admission::{RateLimit, call_key, retry_after_secs};
+use crate::auth::secrets::{Secret, SecretBox};
+use crate::auth::{AuthFailure, hmac, keys, redact};
 use crate::scheduler::{Scheduler, initial_variables};
-use crate::store::{Admission, Ingest, IngestBatcher, RequestRecord, Store, WebhookTarget};
+use crate::store::{
+    Admission, Ingest, IngestBatcher, RequestRecord, Store, WebhookAuth, WebhookTarget,
+};
 
 /// Longest concurrency key value stored as it is; longer ones are stored as their sha256, so
 /// that a key taken from a body stays small enough to index.
@@ -34,6 +38,11 @@ pub enum Refused {
     },
     /// The call's idempotency or delivery-id header is malformed; the message names it.
     BadKey(String),
+    /// The call does not authenticate as the webhook's auth mode asks: `401`.
+    Unauthorized(AuthFailure),
+    /// An API key was sent in the query string of a `bearer` webhook, where it would end up in
+    /// proxy and access logs; refused before anything is stored.
+    KeyInQuery,
     /// The store is failing; the cause is logged.
     Unavailable,
 }
@@ -61,6 +70,7 @@ pub struct Ingress {
     store: Arc<dyn Store>,
     batcher: IngestBatcher,
     scheduler: Scheduler,
+    usage: Arc<keys::KeyUsage>,
 }
 
 impl Ingress {
@@ -73,6 +83,7 @@ impl Ingress {
             store,
             batcher,
             scheduler,
+            usage: Arc::default(),
         }
     }
 
@@ -83,6 +94,17 @@ impl Ingress {
             return Err(Refused::UnknownWebhook);
         }
         match self.store.resolve_webhook(webhook_id).await {
+            // The id before a rotation resolves during its grace period only; checked here
+            // rather than in the query, so a cached resolution expires on time too.
+            Ok(Some(target))
+                if target.webhook.id != webhook_id
+                    && target
+                        .webhook
+                        .previous_until
+                        .is_none_or(|until| until <= crate::util::now_ms()) =>
+            {
+                Err(Refused::UnknownWebhook)
+            }
             Ok(Some(target)) => Ok(target),
             Ok(None) => Err(Refused::UnknownWebhook),
             Err(e) => {
@@ -90,6 +112,77 @@ impl Ingress {
                 Err(Refused::Unavailable)
             }
         }
+    }
+
+    /// What can be checked before the body is read: a `bearer` webhook's API key (a live key of
+    /// the fleet's org; none in the query string). A key's use is recorded off the call's path.
+    pub async fn authorize(
+        &self,
+        target: &WebhookTarget,
+        query: Option<&str>,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), Refused> {
+        if target.webhook.auth != WebhookAuth::Bearer {
+            return Ok(());
+        }
+        if let Some(q) = query
+            && form_urlencoded::parse(q.as_bytes()).any(|(k, v)| redact::api_key_in_query(&k, &v))
+        {
+            return Err(Refused::KeyInQuery);
+        }
+        let key = keys::bearer(headers).ok_or(Refused::Unauthorized(AuthFailure::Missing))?;
+        let hash = crate::util::sha256_hex(key.as_bytes());
+        match self.store.api_key(&hash).await {
+            Ok(Some(k)) if k.org_id == target.org_id => {
+                let now = crate::util::now_ms();
+                if self.usage.note(k.id, now) {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.touch_api_keys(&[(k.id, now)]).await {
+                            tracing::warn!(error = %e, "recording an API key's use failed");
+                        }
+                    });
+                }
+                Ok(())
+            }
+            Ok(_) => Err(Refused::Unauthorized(AuthFailure::Wrong)),
+            Err(e) => {
+                tracing::error!(error = %e, "looking up an API key failed");
+                Err(Refused::Unavailable)
+            }
+        }
+    }
+
+    /// An `hmac` webhook's signature over the raw body, with any of its live secrets.
+    pub fn verify_signature(
+        &self,
+        target: &WebhookTarget,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+        sealer: &SecretBox,
+    ) -> Result<(), Refused> {
+        let WebhookAuth::Hmac(auth) = &target.webhook.auth else {
+            return Ok(());
+        };
+        let now = crate::util::now_ms();
+        let live: Vec<Secret> = auth
+            .secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .filter_map(|s| match sealer.open_string(&s.sealed) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    tracing::error!(error = %e, fleet_id = %target.webhook.fleet_id,
+                        "a webhook's HMAC secret cannot be opened");
+                    None
+                }
+            })
+            .collect();
+        if live.is_empty() {
+            // Sealed under another key: the node is misconfigured, not the caller wrong.
+            return Err(Refused::Unavailable);
+        }
+        hmac::verify(auth.scheme, &live, headers, body, now / 1000).map_err(Refused::Unauthorized)
     }
 
     /// Commits the call and its queued run, durably. Inside the committing transaction (so

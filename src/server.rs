@@ -152,6 +152,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             admin_token_hash,
             public_url: public_url.clone(),
             max_body_bytes: config.max_body_bytes,
+            cors_origins: config.cors_origins.clone(),
         }),
     };
     Ok(Prepared {
@@ -250,7 +251,8 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
     if let Ok(hash) = std::fs::read_to_string(&path) {
         return Ok((hash.trim().to_owned(), None));
     }
-    let token = random_token("wharf_admin_", 40);
+    // 48 alphanumerics: about 285 bits.
+    let token = random_token("wharf_admin_", 48);
     write_private(&path, &sha256_hex(token.as_bytes()))?;
     Ok((sha256_hex(token.as_bytes()), Some(token)))
 }

@@ -14,6 +14,9 @@ use utoipa_axum::routes;
 use super::listing::{RunsQuery, next_before};
 use super::{ApiError, AppState, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
+use crate::auth::hmac::HmacScheme;
+use crate::auth::keys;
+use crate::auth::secrets::Secret;
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
@@ -22,7 +25,8 @@ use crate::store::{
     Admission, CancelOutcome, Fleet, Replay, RequestRecord, RunRecord, RunStatus, StoreError,
     VesselRun, Webhook, WebhookAuth, WebhookChange, WebhookSettings,
 };
-use crate::util::{random_token, rfc3339, sha256_hex};
+use crate::store::{HmacAuth, SealedSecret};
+use crate::util::{now_ms, random_token, rfc3339, sha256_hex};
 
 type Created = (StatusCode, Json<Value>);
 
@@ -31,13 +35,14 @@ type Created = (StatusCode, Json<Value>);
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_org))
-        .routes(routes!(create_api_key))
+        .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(create_project))
         .routes(routes!(create_fleet))
         .routes(routes!(get_fleet, replace_fleet, delete_fleet))
         .routes(routes!(create_webhook, update_webhook, delete_webhook))
         .routes(routes!(rotate_webhook))
+        .routes(routes!(rotate_webhook_secret))
         .routes(routes!(list_runs))
         .routes(routes!(dry_run))
         .routes(routes!(get_run))
@@ -97,22 +102,50 @@ async fn create_org(
 /// A new API key of an org: shown once, stored hashed.
 #[utoipa::path(post, path = "/orgs/{org}/api-keys", tag = "orgs",
     params(("org" = uuid::Uuid, Path, description = "Org id")),
-    responses((status = 201, description = "`{\"id\",\"org_id\",\"key\"}`", body = Value),
+    responses((status = 201, description = "`{\"id\",\"org_id\",\"prefix\",\"key\"}`; the key is shown this once", body = Value),
         (status = 404, body = ErrorBody)))]
 async fn create_api_key(
     State(s): State<AppState>,
     Path(org): Path<String>,
 ) -> Result<Created, ApiError> {
     let org_id = parse_id(&org, "org")?;
-    let key = random_token("wharf_key_", 40);
+    let key = keys::new_api_key();
+    let prefix = keys::shown_prefix(key.expose());
     let id = s
         .store
-        .create_api_key(org_id, &sha256_hex(key.as_bytes()))
+        .create_api_key(org_id, &sha256_hex(key.expose().as_bytes()), &prefix)
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "org_id": org_id, "key": key})),
+        Json(json!({"id": id, "org_id": org_id, "prefix": prefix, "key": key.expose()})),
     ))
+}
+
+/// An org's API keys, oldest first: id, the key's first characters, created, last used (at
+/// most about a minute late) and revoked times. Never the key.
+#[utoipa::path(get, path = "/orgs/{org}/api-keys", tag = "orgs",
+    params(("org" = uuid::Uuid, Path, description = "Org id")),
+    responses((status = 200, description = "`{\"api_keys\": [{\"id\",\"org_id\",\"prefix\",\"created_at\",\"last_used_at\",\"revoked_at\"}]}`", body = Value),
+        (status = 404, body = ErrorBody)))]
+async fn list_api_keys(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let keys = s.store.api_keys(parse_id(&org, "org")?).await?;
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            json!({
+                "id": k.id,
+                "org_id": k.org_id,
+                "prefix": k.prefix,
+                "created_at": rfc3339(k.created_at),
+                "last_used_at": k.last_used_at.map(rfc3339),
+                "revoked_at": k.revoked_at.map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"api_keys": keys})))
 }
 
 /// Revokes an API key.
@@ -255,15 +288,146 @@ async fn fleet_json(s: &AppState, fleet: &Fleet) -> Result<Value, ApiError> {
 }
 
 fn webhook_json(s: &AppState, w: &Webhook) -> Value {
-    json!({
+    let mut out = json!({
         "id": w.id,
         "url": format!("{}/webhooks/{}", s.settings.public_url, w.id),
         "fleet_id": w.fleet_id,
-        "auth": w.auth,
+        "auth": auth_json(&w.auth),
         "rate_limit": w.settings.rate_limit,
         "deduplicate": w.settings.deduplicate,
         "created_at": rfc3339(w.created_at),
-    })
+    });
+    if let (Some(id), Some(until)) = (&w.previous_id, w.previous_until)
+        && until > now_ms()
+        && let Some(map) = out.as_object_mut()
+    {
+        map.insert(
+            "previous_url".into(),
+            json!(format!("{}/webhooks/{id}", s.settings.public_url)),
+        );
+        map.insert("previous_url_until".into(), json!(rfc3339(until)));
+    }
+    out
+}
+
+/// A webhook's auth as the API shows it: the mode, and for `hmac` the scheme and when each
+/// secret was set and expires. Secrets are shown only in the answer that set them.
+fn auth_json(auth: &WebhookAuth) -> Value {
+    match auth {
+        WebhookAuth::None => json!({"mode": "none"}),
+        WebhookAuth::Bearer => json!({"mode": "bearer"}),
+        WebhookAuth::Hmac(h) => json!({
+            "mode": "hmac",
+            "scheme": h.scheme.as_str(),
+            "secrets": h.secrets.iter().map(|s| json!({
+                "created_at": rfc3339(s.created_at),
+                "expires_at": s.expires_at.map(rfc3339),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The `auth` of a create or PATCH body: `"none"`, `"bearer"`, or
+/// `{"mode": "hmac", "scheme": …, "secret": …}` (the secret optional: generated when absent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthInput {
+    mode: String,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// Parses an `auth` value; for `hmac`, the secret (generated or given) to show once.
+fn parse_auth(s: &AppState, v: &Value) -> Result<(WebhookAuth, Option<Secret>), ApiError> {
+    let input = match v {
+        Value::Null => return Ok((WebhookAuth::None, None)),
+        Value::String(mode) => AuthInput {
+            mode: mode.clone(),
+            scheme: None,
+            secret: None,
+        },
+        other => serde_json::from_value::<AuthInput>(other.clone()).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "auth: {e}; expected \"none\", \"bearer\" or {{\"mode\": \"hmac\", \"scheme\", \"secret\"?}}"
+            ))
+        })?,
+    };
+    let schemes = || {
+        HmacScheme::ALL
+            .map(|s| format!("\"{}\"", s.as_str()))
+            .join(", ")
+    };
+    match input.mode.as_str() {
+        "none" | "bearer" if input.scheme.is_some() || input.secret.is_some() => {
+            Err(ApiError::BadRequest(format!(
+                "auth: mode {:?} takes no scheme or secret",
+                input.mode
+            )))
+        }
+        "none" => Ok((WebhookAuth::None, None)),
+        "bearer" => Ok((WebhookAuth::Bearer, None)),
+        "hmac" => {
+            let name = input.scheme.ok_or_else(|| {
+                ApiError::BadRequest(format!("auth: hmac needs a scheme: one of {}", schemes()))
+            })?;
+            let scheme = HmacScheme::parse(&name).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "auth: unknown scheme {name:?}: one of {}",
+                    schemes()
+                ))
+            })?;
+            let secret = new_secret(scheme, input.secret)?;
+            let auth = HmacAuth {
+                scheme,
+                secrets: vec![SealedSecret {
+                    sealed: s.secrets.seal(secret.expose().as_bytes()),
+                    created_at: now_ms(),
+                    expires_at: None,
+                }],
+            };
+            Ok((WebhookAuth::Hmac(auth), Some(secret)))
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "auth: unknown mode {other:?}: one of \"none\", \"bearer\", \"hmac\""
+        ))),
+    }
+}
+
+/// A given secret, checked, or a generated one.
+fn new_secret(scheme: HmacScheme, given: Option<String>) -> Result<Secret, ApiError> {
+    match given {
+        Some(secret) => {
+            scheme
+                .check_secret(&secret)
+                .map_err(|e| ApiError::BadRequest(format!("auth: {e}")))?;
+            Ok(Secret::new(secret))
+        }
+        None => Ok(scheme.generate_secret()),
+    }
+}
+
+/// The webhook's JSON with a secret set by this call, shown this once.
+fn with_secret(mut hook: Value, secret: Option<Secret>) -> Value {
+    if let (Some(secret), Some(map)) = (secret, hook.as_object_mut()) {
+        map.insert("secret".into(), json!(secret.expose()));
+    }
+    hook
+}
+
+/// Longest grace period of a rotation: 7 days.
+const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// `{"grace_seconds": N}` of a rotation, at most 7 days; absent or 0: no grace.
+fn grace_until(grace: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match grace {
+        None | Some(0) => Ok(None),
+        Some(n) if n > MAX_GRACE_SECONDS => Err(ApiError::BadRequest(format!(
+            "grace_seconds: at most {MAX_GRACE_SECONDS} (7 days), got {n}"
+        ))),
+        Some(n) => Ok(Some(now_ms() + n as i64 * 1000)),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -286,6 +450,8 @@ struct WebhookPatch {
     rate_limit: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     deduplicate: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    auth: Option<Value>,
 }
 
 /// Keeps a present `null` apart from an absent field.
@@ -308,9 +474,9 @@ pub fn new_webhook_id() -> String {
 
 /// Creates the fleet's webhook.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = Value, description = "`{\"auth\": \"none\", \"rate_limit\": {\"requests\", \"per_seconds\"}, \"deduplicate\": …}`, every field optional"),
+    request_body(content = Value, description = "`{\"auth\": \"none\" | \"bearer\" | {\"mode\": \"hmac\", \"scheme\": \"github\" | \"stripe\" | \"standard-webhooks\", \"secret\"?}, \"rate_limit\": {\"requests\", \"per_seconds\"}, \"deduplicate\": …}`, every field optional"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 201, description = "`{\"id\",\"url\",\"fleet_id\",\"auth\",\"rate_limit\",\"deduplicate\",\"created_at\"}`", body = Value),
+    responses((status = 201, description = "`{\"id\",\"url\",\"fleet_id\",\"auth\",\"rate_limit\",\"deduplicate\",\"created_at\"}`, and `secret` (shown this once) for hmac", body = Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The fleet has a webhook", body = ErrorBody)))]
 async fn create_webhook(
@@ -319,15 +485,7 @@ async fn create_webhook(
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> Result<Created, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
-    let auth = match body.auth {
-        None | Some(Value::Null) => WebhookAuth::None,
-        Some(Value::String(mode)) if mode == "none" => WebhookAuth::None,
-        Some(other) => serde_json::from_value::<WebhookAuth>(other.clone()).map_err(|_| {
-            ApiError::BadRequest(format!(
-                "unsupported auth {other}: this version supports only \"none\""
-            ))
-        })?,
-    };
+    let (auth, secret) = parse_auth(&s, body.auth.as_ref().unwrap_or(&Value::Null))?;
     let settings = WebhookSettings {
         rate_limit: setting(
             body.rate_limit.as_ref().unwrap_or(&Value::Null),
@@ -342,12 +500,15 @@ async fn create_webhook(
         .store
         .create_webhook(fleet_id, &new_webhook_id(), &auth, &settings)
         .await?;
-    Ok((StatusCode::CREATED, Json(webhook_json(&s, &hook))))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_secret(webhook_json(&s, &hook), secret)),
+    ))
 }
 
 /// Changes the webhook's settings: a field given is changed (`null` removes it), others stay.
 #[utoipa::path(patch, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = Value, description = "`{\"rate_limit\": …, \"deduplicate\": …}`"),
+    request_body(content = Value, description = "`{\"rate_limit\": …, \"deduplicate\": …, \"auth\": …}` (auth as at create; `secret` is in the answer when hmac is set)"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "The webhook", body = Value),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -357,7 +518,7 @@ async fn update_webhook(
     JsonBody(body): JsonBody<WebhookPatch>,
 ) -> Result<Json<Value>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
-    let change = WebhookChange {
+    let mut change = WebhookChange {
         rate_limit: body
             .rate_limit
             .map(|v| setting(&v, RateLimit::from_value))
@@ -366,30 +527,109 @@ async fn update_webhook(
             .deduplicate
             .map(|v| setting(&v, Deduplicate::from_value))
             .transpose()?,
+        auth: None,
     };
+    let mut secret = None;
+    if let Some(v) = &body.auth {
+        let (auth, given) = parse_auth(&s, v)?;
+        change.auth = Some(auth);
+        secret = given;
+    }
     if change.is_empty() {
         return Err(ApiError::BadRequest(
-            "nothing to change: give rate_limit and/or deduplicate (null removes one)".into(),
+            "nothing to change: give rate_limit, deduplicate and/or auth (null removes one)".into(),
         ));
     }
     let hook = s.store.update_webhook(fleet_id, &change).await?;
-    Ok(Json(webhook_json(&s, &hook)))
+    Ok(Json(with_secret(webhook_json(&s, &hook), secret)))
 }
 
-/// Gives the fleet's webhook a new id and URL; the old URL answers 400 from now on.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    /// How long the old URL (or secret) keeps working, in seconds; at most 7 days.
+    #[serde(default)]
+    grace_seconds: Option<u64>,
+    /// For a secret rotation: the new secret, else one is generated.
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// Gives the fleet's webhook a new id and URL. The old URL answers 400 at once, or after
+/// `grace_seconds` (at most 7 days) when given; a URL kept from an earlier rotation stops.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook/rotate", tag = "webhooks",
+    request_body(content = Value, description = "`{}` or `{\"grace_seconds\": N}`"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 200, description = "The webhook with its new URL", body = Value),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The webhook with its new URL (and `previous_url`, `previous_url_until` during a grace period)", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn rotate_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
+    JsonBody(body): JsonBody<RotateBody>,
 ) -> Result<Json<Value>, ApiError> {
+    if body.secret.is_some() {
+        return Err(ApiError::BadRequest(
+            "secret: a URL rotation takes only grace_seconds; see /webhook/secret/rotate".into(),
+        ));
+    }
+    let until = grace_until(body.grace_seconds)?;
     let hook = s
         .store
-        .rotate_webhook(parse_id(&fleet, "fleet")?, &new_webhook_id())
+        .rotate_webhook_keeping(parse_id(&fleet, "fleet")?, &new_webhook_id(), until)
         .await?;
     Ok(Json(webhook_json(&s, &hook)))
+}
+
+/// Gives an `hmac` webhook a new secret (given, or generated and shown this once). The
+/// previous one keeps being accepted for `grace_seconds` (at most 7 days; none when absent), so
+/// the sender can switch without a failed delivery; one kept from an earlier rotation stops.
+#[utoipa::path(post, path = "/fleets/{fleet}/webhook/secret/rotate", tag = "webhooks",
+    request_body(content = Value, description = "`{\"grace_seconds\": N, \"secret\"?}`"),
+    params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
+    responses((status = 200, description = "The webhook, with the new `secret` shown this once", body = Value),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The webhook's auth is not hmac", body = ErrorBody)))]
+async fn rotate_webhook_secret(
+    State(s): State<AppState>,
+    Path(fleet): Path<String>,
+    JsonBody(body): JsonBody<RotateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let fleet_id = parse_id(&fleet, "fleet")?;
+    let until = grace_until(body.grace_seconds)?;
+    let hook = s
+        .store
+        .fleet_webhook(fleet_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("webhook not found".into()))?;
+    let WebhookAuth::Hmac(current) = hook.auth else {
+        return Err(ApiError::Conflict(
+            "the webhook's auth is not hmac: it has no secret to rotate".into(),
+        ));
+    };
+    let secret = new_secret(current.scheme, body.secret)?;
+    let now = now_ms();
+    let mut secrets = vec![SealedSecret {
+        sealed: s.secrets.seal(secret.expose().as_bytes()),
+        created_at: now,
+        expires_at: None,
+    }];
+    if let Some(until) = until
+        && let Some(old) = current.secrets.into_iter().find(|s| s.expires_at.is_none())
+    {
+        secrets.push(SealedSecret {
+            expires_at: Some(until),
+            ..old
+        });
+    }
+    let change = WebhookChange {
+        auth: Some(WebhookAuth::Hmac(HmacAuth {
+            scheme: current.scheme,
+            secrets,
+        })),
+        ..WebhookChange::default()
+    };
+    let hook = s.store.update_webhook(fleet_id, &change).await?;
+    Ok(Json(with_secret(webhook_json(&s, &hook), Some(secret))))
 }
 
 /// Removes the fleet's webhook; its URL answers 400.

@@ -14,21 +14,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use crate::auth::redact;
 use crate::ingest::Refused;
 use crate::sandbox::RequestMeta;
 use crate::store::RequestRecord;
-
-/// Headers whose values are secrets: stored and shown as `[redacted]`.
-const REDACTED: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-    "x-hub-signature",
-    "x-hub-signature-256",
-    "stripe-signature",
-    "webhook-signature",
-];
 
 fn answer(request_id: Uuid, status: StatusCode, body: Value) -> Response {
     let mut res = (status, Json(body)).into_response();
@@ -53,7 +42,8 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
     request_body(content = Vec<u8>, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
     responses(
         (status = 201, description = "Durably queued: `{\"request\":{\"id\"},\"data\":{\"fleet_id\",\"project_id\",\"org_id\",\"fleet_run_id\"}}`", body = Value),
-        (status = 400, description = "Unknown, rotated-away or removed webhook: `{\"request\":{\"id\"},\"data\":null}`", body = Value),
+        (status = 400, description = "Unknown, rotated-away (after its grace period) or removed webhook: `{\"request\":{\"id\"},\"data\":null}`; or an API key in the query string", body = Value),
+        (status = 401, description = "`Missing authorization header` or `Wrong authentication credentials` (bearer and hmac webhooks)", body = Value),
         (status = 405, description = "Not a POST"),
         (status = 413, description = "Body over the limit", body = Value),
         (status = 429, description = "`reject` policy and a run is queued or running", body = Value),
@@ -98,6 +88,9 @@ async fn admit(
         Ok(t) => t,
         Err(why) => return refused(request_id, why),
     };
+    if let Err(why) = s.ingress.authorize(&target, uri.query(), &headers).await {
+        return refused(request_id, why);
+    }
 
     let limit = s.settings.max_body_bytes;
     let too_large = || {
@@ -130,6 +123,13 @@ async fn admit(
             };
         }
     };
+
+    if let Err(why) = s
+        .ingress
+        .verify_signature(&target, &headers, &body, &s.secrets)
+    {
+        return refused(request_id, why);
+    }
 
     let meta = describe(request_id, &method, &uri, &headers);
     let record = RequestRecord {
@@ -201,6 +201,13 @@ fn refused(request_id: Uuid, why: Refused) -> Response {
             res
         }
         Refused::BadKey(message) => error(request_id, StatusCode::BAD_REQUEST, &message),
+        Refused::Unauthorized(why) => error(request_id, StatusCode::UNAUTHORIZED, why.message()),
+        Refused::KeyInQuery => error(
+            request_id,
+            StatusCode::BAD_REQUEST,
+            "an API key in the query string is refused (it would be logged on the way): \
+             send it as Authorization: Bearer <key>",
+        ),
         Refused::Unavailable => error(
             request_id,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -221,7 +228,18 @@ pub(super) fn describe(id: Uuid, method: &Method, uri: &Uri, headers: &HeaderMap
         headers: header_map(headers),
         query: uri
             .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| {
+                        let v = if redact::secret_query(&k, &v) {
+                            redact::REDACTED.to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -232,8 +250,8 @@ fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         let name = name.as_str();
-        let value = if REDACTED.contains(&name) {
-            "[redacted]".to_string()
+        let value = if redact::secret_header(name) {
+            redact::REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };

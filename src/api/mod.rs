@@ -42,6 +42,8 @@ pub struct ApiSettings {
     pub public_url: String,
     /// Largest accepted webhook body.
     pub max_body_bytes: usize,
+    /// Origins allowed to call from a browser (CORS); empty: CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 /// Shared state of every handler.
@@ -62,11 +64,42 @@ pub struct AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let (routes, _) = documented();
-    routes
+    let routes = routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(Extension(state.settings.clone()))
+        .layer(Extension(state.settings.clone()));
+    // Outside the admin check, so that a browser's preflight (which carries no token) is
+    // answered; the calls themselves still need the token.
+    let routes = match cors(&state.settings.cors_origins) {
+        Some(layer) => routes.layer(layer),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// The CORS layer for `--cors-origin`; `None` (no CORS headers at all) when none is given.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
 }
 
 /// Only `GET /metrics`, without the admin token: what `--metrics-listen` serves.
@@ -260,12 +293,9 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    // The token is compared as its sha256 with `subtle`: a wrong token's answer takes the same
+    // time however much of the real one it shares.
+    let presented = crate::auth::keys::bearer(req.headers());
     match presented {
         None => {
             ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())

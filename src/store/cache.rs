@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{StoreResult, WebhookTarget};
+use super::{ApiKeyRef, StoreResult, WebhookTarget};
 
 /// Webhook id → target. Cleared by every write that could change an answer (rotate, remove,
 /// fleet replace or delete) — before the write, so lookups in flight do not cache, and after
@@ -14,6 +14,10 @@ use super::{StoreResult, WebhookTarget};
 #[derive(Clone)]
 pub(crate) struct WebhookCache {
     map: moka::sync::Cache<String, WebhookTarget>,
+    /// Live API keys by hash. Cleared with the webhooks (a revocation is rare), so that one
+    /// `wharf_catalog` notification reaches both on every node. Unknown keys are not cached:
+    /// a caller trying keys must not be able to fill the cache.
+    keys: moka::sync::Cache<String, ApiKeyRef>,
     generation: Arc<AtomicU64>,
 }
 
@@ -21,6 +25,7 @@ impl WebhookCache {
     pub(crate) fn new() -> Self {
         WebhookCache {
             map: moka::sync::Cache::new(10_000),
+            keys: moka::sync::Cache::new(10_000),
             generation: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -47,9 +52,32 @@ impl WebhookCache {
         Ok(target)
     }
 
-    /// Drops every cached resolution.
+    /// The cached live key with this hash, or `load`'s answer, cached unless a write raced it.
+    pub(crate) async fn resolve_key<Fut>(
+        &self,
+        hash: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> StoreResult<Option<ApiKeyRef>>
+    where
+        Fut: Future<Output = StoreResult<Option<ApiKeyRef>>>,
+    {
+        if let Some(hit) = self.keys.get(hash) {
+            return Ok(Some(hit));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let key = load().await?;
+        if let Some(key) = key
+            && self.generation.load(Ordering::SeqCst) == generation
+        {
+            self.keys.insert(hash.to_owned(), key);
+        }
+        Ok(key)
+    }
+
+    /// Drops every cached resolution and key.
     pub(crate) fn forget(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.map.invalidate_all();
+        self.keys.invalidate_all();
     }
 }

@@ -119,14 +119,77 @@ pub struct Fleet {
     pub updated_at: i64,
 }
 
-/// How callers of a webhook prove who they are. Only `none` is enforced for now; the field is
-/// stored as JSON so richer modes slot in without a migration.
+/// How callers of a webhook prove who they are, stored as JSON in `webhooks.auth`. An HMAC
+/// secret is held only sealed ([`SealedSecret`]), so neither this type's `Debug` nor its JSON can
+/// carry a usable secret; the admin API shows a further-redacted view of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum WebhookAuth {
     /// Anyone with the URL.
     #[default]
     None,
+    /// `Authorization: Bearer <key>` with a live API key of the fleet's org.
+    Bearer,
+    /// A provider's HMAC signature over the raw body.
+    Hmac(HmacAuth),
+}
+
+/// HMAC settings of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HmacAuth {
+    /// Which provider's signature format.
+    pub scheme: crate::auth::hmac::HmacScheme,
+    /// The current secret first; during a rotation window also the previous one, with the
+    /// time it stops being accepted.
+    pub secrets: Vec<SealedSecret>,
+}
+
+/// An HMAC secret sealed with the node's [`crate::auth::secrets::SecretBox`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    /// `v1:` sealed text; never the secret itself.
+    pub sealed: String,
+    /// When it was set (ms).
+    pub created_at: i64,
+    /// When it stops being accepted (ms); `None` while it is the current secret.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("sealed", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An API key as ingress needs it: whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyRef {
+    /// Key id.
+    pub id: Uuid,
+    /// The org it belongs to.
+    pub org_id: Uuid,
+}
+
+/// An API key as listed: never the key nor its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// Key id.
+    pub id: Uuid,
+    /// Its org.
+    pub org_id: Uuid,
+    /// The key's first characters, to tell keys apart; `None` for keys made before it was kept.
+    pub prefix: Option<String>,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last accepted use (ms), recorded at most about once a minute per key per node.
+    pub last_used_at: Option<i64>,
+    /// Revocation time (ms), if revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// A fleet's trigger.
@@ -143,6 +206,10 @@ pub struct Webhook {
     /// Admission limits and deduplication.
     #[serde(flatten)]
     pub settings: WebhookSettings,
+    /// The id before the last rotation, still accepted until `previous_until`.
+    pub previous_id: Option<String>,
+    /// When the previous id stops resolving (ms).
+    pub previous_until: Option<i64>,
 }
 
 /// A webhook's admission settings.
@@ -162,12 +229,14 @@ pub struct WebhookChange {
     pub rate_limit: Option<Option<RateLimit>>,
     /// New deduplication header.
     pub deduplicate: Option<Option<Deduplicate>>,
+    /// New auth mode (with its sealed secrets).
+    pub auth: Option<WebhookAuth>,
 }
 
 impl WebhookChange {
     /// True when it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.rate_limit.is_none() && self.deduplicate.is_none()
+        self.rate_limit.is_none() && self.deduplicate.is_none() && self.auth.is_none()
     }
 }
 
@@ -522,10 +591,18 @@ pub trait Catalog: Send + Sync {
 
     /// Creates an org.
     async fn create_org(&self, name: &str) -> StoreResult<Org>;
-    /// Stores the hash of a new API key of an org; returns the key's id.
-    async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid>;
-    /// Revokes an API key.
+    /// Stores the hash of a new API key of an org, with its first characters to list it by;
+    /// returns the key's id.
+    async fn create_api_key(&self, org_id: Uuid, key_hash: &str, prefix: &str)
+    -> StoreResult<Uuid>;
+    /// Revokes an API key; every node refuses it from its next call (cached lookups included).
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()>;
+    /// The live (unrevoked) key with this sha256 hex hash. Cached like webhook resolutions.
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRef>>;
+    /// An org's keys, oldest first; `NotFound` for an unknown org.
+    async fn api_keys(&self, org_id: Uuid) -> StoreResult<Vec<ApiKeyInfo>>;
+    /// Records when keys were last used, in one write.
+    async fn touch_api_keys(&self, used: &[(Uuid, i64)]) -> StoreResult<()>;
     /// Creates a project in an org.
     async fn create_project(&self, org_id: Uuid, name: &str) -> StoreResult<Project>;
 
@@ -554,7 +631,17 @@ pub trait Catalog: Send + Sync {
     /// Changes settings of the fleet's webhook; every node sees the change from its next call.
     async fn update_webhook(&self, fleet_id: Uuid, change: &WebhookChange) -> StoreResult<Webhook>;
     /// Gives the fleet's webhook a new id; the old one stops resolving.
-    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook>;
+    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
+        self.rotate_webhook_keeping(fleet_id, new_id, None).await
+    }
+    /// Gives the fleet's webhook a new id; the old one keeps resolving until `old_until` (ms),
+    /// or stops at once for `None`. An id kept from an earlier rotation is dropped.
+    async fn rotate_webhook_keeping(
+        &self,
+        fleet_id: Uuid,
+        new_id: &str,
+        old_until: Option<i64>,
+    ) -> StoreResult<Webhook>;
     /// Removes the fleet's webhook.
     async fn delete_webhook(&self, fleet_id: Uuid) -> StoreResult<()>;
     /// The fleet's webhook, if any.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admission;
+mod auth;
 mod binary;
 mod cli;
 mod client;

@@ -445,3 +445,53 @@ async fn a_cancel_through_one_node_stops_the_run_on_another() {
     assert_eq!(run["vessels"][0]["reason"], "cancelled");
     drop(b);
 }
+
+#[tokio::test]
+async fn an_api_key_revoked_through_one_node_is_refused_on_the_other_within_a_second() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&database, da.path()).await;
+    let b = node(&database, db.path()).await;
+    let doc = json!({"name": "keyed", "vessels": [{"name": "v", "kind": "rhai", "source": "1"}]});
+    let (fleet, url) = a.fleet_with_hook(doc).await;
+    let (_, f) = a.get(&format!("/fleets/{fleet}")).await;
+    let org = f["org_id"].as_str().unwrap();
+    let (s, _) = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"auth": "bearer"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, key) = a.post(&format!("/orgs/{org}/api-keys"), json!({})).await;
+    let (id, key) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    let on_b = on(&b, &url);
+    let client = reqwest::Client::new();
+    let call = || async {
+        client
+            .post(&on_b)
+            .bearer_auth(key)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // B has the key in its cache.
+    assert_eq!(call().await, StatusCode::CREATED);
+    let (s, _) = a
+        .call(reqwest::Method::DELETE, &format!("/api-keys/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let started = std::time::Instant::now();
+    while call().await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the revoked key still worked on the other node after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -606,6 +606,7 @@ async fn webhook_settings_are_stored_changed_and_resolved_fresh() {
                 per_seconds: 60,
             })),
             deduplicate: Some(None),
+            auth: None,
         };
         let hook = store.update_webhook(f, &change).await.unwrap();
         assert_eq!(hook.settings.rate_limit.unwrap().requests, 5);
@@ -1107,5 +1108,71 @@ async fn recent_runs_span_fleets_and_queue_stats_count_the_queue() {
             failed.iter().map(|r| r.id).collect::<Vec<_>>(),
             [lease.run_id]
         );
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_found_by_hash_listed_touched_and_revoked() {
+    for (_dir, store) in stores().await {
+        let org = store.create_org("keys").await.unwrap();
+        let id = store
+            .create_api_key(org.id, "hash-one", "wharf_key_abcdef")
+            .await
+            .unwrap();
+        let found = store.api_key("hash-one").await.unwrap().unwrap();
+        assert_eq!((found.id, found.org_id), (id, org.id));
+        assert!(store.api_key("hash-two").await.unwrap().is_none());
+        store.touch_api_keys(&[(id, 5_000)]).await.unwrap();
+        // An older time never moves it back.
+        store.touch_api_keys(&[(id, 4_000)]).await.unwrap();
+        let listed = store.api_keys(org.id).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].prefix.as_deref(), Some("wharf_key_abcdef"));
+        assert_eq!(listed[0].last_used_at, Some(5_000));
+        assert!(listed[0].revoked_at.is_none());
+        store.revoke_api_key(id).await.unwrap();
+        assert!(
+            store.api_key("hash-one").await.unwrap().is_none(),
+            "the cached key was dropped"
+        );
+        assert!(
+            store.api_keys(org.id).await.unwrap()[0]
+                .revoked_at
+                .is_some()
+        );
+        assert!(matches!(
+            store.api_keys(Uuid::new_v4()).await,
+            Err(wharf::store::StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_with_grace_keeps_the_old_id_resolving_and_a_later_one_drops_it() {
+    use wharf::store::{WebhookAuth, WebhookSettings};
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let first = wharf::api::new_webhook_id();
+        store
+            .create_webhook(f, &first, &WebhookAuth::Bearer, &WebhookSettings::default())
+            .await
+            .unwrap();
+        let second = wharf::api::new_webhook_id();
+        let hook = store
+            .rotate_webhook_keeping(f, &second, Some(123_456))
+            .await
+            .unwrap();
+        assert_eq!(hook.id, second);
+        assert_eq!(hook.previous_id.as_deref(), Some(first.as_str()));
+        assert_eq!(hook.previous_until, Some(123_456));
+        assert_eq!(hook.auth, WebhookAuth::Bearer);
+        let old = store.resolve_webhook(&first).await.unwrap().unwrap();
+        assert_eq!(old.webhook.id, second, "the old id resolves to the webhook");
+        let third = wharf::api::new_webhook_id();
+        let hook = store.rotate_webhook(f, &third).await.unwrap();
+        assert_eq!(hook.previous_id, None);
+        assert!(store.resolve_webhook(&first).await.unwrap().is_none());
+        assert!(store.resolve_webhook(&second).await.unwrap().is_none());
+        assert!(store.resolve_webhook(&third).await.unwrap().is_some());
     }
 }

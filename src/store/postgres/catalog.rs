@@ -26,16 +26,22 @@ impl Catalog for PostgresStore {
         })
     }
 
-    async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid> {
+    async fn create_api_key(
+        &self,
+        org_id: Uuid,
+        key_hash: &str,
+        prefix: &str,
+    ) -> StoreResult<Uuid> {
         let id = Uuid::new_v4();
         let n = sqlx::query(
-            "INSERT INTO api_keys (id, org_id, key_hash, created_at)
-             SELECT $1, id, $2, $3 FROM orgs WHERE id = $4",
+            "INSERT INTO api_keys (id, org_id, key_hash, created_at, prefix)
+             SELECT $1, id, $2, $3, $5 FROM orgs WHERE id = $4",
         )
         .bind(id)
         .bind(key_hash)
         .bind(now_ms())
         .bind(org_id)
+        .bind(prefix)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -44,14 +50,83 @@ impl Catalog for PostgresStore {
     }
 
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()> {
+        self.forget_webhooks();
+        let mut tx = self.pool.begin().await?;
         let n =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now_ms())
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
         touched(n, "api key")?;
+        // Every node drops its cached keys with its cached webhooks.
+        notify(&mut tx, CATALOG_CHANNEL).await?;
+        tx.commit().await?;
+        self.forget_webhooks();
+        Ok(())
+    }
+
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRef>> {
+        self.webhooks
+            .resolve_key(key_hash, || async {
+                let row = sqlx::query(
+                    "SELECT id, org_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok(ApiKeyRef {
+                        id: r.try_get("id")?,
+                        org_id: r.try_get("org_id")?,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn api_keys(&self, org_id: Uuid) -> StoreResult<Vec<ApiKeyInfo>> {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)")
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await?;
+        touched(u64::from(exists), "org")?;
+        let rows = sqlx::query(
+            "SELECT id, org_id, prefix, created_at, last_used_at, revoked_at FROM api_keys
+             WHERE org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKeyInfo {
+                    id: r.try_get("id")?,
+                    org_id: r.try_get("org_id")?,
+                    prefix: r.try_get("prefix")?,
+                    created_at: r.try_get("created_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn touch_api_keys(&self, used: &[(Uuid, i64)]) -> StoreResult<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let (ids, times): (Vec<Uuid>, Vec<i64>) = used.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.at)
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, at) WHERE k.id = u.id",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -176,6 +251,8 @@ impl Catalog for PostgresStore {
             auth: auth.clone(),
             created_at: now_ms(),
             settings: settings.clone(),
+            previous_id: None,
+            previous_until: None,
         };
         let mut tx = self.pool.begin().await?;
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM fleets WHERE id = $1)")
@@ -255,6 +332,13 @@ impl Catalog for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(auth) = &change.auth {
+            sqlx::query("UPDATE webhooks SET auth = $1 WHERE fleet_id = $2")
+                .bind(serde_json::to_string(auth)?)
+                .bind(fleet_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = $1"
         )))
@@ -267,16 +351,24 @@ impl Catalog for PostgresStore {
         webhook_from(&row)
     }
 
-    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
+    async fn rotate_webhook_keeping(
+        &self,
+        fleet_id: Uuid,
+        new_id: &str,
+        old_until: Option<i64>,
+    ) -> StoreResult<Webhook> {
         self.forget_webhooks();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE webhooks SET id = $1, created_at = $2 WHERE fleet_id = $3
-             RETURNING id, fleet_id, auth, created_at, rate_limit, deduplicate",
-        )
+        // SET reads the row as it was, so previous_id takes the id being replaced.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE webhooks SET previous_id = CASE WHEN $4::bigint IS NULL THEN NULL ELSE id END,
+             previous_until = $4, id = $1, created_at = $2 WHERE fleet_id = $3
+             RETURNING {WEBHOOK_COLUMNS}"
+        )))
         .bind(new_id)
         .bind(now_ms())
         .bind(fleet_id)
+        .bind(old_until)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("webhook"))?;
@@ -317,10 +409,11 @@ impl Catalog for PostgresStore {
             .resolve(id, || async {
                 let row = sqlx::query(
                     "SELECT w.id, w.fleet_id, w.auth, w.created_at, w.rate_limit, w.deduplicate,
-                            f.project_id, p.org_id, f.spec
+                            w.previous_id, w.previous_until, f.project_id, p.org_id, f.spec
                      FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
                      JOIN projects p ON p.id = f.project_id
-                     WHERE w.id = $1",
+                     WHERE w.id = $1 OR w.previous_id = $1
+                     LIMIT 1",
                 )
                 .bind(id)
                 .fetch_optional(&self.pool)

@@ -191,7 +191,8 @@ fn json_opt<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResu
 }
 
 /// Columns of `webhooks` that [`webhook_from`] reads.
-const WEBHOOK_COLUMNS: &str = "id, fleet_id, auth, created_at, rate_limit, deduplicate";
+const WEBHOOK_COLUMNS: &str =
+    "id, fleet_id, auth, created_at, rate_limit, deduplicate, previous_id, previous_until";
 
 fn webhook_from(row: &PgRow) -> StoreResult<Webhook> {
     Ok(Webhook {
@@ -203,6 +204,8 @@ fn webhook_from(row: &PgRow) -> StoreResult<Webhook> {
             rate_limit: json_opt(row, "rate_limit")?,
             deduplicate: json_opt(row, "deduplicate")?,
         },
+        previous_id: row.try_get("previous_id")?,
+        previous_until: row.try_get("previous_until")?,
     })
 }
 

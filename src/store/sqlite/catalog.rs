@@ -29,14 +29,19 @@ impl Catalog for SqliteStore {
         Ok(org)
     }
 
-    async fn create_api_key(&self, org_id: Uuid, key_hash: &str) -> StoreResult<Uuid> {
+    async fn create_api_key(
+        &self,
+        org_id: Uuid,
+        key_hash: &str,
+        prefix: &str,
+    ) -> StoreResult<Uuid> {
         let id = Uuid::new_v4();
-        let hash = key_hash.to_owned();
+        let (hash, prefix) = (key_hash.to_owned(), prefix.to_owned());
         self.write(move |c| {
             let n = c.execute(
-                "INSERT INTO api_keys (id, org_id, key_hash, created_at)
-                 SELECT ?1, id, ?2, ?3 FROM orgs WHERE id = ?4",
-                params![id.to_string(), hash, now_ms(), org_id.to_string()],
+                "INSERT INTO api_keys (id, org_id, key_hash, created_at, prefix)
+                 SELECT ?1, id, ?2, ?3, ?5 FROM orgs WHERE id = ?4",
+                params![id.to_string(), hash, now_ms(), org_id.to_string(), prefix],
             )?;
             touched(n as u64, "org")?;
             Ok(id)
@@ -45,12 +50,81 @@ impl Catalog for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<()> {
-        self.write(move |c| {
-            let n = c.execute(
-                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                params![now_ms(), id.to_string()],
+        self.forget_webhooks();
+        let done = self
+            .write(move |c| {
+                let n = c.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                    params![now_ms(), id.to_string()],
+                )?;
+                touched(n as u64, "api key")?;
+                Ok(())
+            })
+            .await;
+        self.forget_webhooks();
+        done
+    }
+
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRef>> {
+        let hash = key_hash.to_owned();
+        self.webhooks
+            .resolve_key(key_hash, || {
+                self.read(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT id, org_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                    )?;
+                    let mut rows = stmt.query([hash])?;
+                    let Some(row) = rows.next()? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(ApiKeyRef {
+                        id: uuid_at(row, "id")?,
+                        org_id: uuid_at(row, "org_id")?,
+                    }))
+                })
+            })
+            .await
+    }
+
+    async fn api_keys(&self, org_id: Uuid) -> StoreResult<Vec<ApiKeyInfo>> {
+        self.read(move |c| {
+            let org = org_id.to_string();
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
+                [&org],
+                |r| r.get(0),
             )?;
-            touched(n as u64, "api key")?;
+            touched(u64::from(exists), "org")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, org_id, prefix, created_at, last_used_at, revoked_at FROM api_keys
+                 WHERE org_id = ?1 ORDER BY created_at, id",
+            )?;
+            let keys = stmt
+                .query_map([&org], |row| {
+                    Ok(ApiKeyInfo {
+                        id: uuid_at(row, "id")?,
+                        org_id: uuid_at(row, "org_id")?,
+                        prefix: row.get("prefix")?,
+                        created_at: row.get("created_at")?,
+                        last_used_at: row.get("last_used_at")?,
+                        revoked_at: row.get("revoked_at")?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn touch_api_keys(&self, used: &[(Uuid, i64)]) -> StoreResult<()> {
+        let used = used.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?1) WHERE id = ?2",
+            )?;
+            for (id, at) in &used {
+                stmt.execute(params![at, id.to_string()])?;
+            }
             Ok(())
         })
         .await
@@ -169,6 +243,8 @@ impl Catalog for SqliteStore {
             auth: auth.clone(),
             created_at: now_ms(),
             settings: settings.clone(),
+            previous_id: None,
+            previous_until: None,
         };
         let (row, auth) = (hook.clone(), serde_json::to_string(auth)?);
         let (rate_limit, deduplicate) = (
@@ -217,6 +293,11 @@ impl Catalog for SqliteStore {
             .as_ref()
             .map(|d| d.as_ref().map(serde_json::to_string).transpose())
             .transpose()?;
+        let auth = change
+            .auth
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         self.forget_webhooks();
         let hook = self
             .write(move |c| {
@@ -242,6 +323,12 @@ impl Catalog for SqliteStore {
                         params![dedupe, fleet],
                     )?;
                 }
+                if let Some(auth) = auth {
+                    c.execute(
+                        "UPDATE webhooks SET auth = ?1 WHERE fleet_id = ?2",
+                        params![auth, fleet],
+                    )?;
+                }
                 Ok(c.query_row(
                     &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE fleet_id = ?1"),
                     [&fleet],
@@ -253,14 +340,21 @@ impl Catalog for SqliteStore {
         hook
     }
 
-    async fn rotate_webhook(&self, fleet_id: Uuid, new_id: &str) -> StoreResult<Webhook> {
+    async fn rotate_webhook_keeping(
+        &self,
+        fleet_id: Uuid,
+        new_id: &str,
+        old_until: Option<i64>,
+    ) -> StoreResult<Webhook> {
         let new_id = new_id.to_owned();
         self.forget_webhooks();
         let hook = self
             .write(move |c| {
+                // SET reads the row as it was, so previous_id takes the id being replaced.
                 let n = c.execute(
-                    "UPDATE webhooks SET id = ?1, created_at = ?2 WHERE fleet_id = ?3",
-                    params![new_id, now_ms(), fleet_id.to_string()],
+                    "UPDATE webhooks SET previous_id = CASE WHEN ?4 IS NULL THEN NULL ELSE id END,
+                     previous_until = ?4, id = ?1, created_at = ?2 WHERE fleet_id = ?3",
+                    params![new_id, now_ms(), fleet_id.to_string(), old_until],
                 )?;
                 touched(n as u64, "webhook")?;
                 Ok(c.query_row(
@@ -308,10 +402,16 @@ impl Catalog for SqliteStore {
                 self.read(move |c| {
                     let mut stmt = c.prepare_cached(
                         "SELECT w.id, w.fleet_id, w.auth, w.created_at, w.rate_limit, w.deduplicate,
-                                f.project_id, p.org_id, f.spec
+                                w.previous_id, w.previous_until, f.project_id, p.org_id, f.spec
                          FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
                          JOIN projects p ON p.id = f.project_id
-                         WHERE w.id = ?1",
+                         WHERE w.id = ?1
+                         UNION ALL
+                         SELECT w.id, w.fleet_id, w.auth, w.created_at, w.rate_limit, w.deduplicate,
+                                w.previous_id, w.previous_until, f.project_id, p.org_id, f.spec
+                         FROM webhooks w JOIN fleets f ON f.id = w.fleet_id
+                         JOIN projects p ON p.id = f.project_id
+                         WHERE w.previous_id = ?1",
                     )?;
                     let mut rows = stmt.query([key])?;
                     let Some(row) = rows.next()? else {

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
     include_str!("../../../migrations/sqlite/0004_admission.sql"),
     include_str!("../../../migrations/sqlite/0005_listing.sql"),
+    include_str!("../../../migrations/sqlite/0007_auth.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -317,7 +318,8 @@ fn json_opt<T: serde::de::DeserializeOwned>(row: &Row, idx: &str) -> rusqlite::R
 }
 
 /// Columns of `webhooks` that [`webhook_from`] reads.
-const WEBHOOK_COLUMNS: &str = "id, fleet_id, auth, created_at, rate_limit, deduplicate";
+const WEBHOOK_COLUMNS: &str =
+    "id, fleet_id, auth, created_at, rate_limit, deduplicate, previous_id, previous_until";
 
 fn webhook_from(row: &Row) -> rusqlite::Result<Webhook> {
     Ok(Webhook {
@@ -329,6 +331,8 @@ fn webhook_from(row: &Row) -> rusqlite::Result<Webhook> {
             rate_limit: json_opt(row, "rate_limit")?,
             deduplicate: json_opt(row, "deduplicate")?,
         },
+        previous_id: row.get("previous_id")?,
+        previous_until: row.get("previous_until")?,
     })
 }
 

@@ -1,0 +1,854 @@
+//! Webhook authentication through the real server: bearer org keys, the three HMAC schemes
+//! (signed by `openssl` and by the providers' own Python libraries), rotation of secrets and
+//! URLs, secrets sealed at rest, redaction, the admin token on every route, CORS, and no secret
+//! in a trace-level log.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, rhai_fleet, spawn_app, spawn_with};
+
+const MISSING: &str = "Missing authorization header";
+const WRONG: &str = "Wrong authentication credentials";
+
+/// A new org with a fleet whose webhook is created with `auth`; returns (org id, fleet id, the
+/// webhook as created).
+async fn org_fleet(app: &TestApp, auth: Value) -> (String, String, Value) {
+    let (s, org) = app.post("/orgs", json!({"name": "acme"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{org}");
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let (_, p) = app
+        .post(&format!("/orgs/{org_id}/projects"), json!({"name": "p"}))
+        .await;
+    let project = p["id"].as_str().unwrap();
+    let (s, fleet) = app
+        .post(
+            &format!("/projects/{project}/fleets"),
+            rhai_fleet("let x = 1;"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{fleet}");
+    let fleet_id = fleet["id"].as_str().unwrap().to_owned();
+    let (s, hook) = app
+        .post(
+            &format!("/fleets/{fleet_id}/webhook"),
+            json!({"auth": auth}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    (org_id, fleet_id, hook)
+}
+
+async fn new_key(app: &TestApp, org: &str) -> (String, String) {
+    let (s, key) = app.post(&format!("/orgs/{org}/api-keys"), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    (
+        key["id"].as_str().unwrap().to_owned(),
+        key["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// POSTs `body` to `url` with `headers`; returns status and the raw body text.
+async fn call(
+    app: &TestApp,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String) {
+    let mut req = app
+        .client
+        .post(url)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.body(body.to_owned()).send().await.unwrap();
+    let status = res.status();
+    (status, res.text().await.unwrap())
+}
+
+/// Asserts a 401 whose body is exactly `{"request":{"id":R},"error":message}`.
+fn assert_401(got: (StatusCode, String), message: &str) {
+    let (status, text) = got;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let id = body["request"]["id"].as_str().expect("a request id");
+    assert_eq!(body, json!({"request": {"id": id}, "error": message}));
+    assert!(
+        text.contains(&format!(r#""error":"{message}""#)),
+        "byte for byte: {text}"
+    );
+}
+
+async fn runs(app: &TestApp, fleet: &str) -> usize {
+    let (_, page) = app.get(&format!("/fleets/{fleet}/runs")).await;
+    page["runs"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn bearer_webhooks_take_a_live_key_of_the_fleets_org_only() {
+    let app = spawn_app().await;
+    let (org, fleet, hook) = org_fleet(&app, json!("bearer")).await;
+    assert_eq!(hook["auth"], json!({"mode": "bearer"}));
+    let url = hook["url"].as_str().unwrap();
+    let (key_id, key) = new_key(&app, &org).await;
+    let (other_org, _, _) = org_fleet(&app, json!("none")).await;
+    let (_, other_key) = new_key(&app, &other_org).await;
+
+    assert_401(call(&app, url, &[], "{}").await, MISSING);
+    assert_401(
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Basic {key}"))],
+            "{}",
+        )
+        .await,
+        MISSING,
+    );
+    assert_401(
+        call(
+            &app,
+            url,
+            &[("authorization", "Bearer wharf_key_nope")],
+            "{}",
+        )
+        .await,
+        WRONG,
+    );
+    assert_401(
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Bearer {other_key}"))],
+            "{}",
+        )
+        .await,
+        WRONG,
+    );
+    assert_eq!(runs(&app, &fleet).await, 0);
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {key}");
+        let (s, text) = call(&app, url, &[("authorization", &auth)], "{}").await;
+        assert_eq!(s, StatusCode::CREATED, "{scheme}: {text}");
+    }
+    assert_eq!(runs(&app, &fleet).await, 3);
+
+    // A key in the query string is refused, with or without the header, and not stored.
+    for q in [
+        format!("?key={key}"),
+        format!("?api_key={key}"),
+        format!("?x={key}"),
+    ] {
+        let (s, text) = call(
+            &app,
+            &format!("{url}{q}"),
+            &[("authorization", &format!("Bearer {key}"))],
+            "{}",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains("query string"), "{text}");
+        assert!(!text.contains(&key));
+    }
+    assert_eq!(runs(&app, &fleet).await, 3);
+
+    // Listed without the key, with its prefix and last use.
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let (s, list) = app.get(&format!("/orgs/{org}/api-keys")).await;
+        assert_eq!(s, StatusCode::OK);
+        listed = list["api_keys"][0].clone();
+        if !listed["last_used_at"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed["id"], key_id.as_str());
+    assert!(key.starts_with(listed["prefix"].as_str().unwrap()));
+    assert!(listed["last_used_at"].is_string(), "{listed}");
+    assert!(!listed.to_string().contains(&key), "{listed}");
+    let (s, _) = app
+        .get("/orgs/00000000-0000-0000-0000-000000000000/api-keys")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Revocation takes effect on the very next call, although the key was cached.
+    let (s, _) = app
+        .admin(Method::DELETE, &format!("/api-keys/{key_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_401(
+        call(
+            &app,
+            url,
+            &[("authorization", &format!("Bearer {key}"))],
+            "{}",
+        )
+        .await,
+        WRONG,
+    );
+    let (_, list) = app.get(&format!("/orgs/{org}/api-keys")).await;
+    assert!(list["api_keys"][0]["revoked_at"].is_string());
+
+    // The mode can be changed back and forth.
+    let (s, hook) = app
+        .admin(
+            Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"auth": "none"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hook}");
+    assert_eq!(call(&app, url, &[], "{}").await.0, StatusCode::CREATED);
+}
+
+/// `openssl dgst -sha256 -hmac <secret>` of a body, as hex.
+fn openssl_hmac(secret: &str, body: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().rsplit(' ').next().unwrap().to_owned()
+}
+
+/// Runs a Python snippet (the providers' libraries, installed by scripts/test.sh) and returns
+/// its output line.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed (scripts/test.sh installs stripe and standardwebhooks from PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn stripe_header(secret: &str, t: i64, body: &str) -> String {
+    python(
+        "import sys, stripe\n\
+         t, secret, body = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+         sig = stripe.WebhookSignature._compute_signature(t + '.' + body, secret)\n\
+         print('t=' + t + ',v1=' + sig)",
+        &[&t.to_string(), secret, body],
+    )
+}
+
+fn standard_signature(secret: &str, id: &str, t: i64, body: &str) -> String {
+    python(
+        "import sys, datetime\n\
+         from standardwebhooks.webhooks import Webhook\n\
+         secret, msg_id, t, body = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]\n\
+         ts = datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)\n\
+         print(Webhook(secret).sign(msg_id, ts, body))",
+        &[secret, id, &t.to_string(), body],
+    )
+}
+
+fn now() -> i64 {
+    wharf::util::now_ms() / 1000
+}
+
+#[tokio::test]
+async fn github_signatures_made_by_openssl_pass_and_others_do_not() {
+    let app = spawn_app().await;
+    let given = "a-github-webhook-secret-0123456789";
+    let (_, fleet, hook) = org_fleet(
+        &app,
+        json!({"mode": "hmac", "scheme": "github", "secret": given}),
+    )
+    .await;
+    assert_eq!(hook["secret"], given, "shown once");
+    assert_eq!(hook["auth"]["scheme"], "github");
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let sig = format!("sha256={}", openssl_hmac(given, body));
+    let (s, text) = call(&app, url, &[("x-hub-signature-256", &sig)], body).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    assert_401(
+        call(&app, url, &[("x-hub-signature-256", &sig)], "{}").await,
+        WRONG,
+    );
+    assert_401(call(&app, url, &[], body).await, MISSING);
+    let bad = format!("sha256={}", openssl_hmac("another-secret-0123456789", body));
+    assert_401(
+        call(&app, url, &[("x-hub-signature-256", &bad)], body).await,
+        WRONG,
+    );
+
+    // The shown secret is not shown again.
+    let (_, f) = app.get(&format!("/fleets/{fleet}")).await;
+    assert!(!f.to_string().contains(given), "{f}");
+
+    // A generated secret has 256 bits and works the same way.
+    let (s, hook) = app
+        .admin(
+            Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"auth": {"mode": "hmac", "scheme": "github"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hook}");
+    let generated = hook["secret"].as_str().unwrap();
+    assert_eq!(generated.len(), 64, "32 bytes in hex");
+    let sig = format!("sha256={}", openssl_hmac(generated, body));
+    assert_eq!(
+        call(&app, url, &[("x-hub-signature-256", &sig)], body)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+
+    // Unknown schemes and short secrets are named.
+    let (s, e) = app
+        .admin(
+            Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"auth": {"mode": "hmac", "scheme": "gitlab"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("standard-webhooks"),
+        "{e}"
+    );
+    let (s, _) = app
+        .admin(
+            Method::PATCH,
+            &format!("/fleets/{fleet}/webhook"),
+            Some(json!({"auth": {"mode": "hmac", "scheme": "github", "secret": "short"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn stripe_signatures_made_by_the_stripe_library_pass_within_300_seconds() {
+    let app = spawn_app().await;
+    let (_, _, hook) = org_fleet(&app, json!({"mode": "hmac", "scheme": "stripe"})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"));
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"id":"evt_1","type":"charge.succeeded"}"#;
+    let header = stripe_header(secret, now(), body);
+    let (s, text) = call(&app, url, &[("stripe-signature", &header)], body).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    // Several v1 (Stripe's own rotation): any may match.
+    let v1 = header.split(",v1=").nth(1).unwrap();
+    let t_part = header.split(',').next().unwrap();
+    let several = format!("{t_part},v1={},v1={v1}", "0".repeat(64));
+    assert_eq!(
+        call(&app, url, &[("stripe-signature", &several)], body)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    for off in [-400, 400] {
+        let stale = stripe_header(secret, now() + off, body);
+        assert_401(
+            call(&app, url, &[("stripe-signature", &stale)], body).await,
+            WRONG,
+        );
+    }
+    for off in [-200, 200] {
+        let near = stripe_header(secret, now() + off, body);
+        assert_eq!(
+            call(&app, url, &[("stripe-signature", &near)], body)
+                .await
+                .0,
+            StatusCode::CREATED,
+            "{off} s is within the tolerance"
+        );
+    }
+    assert_401(call(&app, url, &[], body).await, MISSING);
+}
+
+#[tokio::test]
+async fn standard_webhooks_signed_by_the_library_pass_and_secrets_rotate_with_grace() {
+    let app = spawn_app().await;
+    let given = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (_, fleet, hook) = org_fleet(
+        &app,
+        json!({"mode": "hmac", "scheme": "standard-webhooks", "secret": given}),
+    )
+    .await;
+    let url = hook["url"].as_str().unwrap().to_owned();
+    let body = r#"{"type":"invoice.paid"}"#;
+    let signed = |secret: &str, t: i64| {
+        let sig = standard_signature(secret, "msg_1", t, body);
+        (t.to_string(), sig)
+    };
+    let send = |(t, sig): (String, String)| {
+        let url = url.clone();
+        let app = &app;
+        async move {
+            call(
+                app,
+                &url,
+                &[
+                    ("webhook-id", "msg_1"),
+                    ("webhook-timestamp", &t),
+                    ("webhook-signature", &sig),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let (s, text) = send(signed(given, now())).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    assert_401(send(signed(given, now() - 301)).await, WRONG);
+    assert_401(send(signed(given, now() + 301)).await, WRONG);
+    assert_401(
+        call(&app, &url, &[("webhook-id", "msg_1")], body).await,
+        MISSING,
+    );
+
+    // Rotation with a grace period: both secrets pass, then only the new one.
+    let (s, rotated) = app
+        .post(
+            &format!("/fleets/{fleet}/webhook/secret/rotate"),
+            json!({"grace_seconds": 2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_"));
+    assert_eq!(rotated["auth"]["secrets"].as_array().unwrap().len(), 2);
+    assert!(rotated["auth"]["secrets"][1]["expires_at"].is_string());
+    assert_eq!(send(signed(&new, now())).await.0, StatusCode::CREATED);
+    assert_eq!(send(signed(given, now())).await.0, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_401(send(signed(given, now())).await, WRONG);
+    assert_eq!(send(signed(&new, now())).await.0, StatusCode::CREATED);
+
+    // Without grace the old one stops at once; too long a grace is refused.
+    let (_, again) = app
+        .post(&format!("/fleets/{fleet}/webhook/secret/rotate"), json!({}))
+        .await;
+    let newest = again["secret"].as_str().unwrap();
+    assert_401(send(signed(&new, now())).await, WRONG);
+    assert_eq!(send(signed(newest, now())).await.0, StatusCode::CREATED);
+    let (s, _) = app
+        .post(
+            &format!("/fleets/{fleet}/webhook/secret/rotate"),
+            json!({"grace_seconds": 8 * 24 * 3600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn secret_rotation_needs_an_hmac_webhook() {
+    let app = spawn_app().await;
+    let (_, fleet, _) = org_fleet(&app, json!("none")).await;
+    let (s, _) = app
+        .post(&format!("/fleets/{fleet}/webhook/secret/rotate"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn hmac_secrets_are_sealed_in_the_database_file() {
+    let app = spawn_app().await;
+    let given = "a-plain-secret-that-must-not-be-stored";
+    let (_, fleet, hook) = org_fleet(
+        &app,
+        json!({"mode": "hmac", "scheme": "github", "secret": given}),
+    )
+    .await;
+    let (_, rotated) = app
+        .post(
+            &format!("/fleets/{fleet}/webhook/secret/rotate"),
+            json!({"grace_seconds": 60}),
+        )
+        .await;
+    let generated = rotated["secret"].as_str().unwrap().to_owned();
+    // Still usable: the sealed secret verifies a call.
+    let body = "{}";
+    let sig = format!("sha256={}", openssl_hmac(given, body));
+    assert_eq!(
+        call(
+            &app,
+            hook["url"].as_str().unwrap(),
+            &[("x-hub-signature-256", &sig)],
+            body
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let dir = app.stop().await;
+    for file in ["wharf.db", "wharf.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+        for secret in [given, generated.as_str()] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {file}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_url_keeps_working_for_its_grace_period_then_answers_400() {
+    let app = spawn_app().await;
+    let (_, fleet, hook) = org_fleet(&app, json!("none")).await;
+    let old = hook["url"].as_str().unwrap().to_owned();
+    let (s, e) = app
+        .post(
+            &format!("/fleets/{fleet}/webhook/rotate"),
+            json!({"grace_seconds": 7 * 24 * 3600 + 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("7 days"));
+    let (s, rotated) = app
+        .post(
+            &format!("/fleets/{fleet}/webhook/rotate"),
+            json!({"grace_seconds": 2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let new = rotated["url"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(rotated["previous_url"], old.as_str());
+    assert_eq!(call(&app, &old, &[], "{}").await.0, StatusCode::CREATED);
+    assert_eq!(call(&app, new, &[], "{}").await.0, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, text) = call(&app, &old, &[], "{}").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(call(&app, new, &[], "{}").await.0, StatusCode::CREATED);
+    // A rotation without grace ends the previous URL at once.
+    let (_, third) = app
+        .post(&format!("/fleets/{fleet}/webhook/rotate"), json!({}))
+        .await;
+    assert_eq!(call(&app, new, &[], "{}").await.0, StatusCode::BAD_REQUEST);
+    assert!(third.get("previous_url").is_none());
+}
+
+#[tokio::test]
+async fn provider_secret_headers_and_secret_query_keys_are_stored_redacted() {
+    let app = spawn_app().await;
+    let (fleet, url) = app.fleet_with_hook(rhai_fleet("let x = 1;")).await;
+    let headers = [
+        ("x-gitlab-token", "gl-secret-1"),
+        ("x-slack-signature", "v0=slack-secret-2"),
+        ("x-shopify-hmac-sha256", "shopify-secret-3"),
+        ("x-twilio-signature", "twilio-secret-4"),
+        ("svix-signature", "v1,svix-secret-5"),
+    ];
+    let (s, text) = call(
+        &app,
+        &format!("{url}?token=query-secret-6&sig=query-secret-7&page=2"),
+        &headers,
+        "{}",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let (_, page) = app.get(&format!("/fleets/{fleet}/runs")).await;
+    let run_id = page["runs"][0]["id"].as_str().unwrap();
+    let (_, run) = app.get(&format!("/runs/{run_id}")).await;
+    let request = &run["request"];
+    for (name, _) in headers {
+        assert_eq!(request["headers"][name], "[redacted]", "{name}");
+    }
+    assert_eq!(request["query"]["token"], "[redacted]");
+    assert_eq!(request["query"]["sig"], "[redacted]");
+    assert_eq!(request["query"]["page"], "2");
+    assert!(!run.to_string().contains("secret-"), "{run}");
+}
+
+/// Every route of the router, called without the admin token and with a wrong one, answers 401;
+/// only health, the OpenAPI document and webhook ingress are public.
+#[tokio::test]
+async fn every_admin_route_needs_the_token() {
+    let app = spawn_app().await;
+    let (_, doc) = wharf::api::documented();
+    let doc = serde_json::to_value(&doc).unwrap();
+    let public = ["/healthz", "/api/v1/openapi.json", "/webhooks/{webhook_id}"];
+    let mut walked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if public.contains(&path.as_str()) {
+            continue;
+        }
+        let concrete = path
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "00000000-0000-0000-0000-000000000000"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            for auth in [None, Some("Bearer wrong-token"), Some("Basic x")] {
+                let mut req = app
+                    .client
+                    .request(method.clone(), app.url(&concrete))
+                    .json(&json!({}));
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                let res = req.send().await.unwrap();
+                assert_eq!(
+                    res.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} with {auth:?}"
+                );
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked > 20, "{walked} operations walked");
+    // The scheme name is case-insensitive for the admin token too.
+    let res = app
+        .client
+        .get(app.url("/api/v1/orgs"))
+        .header("authorization", format!("bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_an_origin_is_given() {
+    async fn preflight(app: &TestApp, origin: &str) -> Option<String> {
+        let res = app
+            .client
+            .request(Method::OPTIONS, app.url("/api/v1/orgs"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        res.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+    let app = spawn_app().await;
+    assert_eq!(preflight(&app, "https://evil.example").await, None);
+    let res = app
+        .client
+        .get(app.url("/api/v1/orgs"))
+        .header("origin", "https://evil.example")
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let app = spawn_with(|c| c.cors_origins = vec!["https://admin.example".into()]).await;
+    assert_eq!(
+        preflight(&app, "https://admin.example").await.as_deref(),
+        Some("https://admin.example")
+    );
+    assert_eq!(preflight(&app, "https://evil.example").await, None);
+    let res = app
+        .client
+        .get(app.url("/api/v1/orgs"))
+        .header("origin", "https://admin.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "still needs the token"
+    );
+}
+
+/// The real binary at `WHARF_LOG=trace` through every auth flow: no secret, key, token or
+/// signature appears anywhere in its output.
+#[tokio::test]
+async fn no_secret_reaches_the_log_at_trace_level() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+        cmd.env("WHARF_LOG", "trace").stderr(file);
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post = |url: String, headers: Vec<(&'static str, String)>, body: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut req = client.post(url).body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    let mut secrets: Vec<String> = vec![ADMIN_TOKEN.to_owned()];
+
+    let (_, org) = server.post("/orgs", json!({"name": "o"})).await;
+    let org = org["id"].as_str().unwrap().to_owned();
+    let (_, p) = server
+        .post(&format!("/orgs/{org}/projects"), json!({"name": "p"}))
+        .await;
+    let (_, fleet) = server
+        .post(
+            &format!("/projects/{}/fleets", p["id"].as_str().unwrap()),
+            rhai_fleet("let x = 1;"),
+        )
+        .await;
+    let fleet = fleet["id"].as_str().unwrap().to_owned();
+    let (_, key) = server
+        .post(&format!("/orgs/{org}/api-keys"), json!({}))
+        .await;
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let key = key["key"].as_str().unwrap().to_owned();
+    secrets.push(key.clone());
+
+    // Bearer: good, wrong, in the query, revoked.
+    let (s, hook) = server
+        .post(
+            &format!("/fleets/{fleet}/webhook"),
+            json!({"auth": "bearer"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let url = hook["url"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {key}");
+    assert_eq!(
+        post(url.clone(), vec![("authorization", bearer.clone())], "{}").await,
+        StatusCode::CREATED
+    );
+    let wrong = "wharf_key_thisiswrongbutsecrettoo0123456789abcdefghijkl".to_owned();
+    secrets.push(wrong.clone());
+    assert_eq!(
+        post(
+            url.clone(),
+            vec![("authorization", format!("Bearer {wrong}"))],
+            "{}"
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(format!("{url}?key={key}"), vec![], "{}").await,
+        StatusCode::BAD_REQUEST
+    );
+    let (s, _) = server
+        .call(Method::DELETE, &format!("/api-keys/{key_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        post(url.clone(), vec![("authorization", bearer)], "{}").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Every HMAC scheme: set (given and generated), signed calls, a wrong one, a rotation.
+    let body = r#"{"a":1}"#;
+    for scheme in ["github", "stripe", "standard-webhooks"] {
+        let given = if scheme == "standard-webhooks" {
+            "whsec_c2VjcmV0LWdpdmVuLWZvci10aGUtbG9nLXRlc3Q=".to_owned()
+        } else {
+            format!("given-{scheme}-secret-for-the-log-test")
+        };
+        let (s, hook) = server
+            .call(
+                Method::PATCH,
+                &format!("/fleets/{fleet}/webhook"),
+                Some(json!({"auth": {"mode": "hmac", "scheme": scheme, "secret": given}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{hook}");
+        let (s, rotated) = server
+            .post(
+                &format!("/fleets/{fleet}/webhook/secret/rotate"),
+                json!({"grace_seconds": 60}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{rotated}");
+        let generated = rotated["secret"].as_str().unwrap().to_owned();
+        for secret in [&given, &generated] {
+            let headers: Vec<(&'static str, String)> = match scheme {
+                "github" => vec![(
+                    "x-hub-signature-256",
+                    format!("sha256={}", openssl_hmac(secret, body)),
+                )],
+                "stripe" => vec![("stripe-signature", stripe_header(secret, now(), body))],
+                _ => vec![
+                    ("webhook-id", "msg_log".to_owned()),
+                    ("webhook-timestamp", now().to_string()),
+                    (
+                        "webhook-signature",
+                        standard_signature(secret, "msg_log", now(), body),
+                    ),
+                ],
+            };
+            for (_, v) in &headers {
+                // The whole value, and its hex or base64 part alone.
+                for part in std::iter::once(v.as_str()).chain(v.split([',', '=', ' '])) {
+                    if part.len() >= 20 {
+                        secrets.push(part.to_owned());
+                    }
+                }
+            }
+            assert_eq!(
+                post(url.clone(), headers, body).await,
+                StatusCode::CREATED,
+                "{scheme}"
+            );
+        }
+        assert_eq!(
+            post(
+                url.clone(),
+                vec![("x-hub-signature-256", "sha256=00".into())],
+                body
+            )
+            .await,
+            StatusCode::UNAUTHORIZED
+        );
+        secrets.push(given);
+        secrets.push(generated);
+    }
+    let (s, _) = server
+        .post(
+            &format!("/fleets/{fleet}/webhook/rotate"),
+            json!({"grace_seconds": 60}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    drop(server);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().count() > 50,
+        "trace logging is on: {} lines",
+        text.lines().count()
+    );
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret:?} appears in the log"
+        );
+    }
+}
