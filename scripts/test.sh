@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install-guest-toolchains.sh
 # The OpenAPI test validates the served document with openapi-spec-validator (PyPI).
-python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator standardwebhooks
 # The PostgreSQL store is tested whenever a database is named; with a local PostgreSQL (trust
 # auth on 127.0.0.1) and none named, a scratch database is made for this run and dropped after.
 if [[ -z "${WHARF_TEST_DATABASE_URL:-}" ]] && command -v psql >/dev/null &&

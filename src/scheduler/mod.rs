@@ -52,6 +52,9 @@ pub struct SchedulerConfig {
     pub max_running: usize,
     /// Where claims, finished runs and vessel runs are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What creating deliveries at a run's end needs; `None`: runs create no deliveries (the
+    /// local `wharf run`, which has no outbox).
+    pub outbox: Option<crate::outbox::OutboxHook>,
 }
 
 impl Default for SchedulerConfig {
@@ -69,6 +72,7 @@ impl Default for SchedulerConfig {
             vessel_nice: 0,
             max_running: 0,
             metrics: Arc::default(),
+            outbox: None,
         }
     }
 }
@@ -266,6 +270,17 @@ impl Scheduler {
             None,
         )
         .await;
+        // What the destinations would be sent; nothing is.
+        let rows: Vec<serde_json::Value> = outcome
+            .vessels
+            .iter()
+            .flat_map(|v| v.outcome.rows.iter().cloned())
+            .collect();
+        let deliveries: Vec<_> =
+            crate::outbox::plan(&spec.destinations, outcome.status, &outcome.variables, &rows)
+                .into_iter()
+                .map(|(_, planned)| planned)
+                .collect();
         let report = serde_json::json!({
             "dry_run": true,
             "fleet_id": fleet_id,
@@ -273,8 +288,16 @@ impl Scheduler {
             "variables": outcome.variables,
             "request": report_request,
             "vessels": outcome.vessels,
+            "deliveries": deliveries,
         });
         DryRun { outcome, report }
+    }
+
+    /// Tells this node's delivery worker that deliveries became due (a retry by hand).
+    pub fn wake_deliveries(&self) {
+        if let Some(hook) = &self.inner.config.outbox {
+            hook.wake.notify_one();
+        }
     }
 
     /// Tells an idle worker that a run was queued.

@@ -6,6 +6,7 @@ mod binary;
 mod cli;
 mod client;
 mod crash;
+mod destinations;
 mod examples;
 mod helpers;
 mod ingress;
