@@ -234,7 +234,12 @@ mod tests {
 
     #[test]
     fn egress_lists_parse_comma_separated() {
-        let c = parse(&["--egress-deny", "127.0.0.0/8,10.0.0.1", "--max-deliveries", "3"]);
+        let c = parse(&[
+            "--egress-deny",
+            "127.0.0.0/8,10.0.0.1",
+            "--max-deliveries",
+            "3",
+        ]);
         assert_eq!(c.egress_deny.len(), 2);
         assert_eq!(c.egress_deny[1].to_string(), "10.0.0.1/32");
         assert_eq!(c.max_deliveries, 3);

@@ -207,7 +207,10 @@ pub fn fill(template: &str, vars: &BTreeMap<String, String>, encode: fn(&str) ->
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else { break };
         out.push_str(&rest[..start]);
-        let value = vars.get(after[..end].trim()).map(String::as_str).unwrap_or("");
+        let value = vars
+            .get(after[..end].trim())
+            .map(String::as_str)
+            .unwrap_or("");
         out.push_str(&encode(value));
         rest = &after[end + 2..];
     }
@@ -260,7 +263,10 @@ fn check_signing_secret(value: &str, dest: &str) -> Result<(), FleetError> {
 
 impl DestinationDoc {
     /// Checks the destination against the fleet's declared variables.
-    pub fn parse(self, variables: &BTreeMap<String, String>) -> Result<DestinationSpec, FleetError> {
+    pub fn parse(
+        self,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<DestinationSpec, FleetError> {
         let name = self.name.trim().to_owned();
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
@@ -287,7 +293,12 @@ impl DestinationDoc {
                 ));
             }
         }
-        let method = match self.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        let method = match self
+            .method
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("POST") => DeliveryMethod::Post,
             Some("PUT") => DeliveryMethod::Put,
             Some("PATCH") => DeliveryMethod::Patch,
@@ -297,10 +308,15 @@ impl DestinationDoc {
                 ));
             }
         };
-        for (field, value) in [("authorization", &self.authorization), ("api_key", &self.api_key)] {
+        for (field, value) in [
+            ("authorization", &self.authorization),
+            ("api_key", &self.api_key),
+        ] {
             if let Some(v) = value {
                 if v.is_empty() || v.len() > 8192 {
-                    return err(format!("destination {n}: {field} must be 1 to 8192 characters"));
+                    return err(format!(
+                        "destination {n}: {field} must be 1 to 8192 characters"
+                    ));
                 }
                 if v.chars().any(char::is_control) {
                     return err(format!(
@@ -316,7 +332,9 @@ impl DestinationDoc {
         for (header, value) in &self.headers {
             let lower = header.to_ascii_lowercase();
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return err(format!("destination {n}: headers: {header:?} is not a valid header name"));
+                return err(format!(
+                    "destination {n}: headers: {header:?} is not a valid header name"
+                ));
             }
             if RESERVED_HEADERS.contains(&lower.as_str()) {
                 return err(format!(
@@ -333,7 +351,9 @@ impl DestinationDoc {
         let sync_mode = self.sync_mode.unwrap_or_else(|| "insert".to_owned());
         if sync_mode.is_empty()
             || sync_mode.len() > 32
-            || !sync_mode.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            || !sync_mode
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
         {
             return err(format!(
                 "destination {n}: sync_mode must be 1 to 32 lower-case letters or _ (e.g. \"insert\", \"upsert\", \"mirror\")"
@@ -362,7 +382,9 @@ impl DestinationDoc {
             })?,
         };
         if backoff.base_ms == 0 || backoff.base_ms > 3_600_000 {
-            return err(format!("destination {n}: backoff.base_ms must be 1 to 3600000"));
+            return err(format!(
+                "destination {n}: backoff.base_ms must be 1 to 3600000"
+            ));
         }
         if backoff.max_ms < backoff.base_ms || backoff.max_ms > 3_600_000 {
             return err(format!(
@@ -446,10 +468,24 @@ pub fn seal_secrets(
     let mut generated = BTreeMap::new();
     for d in destinations.iter_mut() {
         let old = previous.iter().find(|p| p.name == d.name);
-        let fields: [(&str, &mut Option<String>, Option<&Option<String>>); 3] = [
-            ("authorization", &mut d.authorization, old.map(|o| &o.authorization)),
+        // Each secret field: its name, its value as given, and the stored destination's value.
+        type Field<'a> = (
+            &'static str,
+            &'a mut Option<String>,
+            Option<&'a Option<String>>,
+        );
+        let fields: [Field; 3] = [
+            (
+                "authorization",
+                &mut d.authorization,
+                old.map(|o| &o.authorization),
+            ),
             ("api_key", &mut d.api_key, old.map(|o| &o.api_key)),
-            ("signing_secret", &mut d.signing_secret, old.map(|o| &o.signing_secret)),
+            (
+                "signing_secret",
+                &mut d.signing_secret,
+                old.map(|o| &o.signing_secret),
+            ),
         ];
         for (field, value, stored) in fields {
             let Some(v) = value.as_deref() else { continue };
@@ -621,7 +657,10 @@ mod tests {
     fn templates_fill_declared_variables_and_encode_in_urls() {
         let d = parse(serde_json::json!({"name": "a", "url": "https://h.example/{{ branch }}/x"}))
             .unwrap();
-        assert_eq!(fill(&d.url, &vars(), url_encode), "https://h.example/feat%2Fx%20y/x");
+        assert_eq!(
+            fill(&d.url, &vars(), url_encode),
+            "https://h.example/feat%2Fx%20y/x"
+        );
         assert_eq!(fill("b {{branch}}", &vars(), as_is), "b feat/x y");
         let e = parse(serde_json::json!({"name": "a", "url": "https://h/{{nope}}"})).unwrap_err();
         assert!(e.0.contains("{{nope}}"), "{e}");
@@ -632,16 +671,46 @@ mod tests {
         for (doc, field) in [
             (serde_json::json!({"name": "a", "url": "ftp://x"}), "url"),
             (serde_json::json!({"name": "a", "url": "/relative"}), "url"),
-            (serde_json::json!({"name": "a", "url": "http://x", "method": "GET"}), "method"),
-            (serde_json::json!({"name": "a", "url": "http://x", "batch_size": 0}), "batch_size"),
-            (serde_json::json!({"name": "a", "url": "http://x", "on": "never"}), "on"),
-            (serde_json::json!({"name": "a", "url": "http://x", "timeout_ms": 1}), "timeout_ms"),
-            (serde_json::json!({"name": "a", "url": "http://x", "max_attempts": 0}), "max_attempts"),
-            (serde_json::json!({"name": "a", "url": "http://x", "backoff": {"base_ms": 10, "max_ms": 1}}), "backoff.max_ms"),
-            (serde_json::json!({"name": "a", "url": "http://x", "signing_secret": "nope"}), "signing_secret"),
-            (serde_json::json!({"name": "a", "url": "http://x", "headers": {"Authorization": "x"}}), "headers"),
-            (serde_json::json!({"name": "a", "url": "http://x", "sync_mode": "Bad Mode"}), "sync_mode"),
-            (serde_json::json!({"name": "a", "url": "http://x", "colour": 1}), "colour"),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "method": "GET"}),
+                "method",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "batch_size": 0}),
+                "batch_size",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "on": "never"}),
+                "on",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "timeout_ms": 1}),
+                "timeout_ms",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "max_attempts": 0}),
+                "max_attempts",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "backoff": {"base_ms": 10, "max_ms": 1}}),
+                "backoff.max_ms",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "signing_secret": "nope"}),
+                "signing_secret",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "headers": {"Authorization": "x"}}),
+                "headers",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "sync_mode": "Bad Mode"}),
+                "sync_mode",
+            ),
+            (
+                serde_json::json!({"name": "a", "url": "http://x", "colour": 1}),
+                "colour",
+            ),
         ] {
             let e = parse(doc).unwrap_err();
             assert!(e.0.contains(field), "{field}: {e}");
@@ -650,10 +719,15 @@ mod tests {
 
     #[test]
     fn batches_rows_per_destination_and_status() {
-        let d = parse(serde_json::json!({"name": "a", "url": "http://x", "batch_size": 2}))
-            .unwrap();
+        let d =
+            parse(serde_json::json!({"name": "a", "url": "http://x", "batch_size": 2})).unwrap();
         let rows: Vec<Value> = (0..5).map(|i| serde_json::json!({"data": i})).collect();
-        let p = plan(std::slice::from_ref(&d), RunStatus::Succeeded, &vars(), &rows);
+        let p = plan(
+            std::slice::from_ref(&d),
+            RunStatus::Succeeded,
+            &vars(),
+            &rows,
+        );
         assert_eq!(p.len(), 3);
         assert_eq!(p[2].1.body["rows"], serde_json::json!([{"data": 4}]));
         assert!(plan(&[d], RunStatus::Failed, &vars(), &rows).is_empty());

@@ -39,10 +39,7 @@ impl Default for EgressPolicy {
 impl EgressPolicy {
     /// The default denials plus `deny`, and `allow`.
     pub fn new(deny: Vec<IpNet>, allow: Vec<IpNet>) -> Self {
-        let mut all: Vec<IpNet> = DEFAULT_DENY
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
+        let mut all: Vec<IpNet> = DEFAULT_DENY.iter().filter_map(|c| c.parse().ok()).collect();
         all.extend(deny);
         EgressPolicy { deny: all, allow }
     }
@@ -55,7 +52,9 @@ impl EgressPolicy {
             .map(|s| {
                 s.parse::<IpNet>()
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{s:?} is not a CIDR range (e.g. 10.0.0.0/8) or an address"))
+                    .map_err(|_| {
+                        format!("{s:?} is not a CIDR range (e.g. 10.0.0.0/8) or an address")
+                    })
             })
             .collect()
     }
@@ -104,9 +103,7 @@ async fn resolve_allowed(
     policy: Arc<EgressPolicy>,
     host: String,
 ) -> Result<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>> {
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-        .await?
-        .collect();
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
     let (ok, denied): (Vec<SocketAddr>, Vec<SocketAddr>) =
         found.into_iter().partition(|a| policy.allows(a.ip()));
     if ok.is_empty() {

@@ -50,7 +50,13 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(secret, id, 1614265330, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(secret, id, 1614265330, body, &format!("v1,bad {sig}")));
+        assert!(verify(
+            secret,
+            id,
+            1614265330,
+            body,
+            &format!("v1,bad {sig}")
+        ));
         assert!(!verify(secret, id, 1614265331, body, &sig));
     }
 }

@@ -176,7 +176,10 @@ impl Deliverer {
             }
         }
         let drain = async { while sending.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             sending.abort_all();
         }
     }
@@ -186,7 +189,11 @@ impl Deliverer {
         let (attempt, verdict) = self.attempt(&delivery).await;
         match (&attempt.status_code, &attempt.error) {
             (Some(200..=299), _) => {
-                tracing::info!(attempt = attempt.attempt, status = attempt.status_code, "delivered")
+                tracing::info!(
+                    attempt = attempt.attempt,
+                    status = attempt.status_code,
+                    "delivered"
+                )
             }
             _ => tracing::warn!(
                 attempt = attempt.attempt,
@@ -276,9 +283,11 @@ impl Deliverer {
         };
         if number >= d.request.max_attempts {
             let e = record.error.take().unwrap_or_default();
-            record.error = Some(
-                format!("{e}{}max_attempts ({}) used up", if e.is_empty() { "" } else { "; " }, d.request.max_attempts),
-            );
+            record.error = Some(format!(
+                "{e}{}max_attempts ({}) used up",
+                if e.is_empty() { "" } else { "; " },
+                d.request.max_attempts
+            ));
             return (record, Verdict::Failed);
         }
         let ceiling = DeliveryBackoff::ceiling(d.request.base_ms, d.request.max_ms, number);
@@ -296,7 +305,11 @@ impl Deliverer {
         let inner = &self.inner;
         let url = match reqwest::Url::parse(&d.request.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-            _ => return Sent::Permanent("the URL with variables filled in is not a valid http(s) URL".into()),
+            _ => {
+                return Sent::Permanent(
+                    "the URL with variables filled in is not a valid http(s) URL".into(),
+                );
+            }
         };
         // An address in the URL is not resolved, so the resolver never sees it: check it here.
         let literal = url
@@ -341,7 +354,8 @@ impl Deliverer {
         if let Some(sealed) = &d.request.signing_secret {
             let Ok(secret) = inner.secrets.open_string(sealed) else {
                 return Sent::Permanent(
-                    "the stored signing secret cannot be opened with this server's secret key".into(),
+                    "the stored signing secret cannot be opened with this server's secret key"
+                        .into(),
                 );
             };
             let id = d.id.to_string();
@@ -349,7 +363,11 @@ impl Deliverer {
             let Some(sig) = super::sign::sign(secret.expose(), &id, ts, body.as_bytes()) else {
                 return Sent::Permanent("the stored signing secret is not whsec_ + base64".into());
             };
-            for (k, v) in [("webhook-id", id), ("webhook-timestamp", ts.to_string()), ("webhook-signature", sig)] {
+            for (k, v) in [
+                ("webhook-id", id),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", sig),
+            ] {
                 if let Err(e) = add(k, &v) {
                     return Sent::Permanent(e);
                 }
@@ -459,7 +477,9 @@ mod tests {
 
     #[test]
     fn backoff_ceiling_doubles_to_the_cap() {
-        let c: Vec<u64> = (1..=5).map(|n| DeliveryBackoff::ceiling(100, 500, n)).collect();
+        let c: Vec<u64> = (1..=5)
+            .map(|n| DeliveryBackoff::ceiling(100, 500, n))
+            .collect();
         assert_eq!(c, [100, 200, 400, 500, 500]);
     }
 }

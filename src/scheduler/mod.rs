@@ -276,11 +276,15 @@ impl Scheduler {
             .iter()
             .flat_map(|v| v.outcome.rows.iter().cloned())
             .collect();
-        let deliveries: Vec<_> =
-            crate::outbox::plan(&spec.destinations, outcome.status, &outcome.variables, &rows)
-                .into_iter()
-                .map(|(_, planned)| planned)
-                .collect();
+        let deliveries: Vec<_> = crate::outbox::plan(
+            &spec.destinations,
+            outcome.status,
+            &outcome.variables,
+            &rows,
+        )
+        .into_iter()
+        .map(|(_, planned)| planned)
+        .collect();
         let report = serde_json::json!({
             "dry_run": true,
             "fleet_id": fleet_id,

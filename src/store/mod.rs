@@ -661,6 +661,6 @@ pub trait Store: Catalog + Queue + History + Retention + Listing + Outbox + 'sta
 impl<T: Catalog + Queue + History + Retention + Listing + Outbox + 'static> Store for T {}
 
 pub use crate::outbox::store::{
-    AttemptRecord, Delivery, DeliveryAttempt, DeliveryRequest, DeliveryStatus, NewDelivery,
-    Outbox, Verdict,
+    AttemptRecord, Delivery, DeliveryAttempt, DeliveryRequest, DeliveryStatus, NewDelivery, Outbox,
+    Verdict,
 };

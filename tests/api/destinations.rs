@@ -92,9 +92,7 @@ impl Receiver {
     /// Starts a receiver; returns it and its base URL.
     async fn start() -> (Receiver, String) {
         let r = Receiver::default();
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state(r.clone());
+        let app = axum::Router::new().fallback(receive).with_state(r.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -195,13 +193,19 @@ async fn rows_are_sent_in_batches_with_exact_body_and_headers_and_secrets_stay_h
     assert_eq!(doc["destinations"][0]["api_key"], "set");
     assert!(!doc.to_string().contains("s3cret"), "{doc}");
     let (s, put) = app
-        .admin(reqwest::Method::PUT, &format!("/fleets/{fleet_id}"), Some(doc.clone()))
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/fleets/{fleet_id}"),
+            Some(doc.clone()),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{put}");
     assert_eq!(put["destinations"][0]["authorization"], "set");
 
     let run = app.trigger_ok(&url, "{}").await;
-    let hits = recv.wait_hits("/hook/main", 3, Duration::from_secs(20)).await;
+    let hits = recv
+        .wait_hits("/hook/main", 3, Duration::from_secs(20))
+        .await;
     let mut bodies: Vec<Value> = hits
         .iter()
         .map(|h| serde_json::from_str(&h.body).unwrap())
@@ -229,7 +233,13 @@ async fn rows_are_sent_in_batches_with_exact_body_and_headers_and_secrets_stay_h
         );
         assert!(!h.headers.contains_key("webhook-signature"));
     }
-    let list = deliveries_when(&app, &run, |l| all_status(l, "delivered"), Duration::from_secs(10)).await;
+    let list = deliveries_when(
+        &app,
+        &run,
+        |l| all_status(l, "delivered"),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(list.len(), 3);
     for d in &list {
         assert_eq!(d["destination"], "crm");
@@ -255,19 +265,34 @@ async fn rows_are_sent_in_batches_with_exact_body_and_headers_and_secrets_stay_h
 #[tokio::test]
 async fn server_errors_are_retried_with_growing_backoff_until_delivered() {
     let (recv, base) = Receiver::start().await;
-    recv.script("/h", &[Reply::Status(500), Reply::Status(503), Reply::Status(500)]);
+    recv.script(
+        "/h",
+        &[Reply::Status(500), Reply::Status(503), Reply::Status(500)],
+    );
     let app = spawn_with(|_| {}).await;
     let dest = json!([{"name": "d", "url": format!("{base}/h"), "max_attempts": 5,
         "backoff": {"base_ms": 100, "max_ms": 10000}}]);
     let (_, url) = app.fleet_with_hook(fleet(1, dest)).await;
     let run = app.trigger_ok(&url, "{}").await;
-    let list = deliveries_when(&app, &run, |l| all_status(l, "delivered"), Duration::from_secs(20)).await;
+    let list = deliveries_when(
+        &app,
+        &run,
+        |l| all_status(l, "delivered"),
+        Duration::from_secs(20),
+    )
+    .await;
     let attempts = list[0]["attempts"].as_array().unwrap().clone();
     assert_eq!(attempts.len(), 4);
-    let codes: Vec<u64> = attempts.iter().map(|a| a["status_code"].as_u64().unwrap()).collect();
+    let codes: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["status_code"].as_u64().unwrap())
+        .collect();
     assert_eq!(codes, [500, 503, 500, 200]);
     // The ceiling doubles; each pause is drawn under it (full jitter) and waited out.
-    let ceilings: Vec<u64> = attempts[..3].iter().map(|a| a["backoff_ms"].as_u64().unwrap()).collect();
+    let ceilings: Vec<u64> = attempts[..3]
+        .iter()
+        .map(|a| a["backoff_ms"].as_u64().unwrap())
+        .collect();
     assert_eq!(ceilings, [100, 200, 400]);
     let hits = recv.hits("/h");
     assert_eq!(hits.len(), 4);
@@ -275,7 +300,10 @@ async fn server_errors_are_retried_with_growing_backoff_until_delivered() {
         let drawn = attempts[i]["retry_in_ms"].as_u64().unwrap();
         assert!(drawn <= ceilings[i]);
         let gap = hits[i + 1].at.duration_since(hits[i].at).as_millis() as u64;
-        assert!(gap + 5 >= drawn, "gap {gap} ms is shorter than the pause {drawn} ms");
+        assert!(
+            gap + 5 >= drawn,
+            "gap {gap} ms is shorter than the pause {drawn} ms"
+        );
     }
     // Every request of one delivery is the same body.
     assert!(hits.iter().all(|h| h.body == hits[0].body));
@@ -296,11 +324,14 @@ async fn retry_after_is_honoured_and_a_400_is_not_retried_until_retried_by_hand(
     ]);
     let (_, url) = app.fleet_with_hook(fleet(2, dest)).await;
     let run = app.trigger_ok(&url, "{}").await;
-    let done = |l: &[Value]| {
-        l.len() == 3 && l.iter().all(|d| d["status"] != "pending")
-    };
+    let done = |l: &[Value]| l.len() == 3 && l.iter().all(|d| d["status"] != "pending");
     let list = deliveries_when(&app, &run, done, Duration::from_secs(20)).await;
-    let by = |name: &str| list.iter().find(|d| d["destination"] == name).unwrap().clone();
+    let by = |name: &str| {
+        list.iter()
+            .find(|d| d["destination"] == name)
+            .unwrap()
+            .clone()
+    };
 
     let slow = by("slow");
     assert_eq!(slow["status"], "delivered");
@@ -314,7 +345,12 @@ async fn retry_after_is_honoured_and_a_400_is_not_retried_until_retried_by_hand(
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(bad["attempts"][0]["status_code"], 400);
-    assert!(bad["attempts"][0]["error"].as_str().unwrap().contains("not retried"));
+    assert!(
+        bad["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not retried")
+    );
     assert_eq!(recv.hits("/bad").len(), 1);
     assert_eq!(recv.hits("/bad")[0].method, "PUT");
     assert_eq!(recv.hits("/patch")[0].method, "PATCH");
@@ -327,16 +363,29 @@ async fn retry_after_is_honoured_and_a_400_is_not_retried_until_retried_by_hand(
 
     // By hand: the failed one goes back to pending and is sent again (200 now).
     let id = bad["id"].as_str().unwrap();
-    let (s, again) = app.post(&format!("/deliveries/{id}/retry"), json!({})).await;
+    let (s, again) = app
+        .post(&format!("/deliveries/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{again}");
     assert_eq!(again["status"], "pending");
-    let list = deliveries_when(&app, &run, |l| all_status(l, "delivered"), Duration::from_secs(10)).await;
+    let list = deliveries_when(
+        &app,
+        &run,
+        |l| all_status(l, "delivered"),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(list.len(), 3);
     assert_eq!(recv.hits("/bad").len(), 2);
-    let (s, body) = app.post(&format!("/deliveries/{id}/retry"), json!({})).await;
+    let (s, body) = app
+        .post(&format!("/deliveries/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     let (s, _) = app
-        .post(&format!("/deliveries/{}/retry", uuid::Uuid::now_v7()), json!({}))
+        .post(
+            &format!("/deliveries/{}/retry", uuid::Uuid::now_v7()),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await;
@@ -374,10 +423,18 @@ async fn a_receiver_that_never_answers_times_out_is_retried_and_holds_up_no_one_
         assert_eq!(attempts.len(), 2, "{d}");
         for a in attempts {
             assert!(a["status_code"].is_null());
-            assert!(a["error"].as_str().unwrap().contains("timeout_ms (400)"), "{a}");
+            assert!(
+                a["error"].as_str().unwrap().contains("timeout_ms (400)"),
+                "{a}"
+            );
             assert!(a["latency_ms"].as_u64().unwrap() >= 390);
         }
-        assert!(attempts[1]["error"].as_str().unwrap().contains("max_attempts"));
+        assert!(
+            attempts[1]["error"]
+                .as_str()
+                .unwrap()
+                .contains("max_attempts")
+        );
     }
     app.stop().await;
 }
@@ -390,14 +447,21 @@ async fn signatures_verify_with_standard_webhooks_in_rust_and_python() {
     let dest = json!([{"name": "s", "url": format!("{base}/signed"), "signing_secret": "generate",
         "backoff": {"base_ms": 10, "max_ms": 20}}]);
     let project = app.project().await;
-    let (s, created) = app.post(&format!("/projects/{project}/fleets"), fleet(2, dest)).await;
+    let (s, created) = app
+        .post(&format!("/projects/{project}/fleets"), fleet(2, dest))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
-    let secret = created["destinations"][0]["signing_secret"].as_str().unwrap().to_owned();
+    let secret = created["destinations"][0]["signing_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(secret.starts_with("whsec_"), "{secret}");
     let fleet_id = created["id"].as_str().unwrap();
     let (_, doc) = app.get(&format!("/fleets/{fleet_id}")).await;
     assert_eq!(doc["destinations"][0]["signing_secret"], "set");
-    let (_, hook) = app.post(&format!("/fleets/{fleet_id}/webhook"), json!({})).await;
+    let (_, hook) = app
+        .post(&format!("/fleets/{fleet_id}/webhook"), json!({}))
+        .await;
     app.trigger_ok(hook["url"].as_str().unwrap(), "{}").await;
     let hits = recv.wait_hits("/signed", 2, Duration::from_secs(20)).await;
     // One delivery: the same id on the retry.
@@ -437,7 +501,12 @@ async fn signatures_verify_with_standard_webhooks_in_rust_and_python() {
             .spawn()
             .expect("python3 runs");
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified"),
@@ -461,14 +530,23 @@ async fn a_restart_resumes_a_waiting_retry_at_its_time_and_sends_no_delivered_ba
     let run = app.trigger_ok(&url, "{}").await;
     let waiting = |l: &[Value]| {
         l.len() == 2
-            && l.iter().any(|d| d["destination"] == "ok" && d["status"] == "delivered")
-            && l.iter().any(|d| d["destination"] == "later" && d["attempts"].as_array().unwrap().len() == 1)
+            && l.iter()
+                .any(|d| d["destination"] == "ok" && d["status"] == "delivered")
+            && l.iter().any(|d| {
+                d["destination"] == "later" && d["attempts"].as_array().unwrap().len() == 1
+            })
     };
     deliveries_when(&app, &run, waiting, Duration::from_secs(20)).await;
     let data = app.stop().await;
 
     let app = spawn_in(data, |_| {}).await;
-    let list = deliveries_when(&app, &run, |l| all_status(l, "delivered"), Duration::from_secs(20)).await;
+    let list = deliveries_when(
+        &app,
+        &run,
+        |l| all_status(l, "delivered"),
+        Duration::from_secs(20),
+    )
+    .await;
     let later = list.iter().find(|d| d["destination"] == "later").unwrap();
     assert_eq!(later["attempts"].as_array().unwrap().len(), 2);
     let hits = recv.hits("/later");
@@ -479,7 +557,11 @@ async fn a_restart_resumes_a_waiting_retry_at_its_time_and_sends_no_delivered_ba
     );
     // Give a duplicate time to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(recv.hits("/ok").len(), 1, "a delivered batch was sent again");
+    assert_eq!(
+        recv.hits("/ok").len(),
+        1,
+        "a delivered batch was sent again"
+    );
     app.stop().await;
 }
 
@@ -490,7 +572,9 @@ async fn dry_run_shows_what_would_be_sent_without_sending() {
     let dest = json!([{"name": "crm", "url": format!("{base}/x/{{{{branch}}}}"), "batch_size": 2,
         "authorization": "Bearer hidden"}]);
     let (fleet_id, _) = app.fleet_with_hook(fleet(3, dest)).await;
-    let (s, dry) = app.post(&format!("/fleets/{fleet_id}/dry-run"), json!({})).await;
+    let (s, dry) = app
+        .post(&format!("/fleets/{fleet_id}/dry-run"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{dry}");
     let planned = dry["deliveries"].as_array().unwrap();
     assert_eq!(planned.len(), 2);
@@ -511,14 +595,29 @@ async fn invalid_destinations_are_refused_naming_the_field() {
     let project = app.project().await;
     for (dest, field) in [
         (json!({"name": "a", "url": "ftp://example.com"}), "url"),
-        (json!({"name": "a", "url": "https://x", "method": "DELETE"}), "method"),
-        (json!({"name": "a", "url": "https://x", "on": "sometimes"}), "on"),
-        (json!({"name": "a", "url": "https://x", "batch_size": 0}), "batch_size"),
+        (
+            json!({"name": "a", "url": "https://x", "method": "DELETE"}),
+            "method",
+        ),
+        (
+            json!({"name": "a", "url": "https://x", "on": "sometimes"}),
+            "on",
+        ),
+        (
+            json!({"name": "a", "url": "https://x", "batch_size": 0}),
+            "batch_size",
+        ),
         (json!({"name": "a", "url": "https://x/{{nope}}"}), "nope"),
-        (json!({"name": "a", "url": "https://x", "authorization": "set"}), "authorization"),
+        (
+            json!({"name": "a", "url": "https://x", "authorization": "set"}),
+            "authorization",
+        ),
     ] {
         let (s, body) = app
-            .post(&format!("/projects/{project}/fleets"), fleet(1, json!([dest])))
+            .post(
+                &format!("/projects/{project}/fleets"),
+                fleet(1, json!([dest])),
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{field}: {body}");
         assert!(body.to_string().contains(field), "{field}: {body}");
@@ -544,7 +643,12 @@ async fn an_egress_denied_address_is_refused_recorded_and_logged_without_secrets
         {"name": "named", "url": format!("http://localhost:{port}/b"), "api_key": "very-secret-2"}
     ]);
     let (_, url) = server.fleet_with_hook(fleet(1, dest)).await;
-    let res = reqwest::Client::new().post(&url).body("{}").send().await.unwrap();
+    let res = reqwest::Client::new()
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     let run = res.json::<Value>().await.unwrap()["data"]["fleet_run_id"]
         .as_str()
         .unwrap()

@@ -1169,11 +1169,18 @@ async fn deliveries_are_created_with_the_finish_and_only_for_a_held_lease() {
     use wharf::store::DeliveryStatus;
     for (_dir, store) in stores().await {
         let f = fleet(&store, "parallel").await;
-        let run = finish_with(&store, f, vec![new_delivery(f, "crm", 1), new_delivery(f, "crm", 2)])
-            .await;
+        let run = finish_with(
+            &store,
+            f,
+            vec![new_delivery(f, "crm", 1), new_delivery(f, "crm", 2)],
+        )
+        .await;
         let list = store.run_deliveries(run).await.unwrap();
         assert_eq!(list.len(), 2);
-        assert!(list.iter().all(|d| d.status == DeliveryStatus::Pending && d.body.is_none()));
+        assert!(
+            list.iter()
+                .all(|d| d.status == DeliveryStatus::Pending && d.body.is_none())
+        );
         assert_eq!(list[0].batch, 1);
         assert_eq!(list[0].request.url, "http://127.0.0.1:9/hook");
         assert!(list[0].next_attempt_at.is_some());
@@ -1202,12 +1209,18 @@ async fn delivery_claims_are_fenced_due_only_and_fair_per_destination() {
         let run = finish_with(&store, f, all).await;
         let now = wharf::util::now_ms();
         // Two per destination at most: both of "slow"'s first two, and "fast"'s one.
-        let first = store.claim_deliveries(NODE, 10, 2, now, now + 60_000).await.unwrap();
+        let first = store
+            .claim_deliveries(NODE, 10, 2, now, now + 60_000)
+            .await
+            .unwrap();
         assert_eq!(first.len(), 3, "{first:?}");
         assert_eq!(first.iter().filter(|d| d.destination == "slow").count(), 2);
         assert!(first.iter().all(|d| d.body.is_some() && d.token != 0));
         // Leased ones count: "slow" has two in flight, so nothing more is claimed for it.
-        let none = store.claim_deliveries("node-b", 10, 2, now, now + 60_000).await.unwrap();
+        let none = store
+            .claim_deliveries("node-b", 10, 2, now, now + 60_000)
+            .await
+            .unwrap();
         assert!(none.is_empty(), "{none:?}");
         // A retry later: not due yet, so not claimed; fenced: a wrong token writes nothing.
         let d = &first[0];
@@ -1225,11 +1238,17 @@ async fn delivery_claims_are_fenced_due_only_and_fair_per_destination() {
             verdict: Verdict::RetryAt(now + 3_600_000),
         };
         assert_eq!(store.record_attempts(vec![retry]).await.unwrap(), [true]);
-        let again = store.claim_deliveries(NODE, 10, 2, now + 1, now + 60_000).await.unwrap();
+        let again = store
+            .claim_deliveries(NODE, 10, 2, now + 1, now + 60_000)
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1, "the third slow batch takes the freed share");
         assert_ne!(again[0].id, d.id);
         // Delivered and failed ones leave the queue with their attempts recorded.
-        for (x, verdict) in [(&first[1], Verdict::Delivered), (&again[0], Verdict::Failed)] {
+        for (x, verdict) in [
+            (&first[1], Verdict::Delivered),
+            (&again[0], Verdict::Failed),
+        ] {
             let r = AttemptRecord {
                 id: x.id,
                 token: x.token,
@@ -1248,7 +1267,10 @@ async fn delivery_claims_are_fenced_due_only_and_fair_per_destination() {
         assert_eq!(by_id(d.id).next_attempt_at, Some(now + 3_600_000));
         // A restart of a single-node store drops every lease: the claimed "fast" one is due again.
         assert_eq!(store.release_deliveries().await.unwrap(), 1);
-        let after = store.claim_deliveries(NODE, 10, 2, now + 2, now + 60_000).await.unwrap();
+        let after = store
+            .claim_deliveries(NODE, 10, 2, now + 2, now + 60_000)
+            .await
+            .unwrap();
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].destination, "fast");
     }
@@ -1261,7 +1283,11 @@ async fn only_a_failed_delivery_can_be_retried_by_hand() {
         let f = fleet(&store, "parallel").await;
         finish_with(&store, f, vec![new_delivery(f, "crm", 1)]).await;
         let now = wharf::util::now_ms();
-        let d = store.claim_deliveries(NODE, 1, 1, now, now + 60_000).await.unwrap().remove(0);
+        let d = store
+            .claim_deliveries(NODE, 1, 1, now, now + 60_000)
+            .await
+            .unwrap()
+            .remove(0);
         assert!(matches!(
             store.retry_delivery(d.id, now).await,
             Err(StoreError::Conflict(_))
@@ -1281,7 +1307,10 @@ async fn only_a_failed_delivery_can_be_retried_by_hand() {
         assert_eq!(back.status, DeliveryStatus::Pending);
         assert_eq!(back.next_attempt_at, Some(now + 5));
         assert_eq!(back.attempts.len(), 1);
-        let claimed = store.claim_deliveries(NODE, 1, 1, now + 5, now + 60_000).await.unwrap();
+        let claimed = store
+            .claim_deliveries(NODE, 1, 1, now + 5, now + 60_000)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].attempts.len(), 1);
     }

@@ -28,18 +28,43 @@ pub(super) async fn insert(
     )
     .bind(deliveries.iter().map(|(_, d)| d.id).collect::<Vec<_>>())
     .bind(deliveries.iter().map(|(r, _)| *r).collect::<Vec<_>>())
-    .bind(deliveries.iter().map(|(_, d)| d.fleet_id).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| d.fleet_id)
+            .collect::<Vec<_>>(),
+    )
     .bind(
         deliveries
             .iter()
             .map(|(_, d)| d.destination.clone())
             .collect::<Vec<_>>(),
     )
-    .bind(deliveries.iter().map(|(_, d)| i64::from(d.batch)).collect::<Vec<_>>())
-    .bind(deliveries.iter().map(|(_, d)| i64::from(d.batches)).collect::<Vec<_>>())
-    .bind(deliveries.iter().map(|(_, d)| i64::from(d.rows)).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| i64::from(d.batch))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| i64::from(d.batches))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| i64::from(d.rows))
+            .collect::<Vec<_>>(),
+    )
     .bind(requests)
-    .bind(deliveries.iter().map(|(_, d)| d.body.clone()).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| d.body.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(now)
     .execute(tx)
     .await?;

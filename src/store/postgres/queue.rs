@@ -499,7 +499,7 @@ impl Queue for PostgresStore {
             .filter(|(l, _)| finished.contains(&l.run_id))
             .flat_map(|(l, f)| f.deliveries.iter().map(move |d| (l.run_id, d)))
             .collect();
-        super::outbox::insert(&mut *tx, &deliveries, now_ms()).await?;
+        super::outbox::insert(&mut tx, &deliveries, now_ms()).await?;
         tx.commit().await?;
         Ok(done
             .iter()

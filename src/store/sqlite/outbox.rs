@@ -42,7 +42,9 @@ pub(super) fn insert(c: &Connection, run_id: Uuid, rows: &[Encoded], now: i64) -
     )?;
     let run = run_id.to_string();
     for (id, fleet, dest, batch, batches, count, request, body) in rows {
-        insert.execute(params![id, run, fleet, dest, batch, batches, count, request, body, now])?;
+        insert.execute(params![
+            id, run, fleet, dest, batch, batches, count, request, body, now
+        ])?;
     }
     Ok(())
 }
