@@ -58,6 +58,7 @@ async fn claim_rate(store: &SqliteStore) -> f64 {
         vessels: Vec::new(),
         error: None,
         reason: None,
+        deliveries: Vec::new(),
     };
     let started = Instant::now();
     for _ in 0..CLAIMS / BATCH {

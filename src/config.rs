@@ -96,6 +96,22 @@ pub struct Config {
     /// Time between two retention passes (tests shorten it; not a flag).
     #[arg(skip = Duration::from_secs(60))]
     pub retain_every: Duration,
+    /// Most deliveries to destinations this node sends at once; one destination gets at most
+    /// an eighth of them (at least 1), so a slow or failing one cannot hold up the others.
+    /// 0 sends nothing from this node.
+    #[arg(long, env = "WHARF_MAX_DELIVERIES", default_value_t = 64)]
+    pub max_deliveries: usize,
+    /// CIDR ranges deliveries may not connect to, comma-separated, on top of the ranges always
+    /// denied (169.254.0.0/16, fe80::/10, unspecified and broadcast). Checked on the resolved
+    /// address. Loopback and private ranges are allowed unless listed here, e.g.
+    /// `127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7`.
+    #[arg(long, env = "WHARF_EGRESS_DENY", value_delimiter = ',', value_parser = parse_net)]
+    pub egress_deny: Vec<ipnet::IpNet>,
+    /// CIDR ranges deliveries may connect to even inside a denied range, comma-separated: the
+    /// most specific range decides (deny wins a tie), so `--egress-deny 0.0.0.0/0,::/0` with
+    /// `--egress-allow 203.0.113.0/24` allows that range only.
+    #[arg(long, env = "WHARF_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_net)]
+    pub egress_allow: Vec<ipnet::IpNet>,
     /// Also serve `GET /metrics` on this address, without the admin token (for a scraper on a
     /// private network); `/metrics` on the main address keeps needing the token.
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
@@ -105,6 +121,13 @@ pub struct Config {
     /// other sites' pages from reading answers.
     #[arg(long = "cors-origin", env = "WHARF_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+}
+
+/// A CIDR range, or an address as a range of one.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    crate::outbox::EgressPolicy::parse_list(s)?
+        .pop()
+        .ok_or_else(|| "an empty range".to_owned())
 }
 
 impl Config {
@@ -133,6 +156,9 @@ impl Config {
             retain_every: Duration::from_secs(60),
             metrics_listen: None,
             cors_origins: Vec::new(),
+            max_deliveries: 64,
+            egress_deny: Vec::new(),
+            egress_allow: Vec::new(),
         }
     }
 
@@ -181,6 +207,9 @@ impl std::fmt::Debug for Config {
             .field("retain_every", &self.retain_every)
             .field("metrics_listen", &self.metrics_listen)
             .field("cors_origins", &self.cors_origins)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("egress_deny", &self.egress_deny)
+            .field("egress_allow", &self.egress_allow)
             .finish()
     }
 }
@@ -208,5 +237,19 @@ mod tests {
         assert_eq!(parse(&["--retain-days", "0"]).retention(), None);
         assert_eq!(parse(&[]).retain_every, Duration::from_secs(60));
         assert_eq!(Config::with_data_dir("x").retention(), Some(30 * day));
+    }
+
+    #[test]
+    fn egress_lists_parse_comma_separated() {
+        let c = parse(&[
+            "--egress-deny",
+            "127.0.0.0/8,10.0.0.1",
+            "--max-deliveries",
+            "3",
+        ]);
+        assert_eq!(c.egress_deny.len(), 2);
+        assert_eq!(c.egress_deny[1].to_string(), "10.0.0.1/32");
+        assert_eq!(c.max_deliveries, 3);
+        assert!(Serve::try_parse_from(["wharf", "--egress-allow", "nope"]).is_err());
     }
 }

@@ -274,6 +274,9 @@ pub struct FleetSpec {
     /// Version of the `needs` rule; always [`GRAPH_EXPLICIT`] once loaded.
     #[serde(default)]
     pub graph: u32,
+    /// Where the run's rows are sent after it (DESIGN §4b); secrets sealed once stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<crate::outbox::DestinationSpec>,
 }
 
 /// Specs stored with this `graph` have explicit `needs`. Specs stored before it (graph 0) meant
@@ -291,6 +294,8 @@ struct StoredSpec {
     vessels: Vec<VesselSpec>,
     #[serde(default)]
     graph: u32,
+    #[serde(default)]
+    destinations: Vec<crate::outbox::DestinationSpec>,
 }
 
 impl From<StoredSpec> for FleetSpec {
@@ -310,6 +315,7 @@ impl From<StoredSpec> for FleetSpec {
             limits: s.limits,
             vessels,
             graph: GRAPH_EXPLICIT,
+            destinations: s.destinations,
         }
     }
 }
@@ -397,9 +403,6 @@ impl FleetDoc {
         if name.is_empty() || name.len() > 128 {
             return err("name must be 1 to 128 characters");
         }
-        if !self.destinations.is_empty() {
-            return err("destinations are not supported by this version of wharf");
-        }
         self.limits.check("fleet").map_err(FleetError)?;
         let mut variables = BTreeMap::new();
         for (k, v) in &self.variables {
@@ -429,6 +432,7 @@ impl FleetDoc {
         }
         let vessels = run_order(vessels)?;
         self.concurrency.check(&variables)?;
+        let destinations = crate::outbox::parse_destinations(self.destinations, &variables)?;
         let spec = FleetSpec {
             name,
             variables,
@@ -436,6 +440,7 @@ impl FleetDoc {
             limits: self.limits,
             vessels,
             graph: GRAPH_EXPLICIT,
+            destinations,
         };
         Ok(ParsedFleet { spec, code })
     }
@@ -628,6 +633,11 @@ impl FleetSpec {
             "concurrency": self.concurrency,
             "limits": self.limits,
             "vessels": vessels,
+            "destinations": self
+                .destinations
+                .iter()
+                .map(crate::outbox::DestinationSpec::to_document)
+                .collect::<Vec<_>>(),
         })
     }
 }

@@ -40,6 +40,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod local;
 pub mod metrics;
+pub mod outbox;
 pub mod retention;
 pub mod sandbox;
 pub mod scheduler;

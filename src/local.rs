@@ -291,6 +291,19 @@ pub fn render(run: &LocalRun) -> String {
     for (k, v) in &run.outcome.variables {
         let _ = writeln!(out, "  {k} = {v}");
     }
+    // What the fleet's destinations would be sent; `wharf run` sends nothing.
+    for d in run.report["deliveries"].as_array().into_iter().flatten() {
+        let rows = d["body"]["rows"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "would send to {} ({} {}): batch {}/{}, {rows} rows",
+            d["destination"].as_str().unwrap_or("?"),
+            d["method"].as_str().unwrap_or("?"),
+            d["url"].as_str().unwrap_or("?"),
+            d["batch"],
+            d["batches"],
+        );
+    }
     out
 }
 

@@ -47,6 +47,7 @@ pub struct Prepared {
     pub metrics_url: Option<String>,
     state: AppState,
     config: Config,
+    deliverer: crate::outbox::Deliverer,
     /// The admin token, when it was generated now (shown once, never stored).
     pub generated_admin_token: Option<String>,
     /// The demo fleet, when it was created now.
@@ -90,6 +91,10 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         );
     }
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
+    let outbox_hook = crate::outbox::OutboxHook {
+        secrets: secrets.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
     let scheduler_config = SchedulerConfig {
         // An ingress node runs nothing: its scheduler only checks code when fleets are saved.
         workers: if config.role == Role::Ingress {
@@ -103,6 +108,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         max_attempts: config.max_attempts,
         vessel_nice: config.vessel_nice,
         max_running: config.max_running,
+        outbox: Some(outbox_hook.clone()),
         ..SchedulerConfig::default()
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
@@ -122,7 +128,23 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
         None => None,
     };
+    let node_id = scheduler_config.node_id.clone();
     let scheduler = Scheduler::new(store.clone(), sandbox, scheduler_config)?;
+    let deliverer = crate::outbox::Deliverer::new(
+        store.clone(),
+        secrets.clone(),
+        crate::outbox::OutboxConfig {
+            node_id,
+            ..crate::outbox::OutboxConfig::new(
+                config.max_deliveries,
+                crate::outbox::EgressPolicy::new(
+                    config.egress_deny.clone(),
+                    config.egress_allow.clone(),
+                ),
+            )
+        },
+        outbox_hook.wake.clone(),
+    )?;
     let local = match &listener {
         Some(l) => l.local_addr()?,
         None => config.listen,
@@ -161,6 +183,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         metrics_url,
         state,
         config,
+        deliverer,
         generated_admin_token,
         demo,
         public_url,
@@ -190,6 +213,10 @@ impl Prepared {
             let token = shutdown.clone();
             tokio::spawn(async move { scheduler.run(token).await })
         };
+        let deliveries = {
+            let (deliverer, token) = (self.deliverer.clone(), shutdown.clone());
+            tokio::spawn(async move { deliverer.run(token).await })
+        };
         tokio::spawn(crate::retention::run(
             self.state.store.clone(),
             crate::retention::RetentionConfig {
@@ -215,6 +242,8 @@ impl Prepared {
         {
             tracing::warn!("grace period over; unfinished runs will be re-queued at next start");
         }
+        // Sends in flight get a few seconds; those cut off are sent again at the next start.
+        let _ = deliveries.await;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub use admin::new_webhook_id;
+mod deliveries;
 mod events;
 mod ingress;
 mod listing;
@@ -122,6 +123,7 @@ pub fn metrics_router(state: AppState) -> Router {
         (name = "webhooks", description = "Webhook ingress and each fleet's webhook"),
         (name = "orgs"), (name = "projects"), (name = "fleets"), (name = "runs"),
         (name = "ops", description = "Health, this document, metrics"),
+        (name = "deliveries", description = "Rows sent to fleets' destinations after runs"),
     )
 )]
 struct ApiDoc;

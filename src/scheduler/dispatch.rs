@@ -220,6 +220,7 @@ impl Scheduler {
                 vessels: Vec::new(),
                 error: Some("the fleet was deleted before the run started".into()),
                 reason: Some("fleet_deleted".into()),
+                deliveries: Vec::new(),
             };
             self.inner
                 .config
@@ -280,6 +281,25 @@ impl Scheduler {
                 .metrics
                 .run_finished(run.fleet_id, outcome.status);
             let cancelled = outcome.status == RunStatus::Cancelled;
+            let deliveries = match &self.inner.config.outbox {
+                Some(hook) if !fleet.spec.destinations.is_empty() => {
+                    // Every vessel's rows, in the fleet's (run) order.
+                    let rows: Vec<serde_json::Value> = outcome
+                        .vessels
+                        .iter()
+                        .flat_map(|v| v.outcome.rows.iter().cloned())
+                        .collect();
+                    crate::outbox::deliveries(
+                        fleet.id,
+                        &fleet.spec.destinations,
+                        outcome.status,
+                        &outcome.variables,
+                        &rows,
+                        &hook.secrets,
+                    )
+                }
+                _ => Vec::new(),
+            };
             Ended::Finished(
                 lease,
                 Finish {
@@ -288,6 +308,7 @@ impl Scheduler {
                     vessels: outcome.vessels,
                     error: cancelled.then(|| "cancelled by request".to_owned()),
                     reason: cancelled.then(|| "cancelled".to_owned()),
+                    deliveries,
                 },
             )
         };
@@ -349,6 +370,9 @@ async fn finisher(scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Ended>) 
         }
         // An end can make a `queue` fleet's next run claimable.
         inner.wake.notify_one();
+        if let Some(hook) = &inner.config.outbox {
+            hook.wake.notify_one();
+        }
     }
 }
 

@@ -53,6 +53,9 @@ pub struct SchedulerConfig {
     pub max_running: usize,
     /// Where claims, finished runs and vessel runs are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What creating deliveries at a run's end needs; `None`: runs create no deliveries (the
+    /// local `wharf run`, which has no outbox).
+    pub outbox: Option<crate::outbox::OutboxHook>,
 }
 
 impl Default for SchedulerConfig {
@@ -70,6 +73,7 @@ impl Default for SchedulerConfig {
             vessel_nice: 0,
             max_running: 0,
             metrics: Arc::default(),
+            outbox: None,
         }
     }
 }
@@ -269,6 +273,21 @@ impl Scheduler {
             None,
         )
         .await;
+        // What the destinations would be sent; nothing is.
+        let rows: Vec<serde_json::Value> = outcome
+            .vessels
+            .iter()
+            .flat_map(|v| v.outcome.rows.iter().cloned())
+            .collect();
+        let deliveries: Vec<_> = crate::outbox::plan(
+            &spec.destinations,
+            outcome.status,
+            &outcome.variables,
+            &rows,
+        )
+        .into_iter()
+        .map(|(_, planned)| planned)
+        .collect();
         let report = serde_json::json!({
             "dry_run": true,
             "fleet_id": fleet_id,
@@ -276,6 +295,7 @@ impl Scheduler {
             "variables": outcome.variables,
             "request": report_request,
             "vessels": outcome.vessels,
+            "deliveries": deliveries,
         });
         DryRun { outcome, report }
     }
@@ -283,6 +303,13 @@ impl Scheduler {
     /// Live events of the runs this node executes.
     pub fn events(&self) -> &Arc<events::Events> {
         &self.inner.events
+    }
+
+    /// Tells this node's delivery worker that deliveries became due (a retry by hand).
+    pub fn wake_deliveries(&self) {
+        if let Some(hook) = &self.inner.config.outbox {
+            hook.wake.notify_one();
+        }
     }
 
     /// Tells an idle worker that a run was queued.

@@ -337,12 +337,14 @@ pub struct Pruned {
     pub keys: u64,
     /// Rate-limit states that no longer hold anything back.
     pub rate_states: u64,
+    /// Deliveries of runs that were pruned.
+    pub deliveries: u64,
 }
 
 impl Pruned {
     /// Rows deleted in all.
     pub fn total(&self) -> u64 {
-        self.runs + self.requests + self.keys + self.rate_states
+        self.runs + self.requests + self.keys + self.rate_states + self.deliveries
     }
 }
 
@@ -581,6 +583,8 @@ pub struct Finish {
     pub error: Option<String>,
     /// Typed run-level reason, if any.
     pub reason: Option<String>,
+    /// Deliveries of the run's rows to the fleet's destinations, committed with the run's end.
+    pub deliveries: Vec<NewDelivery>,
 }
 
 /// Organisations, projects, code, fleets and webhooks: what users configure.
@@ -727,7 +731,8 @@ pub trait History: Send + Sync {
 pub trait Retention: Send + Sync {
     /// One batch: up to `limit` rows of each kind — runs that finished before `finished_before`
     /// and requests received before it that have no run left (neither when `None`: history is
-    /// kept forever); idempotency keys older than 24 h and rate-limit states spent by `now`.
+    /// kept forever), and deliveries created before it whose run is gone; idempotency keys
+    /// older than 24 h and rate-limit states spent by `now`.
     /// Queued and running runs, and their requests, are never touched.
     async fn prune(
         &self,
@@ -738,6 +743,11 @@ pub trait Retention: Send + Sync {
 }
 
 /// A whole store: what the server is given.
-pub trait Store: Catalog + Queue + History + Retention + Listing + 'static {}
+pub trait Store: Catalog + Queue + History + Retention + Listing + Outbox + 'static {}
 
-impl<T: Catalog + Queue + History + Retention + Listing + 'static> Store for T {}
+impl<T: Catalog + Queue + History + Retention + Listing + Outbox + 'static> Store for T {}
+
+pub use crate::outbox::store::{
+    AttemptRecord, Delivery, DeliveryAttempt, DeliveryRequest, DeliveryStatus, NewDelivery, Outbox,
+    Verdict,
+};

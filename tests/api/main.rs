@@ -7,6 +7,7 @@ mod binary;
 mod cli;
 mod client;
 mod crash;
+mod destinations;
 mod events;
 mod examples;
 mod helpers;

@@ -118,6 +118,7 @@ fn done(status: RunStatus) -> Finish {
         vessels: Vec::new(),
         error: None,
         reason: None,
+        deliveries: Vec::new(),
     }
 }
 
@@ -1174,5 +1175,228 @@ async fn a_rotation_with_grace_keeps_the_old_id_resolving_and_a_later_one_drops_
         assert!(store.resolve_webhook(&first).await.unwrap().is_none());
         assert!(store.resolve_webhook(&second).await.unwrap().is_none());
         assert!(store.resolve_webhook(&third).await.unwrap().is_some());
+    }
+}
+
+// ---- the outbox ----------------------------------------------------------------------------
+
+fn new_delivery(fleet_id: Uuid, destination: &str, batch: u32) -> wharf::store::NewDelivery {
+    wharf::store::NewDelivery {
+        id: Uuid::now_v7(),
+        fleet_id,
+        destination: destination.into(),
+        batch,
+        batches: 3,
+        rows: 2,
+        request: wharf::store::DeliveryRequest {
+            method: "POST".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            headers: BTreeMap::from([("content-type".into(), "application/json".into())]),
+            sealed_headers: BTreeMap::new(),
+            signing_secret: None,
+            timeout_ms: 1000,
+            max_attempts: 3,
+            base_ms: 10,
+            max_ms: 100,
+        },
+        body: format!("{{\"batch\":{batch}}}"),
+    }
+}
+
+fn attempt(n: u32, code: Option<u16>) -> wharf::store::DeliveryAttempt {
+    wharf::store::DeliveryAttempt {
+        attempt: n,
+        at: wharf::util::now_ms(),
+        status_code: code,
+        latency_ms: 5,
+        response: Some("r".into()),
+        error: None,
+        backoff_ms: None,
+        retry_in_ms: None,
+    }
+}
+
+/// Runs a run to its end with `deliveries`; returns the run id.
+async fn finish_with(
+    store: &Arc<dyn Store>,
+    fleet_id: Uuid,
+    deliveries: Vec<wharf::store::NewDelivery>,
+) -> Uuid {
+    let run = enqueue(store, fleet_id, Policy::Parallel, 1).await[0];
+    let claimed = store.claim(NODE, 1, FAR).await.unwrap();
+    let lease = claimed.iter().find(|c| c.run.id == run).unwrap().lease;
+    let mut finish = done(RunStatus::Succeeded);
+    finish.deliveries = deliveries;
+    assert_eq!(store.finish(vec![(lease, finish)]).await.unwrap(), [true]);
+    run
+}
+
+#[tokio::test]
+async fn deliveries_are_created_with_the_finish_and_only_for_a_held_lease() {
+    use wharf::store::DeliveryStatus;
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let run = finish_with(
+            &store,
+            f,
+            vec![new_delivery(f, "crm", 1), new_delivery(f, "crm", 2)],
+        )
+        .await;
+        let list = store.run_deliveries(run).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(
+            list.iter()
+                .all(|d| d.status == DeliveryStatus::Pending && d.body.is_none())
+        );
+        assert_eq!(list[0].batch, 1);
+        assert_eq!(list[0].request.url, "http://127.0.0.1:9/hook");
+        assert!(list[0].next_attempt_at.is_some());
+        // A finish whose lease is gone writes no deliveries.
+        let lost = enqueue(&store, f, Policy::Parallel, 1).await[0];
+        let claimed = store.claim(NODE, 1, FAR).await.unwrap();
+        let mut stale = claimed[0].lease;
+        stale.token += 1;
+        let mut finish = done(RunStatus::Succeeded);
+        finish.deliveries = vec![new_delivery(f, "crm", 1)];
+        assert_eq!(store.finish(vec![(stale, finish)]).await.unwrap(), [false]);
+        assert!(store.run_deliveries(lost).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn delivery_claims_are_fenced_due_only_and_fair_per_destination() {
+    use wharf::store::{AttemptRecord, DeliveryStatus, Verdict};
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let mut all = Vec::new();
+        for b in 1..=3 {
+            all.push(new_delivery(f, "slow", b));
+        }
+        all.push(new_delivery(f, "fast", 1));
+        let run = finish_with(&store, f, all).await;
+        let now = wharf::util::now_ms();
+        // Two per destination at most: both of "slow"'s first two, and "fast"'s one.
+        let first = store
+            .claim_deliveries(NODE, 10, 2, now, now + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert_eq!(first.iter().filter(|d| d.destination == "slow").count(), 2);
+        assert!(first.iter().all(|d| d.body.is_some() && d.token != 0));
+        // Leased ones count: "slow" has two in flight, so nothing more is claimed for it.
+        let none = store
+            .claim_deliveries("node-b", 10, 2, now, now + 60_000)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+        // A retry later: not due yet, so not claimed; fenced: a wrong token writes nothing.
+        let d = &first[0];
+        let stale = AttemptRecord {
+            id: d.id,
+            token: d.token + 1,
+            attempt: attempt(1, Some(500)),
+            verdict: Verdict::Failed,
+        };
+        assert_eq!(store.record_attempts(vec![stale]).await.unwrap(), [false]);
+        let retry = AttemptRecord {
+            id: d.id,
+            token: d.token,
+            attempt: attempt(1, Some(500)),
+            verdict: Verdict::RetryAt(now + 3_600_000),
+        };
+        assert_eq!(store.record_attempts(vec![retry]).await.unwrap(), [true]);
+        let again = store
+            .claim_deliveries(NODE, 10, 2, now + 1, now + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "the third slow batch takes the freed share");
+        assert_ne!(again[0].id, d.id);
+        // Delivered and failed ones leave the queue with their attempts recorded.
+        for (x, verdict) in [
+            (&first[1], Verdict::Delivered),
+            (&again[0], Verdict::Failed),
+        ] {
+            let r = AttemptRecord {
+                id: x.id,
+                token: x.token,
+                attempt: attempt(1, Some(200)),
+                verdict,
+            };
+            assert_eq!(store.record_attempts(vec![r]).await.unwrap(), [true]);
+        }
+        let list = store.run_deliveries(run).await.unwrap();
+        let by_id = |id| list.iter().find(|x| x.id == id).unwrap();
+        assert_eq!(by_id(first[1].id).status, DeliveryStatus::Delivered);
+        assert_eq!(by_id(first[1].id).next_attempt_at, None);
+        assert!(by_id(first[1].id).finished_at.is_some());
+        assert_eq!(by_id(d.id).attempts.len(), 1);
+        assert_eq!(by_id(d.id).attempts[0].status_code, Some(500));
+        assert_eq!(by_id(d.id).next_attempt_at, Some(now + 3_600_000));
+        // A restart of a single-node store drops every lease: the claimed "fast" one is due again.
+        assert_eq!(store.release_deliveries().await.unwrap(), 1);
+        let after = store
+            .claim_deliveries(NODE, 10, 2, now + 2, now + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].destination, "fast");
+    }
+}
+
+#[tokio::test]
+async fn only_a_failed_delivery_can_be_retried_by_hand() {
+    use wharf::store::{AttemptRecord, DeliveryStatus, Verdict};
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        finish_with(&store, f, vec![new_delivery(f, "crm", 1)]).await;
+        let now = wharf::util::now_ms();
+        let d = store
+            .claim_deliveries(NODE, 1, 1, now, now + 60_000)
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(matches!(
+            store.retry_delivery(d.id, now).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.retry_delivery(Uuid::now_v7(), now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let r = AttemptRecord {
+            id: d.id,
+            token: d.token,
+            attempt: attempt(1, Some(400)),
+            verdict: Verdict::Failed,
+        };
+        store.record_attempts(vec![r]).await.unwrap();
+        let back = store.retry_delivery(d.id, now + 5).await.unwrap();
+        assert_eq!(back.status, DeliveryStatus::Pending);
+        assert_eq!(back.next_attempt_at, Some(now + 5));
+        assert_eq!(back.attempts.len(), 1);
+        let claimed = store
+            .claim_deliveries(NODE, 1, 1, now + 5, now + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn retention_prunes_the_deliveries_of_pruned_runs() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let run = finish_with(&store, f, vec![new_delivery(f, "crm", 1)]).await;
+        let kept = finish_with(&store, f, vec![new_delivery(f, "crm", 1)]).await;
+        let cutoff = wharf::util::now_ms() + 1;
+        // Only the first run is old enough: move the second's end past the cutoff by pruning
+        // with a limit of one run, oldest first.
+        let pruned = store.prune(Some(cutoff), cutoff, 1).await.unwrap();
+        assert_eq!(pruned.runs, 1);
+        assert_eq!(pruned.deliveries, 1);
+        let gone = store.run_deliveries(run).await.unwrap().len()
+            + store.run_deliveries(kept).await.unwrap().len();
+        assert_eq!(gone, 1, "one run's delivery is left");
     }
 }

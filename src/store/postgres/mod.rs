@@ -13,6 +13,7 @@
 mod catalog;
 mod history;
 mod listing;
+mod outbox;
 mod queue;
 mod retention;
 

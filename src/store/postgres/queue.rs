@@ -494,6 +494,12 @@ impl Queue for PostgresStore {
         }
         let serial = serial_slots(&ended)?;
         Self::release_many(&mut tx, serial).await?;
+        let deliveries: Vec<(Uuid, &NewDelivery)> = done
+            .iter()
+            .filter(|(l, _)| finished.contains(&l.run_id))
+            .flat_map(|(l, f)| f.deliveries.iter().map(move |d| (l.run_id, d)))
+            .collect();
+        super::outbox::insert(&mut tx, &deliveries, now_ms()).await?;
         tx.commit().await?;
         Ok(done
             .iter()

@@ -38,6 +38,17 @@ impl Retention for PostgresStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            pruned.deliveries = sqlx::query(
+                "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d
+                    WHERE d.created_at < $1
+                      AND NOT EXISTS (SELECT 1 FROM runs WHERE id = d.run_id)
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         pruned.keys = sqlx::query(
             "DELETE FROM idempotency_keys WHERE (fleet_id, key) IN

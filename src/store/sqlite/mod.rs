@@ -10,6 +10,7 @@
 mod catalog;
 mod history;
 mod listing;
+mod outbox;
 mod queue;
 mod retention;
 mod writer;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
     include_str!("../../../migrations/sqlite/0004_admission.sql"),
     include_str!("../../../migrations/sqlite/0005_listing.sql"),
+    include_str!("../../../migrations/sqlite/0006_outbox.sql"),
     include_str!("../../../migrations/sqlite/0007_auth.sql"),
 ];
 

@@ -278,6 +278,7 @@ impl Queue for SqliteStore {
                     serde_json::to_string(&f.vessels)?,
                     f.error,
                     f.reason,
+                    super::outbox::encode(&f.deliveries)?,
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -290,7 +291,7 @@ impl Queue for SqliteStore {
             )?;
             let now = now_ms();
             let mut out = Vec::with_capacity(rows.len());
-            for (lease, status, vars, vessels, error, reason) in rows {
+            for (lease, status, vars, vessels, error, reason, deliveries) in rows {
                 let ended = finish
                     .query_map(
                         params![
@@ -315,6 +316,9 @@ impl Queue for SqliteStore {
                     .transpose()?;
                 if let Some((fleet_id, true, key)) = &ended {
                     release_next(c, fleet_id, key.as_deref())?;
+                }
+                if ended.is_some() {
+                    super::outbox::insert(c, lease.run_id, &deliveries, now)?;
                 }
                 out.push(ended.is_some());
             }

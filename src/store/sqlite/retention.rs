@@ -32,6 +32,14 @@ impl Retention for SqliteStore {
                             LIMIT {limit})"
                     ))?
                     .execute([cutoff])? as u64;
+                pruned.deliveries = c
+                    .prepare_cached(&format!(
+                        "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d
+                            WHERE d.created_at < ?1
+                              AND NOT EXISTS (SELECT 1 FROM runs WHERE id = d.run_id)
+                            LIMIT {limit})"
+                    ))?
+                    .execute([cutoff])? as u64;
             }
             pruned.keys = c
                 .prepare_cached(&format!(
