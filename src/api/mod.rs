@@ -4,6 +4,7 @@
 mod admin;
 pub use admin::new_webhook_id;
 mod ingress;
+mod limits;
 mod listing;
 mod ops;
 
@@ -41,6 +42,10 @@ pub struct ApiSettings {
     pub public_url: String,
     /// Largest accepted webhook body.
     pub max_body_bytes: usize,
+    /// Longest request target (path and query), answered `414` beyond.
+    pub max_url_bytes: usize,
+    /// Time a webhook body has to arrive once the headers are in, answered `408` beyond.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Shared state of every handler.
@@ -65,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(Extension(state.settings.clone()))
         .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn_with_state(
+            state.settings.clone(),
+            limits::url_length,
+        ))
         .with_state(state)
 }
 

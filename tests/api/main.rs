@@ -9,6 +9,8 @@ mod crash;
 mod examples;
 mod helpers;
 mod ingress;
+mod isolation;
+mod limits;
 mod listing;
 mod nodes;
 mod ops;
