@@ -40,6 +40,31 @@ pub struct Config {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "WHARF_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Most headers a request may carry; more is answered `431`.
+    #[arg(long, env = "WHARF_MAX_HEADER_COUNT", default_value_t = 100)]
+    pub max_header_count: usize,
+    /// Largest request head (request line and headers together), in bytes; more is answered
+    /// `431`. At least 8192.
+    #[arg(long, env = "WHARF_MAX_HEADER_BYTES", default_value_t = 64 << 10,
+        value_parser = clap::value_parser!(u64).range(8192..))]
+    pub max_header_bytes: u64,
+    /// Longest request target (path and query string), in bytes; longer is answered `414`.
+    #[arg(long, env = "WHARF_MAX_URL_BYTES", default_value_t = 8 << 10)]
+    pub max_url_bytes: usize,
+    /// Seconds a client has to send a request's headers; a slower one is disconnected.
+    #[arg(long, env = "WHARF_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client has to send a webhook body once its headers are in; a slower one is
+    /// answered `408`.
+    #[arg(long, env = "WHARF_BODY_TIMEOUT_SECONDS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+    /// Most client connections served at once; further connections wait in the listen backlog
+    /// until one closes.
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
     /// Vessel threads for quick vessels; defaults to the number of cores (more only adds
     /// contention). 0 makes an ingress-only node: it accepts and queues, and runs nothing.
     #[arg(long, env = "WHARF_WORKERS", default_value_t = crate::scheduler::default_workers())]
@@ -140,6 +165,12 @@ impl Config {
             database: None,
             public_url: None,
             max_body_bytes: 1 << 20,
+            max_header_count: 100,
+            max_header_bytes: 64 << 10,
+            max_url_bytes: 8 << 10,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            max_connections: 1024,
             workers: crate::scheduler::default_workers(),
             prefetch: 32,
             max_slow_vessels: 32,
@@ -185,6 +216,12 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database.as_ref().map(|_| "<set>"))
             .field("public_url", &self.public_url)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_header_count", &self.max_header_count)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_url_bytes", &self.max_url_bytes)
+            .field("header_timeout_seconds", &self.header_timeout_seconds)
+            .field("body_timeout_seconds", &self.body_timeout_seconds)
+            .field("max_connections", &self.max_connections)
             .field("workers", &self.workers)
             .field("prefetch", &self.prefetch)
             .field("max_slow_vessels", &self.max_slow_vessels)

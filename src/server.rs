@@ -175,6 +175,8 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             public_url: public_url.clone(),
             max_body_bytes: config.max_body_bytes,
             cors_origins: config.cors_origins.clone(),
+            max_url_bytes: config.max_url_bytes,
+            body_timeout: std::time::Duration::from_secs(config.body_timeout_seconds.max(1)),
         }),
     };
     Ok(Prepared {
@@ -228,11 +230,7 @@ impl Prepared {
         match self.listener {
             Some(listener) => {
                 let app = api::router(self.state);
-                let token = shutdown.clone();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await
-                    .context("serving HTTP")?;
+                serve_http(listener, app, &self.config, shutdown.clone()).await;
             }
             None => shutdown.cancelled().await,
         }
@@ -246,6 +244,70 @@ impl Prepared {
         let _ = deliveries.await;
         Ok(())
     }
+}
+
+/// Serves the main listener with the limits on what a client controls: at most
+/// `--max-connections` connections at once (the next ones wait in the listen backlog, where the
+/// kernel holds them, instead of each costing a task and buffers), the request head bounded in
+/// header count and bytes (hyper answers `431` past either), and headers that must arrive within
+/// `--header-timeout-seconds` (a slowloris client is disconnected). On shutdown, stops accepting
+/// and waits for the connections in flight to finish their requests.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &Config,
+    shutdown: CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(
+            config.header_timeout_seconds.max(1),
+        ))
+        .max_headers(config.max_header_count)
+        // hyper refuses a read buffer under 8 KiB.
+        .max_buf_size(
+            usize::try_from(config.max_header_bytes)
+                .unwrap_or(usize::MAX)
+                .max(8192),
+        );
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(config.max_connections.max(1)).unwrap_or(usize::MAX),
+    ));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pausing lets connections close
+                    // instead of spinning on the error.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The store the configuration names (see [`Config::database`]).

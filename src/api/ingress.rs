@@ -45,7 +45,10 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
         (status = 400, description = "Unknown, rotated-away (after its grace period) or removed webhook: `{\"request\":{\"id\"},\"data\":null}`; or an API key in the query string", body = Value),
         (status = 401, description = "`Missing authorization header` or `Wrong authentication credentials` (bearer and hmac webhooks)", body = Value),
         (status = 405, description = "Not a POST"),
+        (status = 408, description = "Body not received within `--body-timeout-seconds`", body = Value),
         (status = 413, description = "Body over the limit", body = Value),
+        (status = 414, description = "URL over `--max-url-bytes`", body = Value),
+        (status = 431, description = "Too many headers, or a request head over `--max-header-bytes`"),
         (status = 429, description = "`reject` policy and a run is queued or running", body = Value),
         (status = 503, description = "Storage unavailable", body = Value)))]
 pub(super) async fn ingress(
@@ -107,7 +110,20 @@ async fn admit(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, limit).await {
+    // A client trickling its body would hold the connection and its buffer for as long as it
+    // likes: the body must be in within the body timeout.
+    let read = tokio::time::timeout(s.settings.body_timeout, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return error(
+            request_id,
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body was not received within {} s",
+                s.settings.body_timeout.as_secs()
+            ),
+        );
+    };
+    let body = match read {
         Ok(b) => b,
         Err(e) => {
             let too_big = std::error::Error::source(&e)

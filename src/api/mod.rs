@@ -6,6 +6,7 @@ pub use admin::new_webhook_id;
 mod deliveries;
 mod events;
 mod ingress;
+mod limits;
 mod listing;
 mod ops;
 
@@ -45,6 +46,10 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Origins allowed to call from a browser (CORS); empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Longest request target (path and query), answered `414` beyond.
+    pub max_url_bytes: usize,
+    /// Time a webhook body has to arrive once the headers are in, answered `408` beyond.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Shared state of every handler.
@@ -76,6 +81,10 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn_with_state(
+            state.settings.clone(),
+            limits::url_length,
+        ))
         .with_state(state)
 }
 

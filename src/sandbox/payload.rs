@@ -99,6 +99,22 @@ mod tests {
     }
 
     #[test]
+    fn json_nested_past_the_recursion_limit_is_raw_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            Payload::<Value>::parse("application/json", deep.as_bytes()).kind(),
+            PayloadKind::Raw
+        );
+        let dynamic = Payload::<rhai::Dynamic>::parse("application/json", deep.as_bytes());
+        assert!(matches!(dynamic, Payload::Raw));
+        let shallow = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(
+            Payload::<rhai::Dynamic>::parse("application/json", shallow.as_bytes()),
+            Payload::Json(_)
+        ));
+    }
+
+    #[test]
     fn broken_json_is_raw() {
         assert_eq!(
             Payload::<Value>::parse("application/json", b"{nope").kind(),

@@ -155,10 +155,13 @@ impl RhaiRunner {
     }
 }
 
-/// An engine with the standard library and nothing else: no file or module access.
+/// An engine with the standard library and nothing else: no file or module access (a raw
+/// engine has no module resolver, so `import` finds nothing), and no `eval`, which would run
+/// code that was never checked when the fleet was saved.
 fn bare_engine() -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(STD.clone());
+    engine.disable_symbol("eval");
     engine
 }
 

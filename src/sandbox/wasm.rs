@@ -362,9 +362,14 @@ impl WasmRunner {
         let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
         let (cancel, mut elapsed) = (input.cancel.clone(), 0u64);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |ctx| {
             if cancel.is_cancelled() {
                 return Err(wasmtime::Error::new(Cancelled));
+            }
+            // Past its output limit a guest can only spin on refused `set_var`/`emit` calls:
+            // it is ended here, as Rhai ends it in its progress callback.
+            if ctx.data().collector.overflowed {
+                return Err(Trap::Interrupt.into());
             }
             elapsed += 1;
             if elapsed >= ticks {

@@ -12,6 +12,8 @@ mod events;
 mod examples;
 mod helpers;
 mod ingress;
+mod isolation;
+mod limits;
 mod listing;
 mod nodes;
 mod ops;
