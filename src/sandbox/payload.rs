@@ -114,6 +114,23 @@ mod tests {
         ));
     }
 
+    /// Found by the `json_to_rhai` fuzz target: the same number must come out the same
+    /// whether a body becomes JSON values (variable overrides) or Rhai values (`payload`).
+    #[test]
+    fn a_float_parses_alike_into_json_and_into_rhai() {
+        let body = b"\t\t636E66\r\r\r\r";
+        let Payload::Json(direct) = Payload::<Value>::parse("application/json", body) else {
+            panic!("JSON expected");
+        };
+        let Payload::Json(dynamic) = Payload::<rhai::Dynamic>::parse("application/json", body)
+        else {
+            panic!("JSON expected");
+        };
+        let back: Value = rhai::serde::from_dynamic(&dynamic).unwrap();
+        assert_eq!(back, direct);
+        assert_eq!(direct.as_f64(), Some(636e66));
+    }
+
     #[test]
     fn broken_json_is_raw() {
         assert_eq!(
