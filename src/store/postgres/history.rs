@@ -4,11 +4,17 @@ use sqlx::QueryBuilder;
 
 use super::*;
 
-#[async_trait]
-impl History for PostgresStore {
-    async fn runs(&self, fleet_id: Uuid, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        let mut q = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE fleet_id = "));
-        q.push_bind(fleet_id);
+impl PostgresStore {
+    /// A page of run history, newest first: of one fleet, or (`None`) of every fleet.
+    pub(super) async fn runs_page(
+        &self,
+        fleet_id: Option<Uuid>,
+        filter: &RunFilter,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let mut q = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"));
+        if let Some(fleet_id) = fleet_id {
+            q.push(" AND fleet_id = ").push_bind(fleet_id);
+        }
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -21,6 +27,13 @@ impl History for PostgresStore {
             .push_bind(filter.limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_from).collect()
+    }
+}
+
+#[async_trait]
+impl History for PostgresStore {
+    async fn runs(&self, fleet_id: Uuid, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        self.runs_page(Some(fleet_id), filter).await
     }
 
     async fn run(&self, id: Uuid) -> StoreResult<(RunRecord, RequestRecord)> {

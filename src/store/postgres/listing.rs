@@ -120,19 +120,7 @@ impl Listing for PostgresStore {
     }
 
     async fn recent_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        let mut q = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"));
-        if let Some(status) = filter.status {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(before) = filter.before {
-            q.push(" AND seq < (SELECT seq FROM runs WHERE id = ")
-                .push_bind(before)
-                .push(")");
-        }
-        q.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(filter.limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(run_from).collect()
+        self.runs_page(None, filter).await
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {

@@ -153,26 +153,8 @@ impl Listing for SqliteStore {
 
     async fn recent_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         let filter = filter.clone();
-        self.read(move |c| {
-            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1");
-            let mut args: Vec<SqlValue> = Vec::new();
-            if let Some(status) = filter.status {
-                sql.push_str(" AND status = ?");
-                args.push(SqlValue::Text(status.as_str().into()));
-            }
-            if let Some(before) = filter.before {
-                sql.push_str(" AND seq < (SELECT seq FROM runs WHERE id = ?)");
-                args.push(SqlValue::Text(before.to_string()));
-            }
-            sql.push_str(" ORDER BY seq DESC LIMIT ?");
-            args.push(SqlValue::Integer(filter.limit as i64));
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), run_from)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-        .await
+        self.read(move |c| super::history::runs_page(c, None, &filter))
+            .await
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
