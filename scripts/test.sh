@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install-guest-toolchains.sh
+# The dashboard's browser test: Debian's chromium and the locked playwright-core.
+bash scripts/install-ui-test-deps.sh
 # The OpenAPI test validates the served document with openapi-spec-validator (PyPI).
 # The auth tests sign payloads with the providers' own libraries: stripe and standardwebhooks.
 python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator stripe standardwebhooks

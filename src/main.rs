@@ -111,6 +111,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("wharf worker running (no listener)");
     } else {
         println!("wharf listening on {base}");
+        println!("Dashboard: {base}/ui/ (sign in with the admin token)");
     }
     let token_hint = match &prepared.generated_admin_token {
         Some(token) => {
@@ -126,7 +127,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             demo.url,
             wharf::server::DEMO_PAYLOAD
         );
-        println!("Then read the run (use the fleet_run_id from the answer):\n");
+        println!(
+            "Then watch it on the dashboard, or read the run (use the fleet_run_id from the answer):\n"
+        );
         println!(
             "  curl -sS -H 'authorization: Bearer {token_hint}' {base}/api/v1/runs/<fleet_run_id>\n"
         );

@@ -165,6 +165,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     } else {
         None
     };
+    let sessions = crate::api::Sessions::new(secrets.clone(), &admin_token_hash, &public_url);
     let state = AppState {
         secrets,
         ingress: Ingress::new(store.clone(), scheduler.clone()),
@@ -177,6 +178,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             cors_origins: config.cors_origins.clone(),
             max_url_bytes: config.max_url_bytes,
             body_timeout: std::time::Duration::from_secs(config.body_timeout_seconds.max(1)),
+            sessions,
         }),
     };
     Ok(Prepared {

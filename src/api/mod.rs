@@ -9,11 +9,15 @@ mod ingress;
 mod limits;
 mod listing;
 mod ops;
+mod session;
+pub use session::Sessions;
+mod stats;
+mod ui;
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -50,6 +54,8 @@ pub struct ApiSettings {
     pub max_url_bytes: usize,
     /// Time a webhook body has to arrive once the headers are in, answered `408` beyond.
     pub body_timeout: std::time::Duration,
+    /// The dashboard's browser sessions.
+    pub sessions: Sessions,
 }
 
 /// Shared state of every handler.
@@ -71,6 +77,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let (routes, _) = documented();
     let routes = routes
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(Extension(state.settings.clone()));
     // Outside the admin check, so that a browser's preflight (which carries no token) is
@@ -157,7 +164,10 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let admin = admin::routes()
         .merge(listing::routes())
         .merge(events::routes())
+        .merge(stats::routes())
+        .merge(session::routes())
         .route_layer(middleware::from_fn(require_admin))
+        .merge(session::open_routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY));
     let metrics = OpenApiRouter::new()
         .routes(routes!(ops::metrics))
@@ -212,6 +222,9 @@ pub enum ApiError {
     /// 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: authenticated, but the call is refused (a session call without its CSRF token).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -244,6 +257,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -299,6 +313,8 @@ pub(crate) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("{what} not found (malformed id {raw:?})")))
 }
 
+/// Lets a call through with the admin token (`Authorization: Bearer`), or with a dashboard
+/// session cookie — then, unless it only reads, with the session's CSRF token as well.
 async fn require_admin(
     Extension(settings): Extension<Arc<ApiSettings>>,
     req: Request,
@@ -306,15 +322,27 @@ async fn require_admin(
 ) -> Response {
     // The token is compared as its sha256 with `subtle`: a wrong token's answer takes the same
     // time however much of the real one it shares.
-    let presented = crate::auth::keys::bearer(req.headers());
-    match presented {
-        None => {
-            ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
-                .into_response()
-        }
+    match crate::auth::keys::bearer(req.headers()) {
         Some(token) if crate::util::secret_matches(token, &settings.admin_token_hash) => {
-            next.run(req).await
+            return next.run(req).await;
         }
-        Some(_) => ApiError::Unauthorized("wrong admin token".into()).into_response(),
+        Some(_) => return ApiError::Unauthorized("wrong admin token".into()).into_response(),
+        None => {}
     }
+    let Some(session) = settings.sessions.open(req.headers()) else {
+        return ApiError::Unauthorized(
+            "missing admin token: send Authorization: Bearer <token>".into(),
+        )
+        .into_response();
+    };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !reads && !Sessions::csrf_matches(&session, req.headers()) {
+        return ApiError::Forbidden(format!(
+            "missing or wrong CSRF token: a call made with the session cookie must send the \
+             session's token (from GET /api/v1/session) in {}",
+            session::CSRF_HEADER
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }

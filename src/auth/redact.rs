@@ -16,6 +16,7 @@ pub const HEADERS: &[&str] = &[
     "api-key",
     "x-auth-token",
     "x-access-token",
+    "x-csrf-token",
     // GitHub, Gitea/Gogs, Bitbucket, Intercom.
     "x-hub-signature",
     "x-hub-signature-256",

@@ -79,6 +79,28 @@ pub struct QueueStats {
     pub oldest_queued_at: Option<i64>,
 }
 
+/// How many runs of one fleet, created within one time bucket, are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCount {
+    /// The fleet.
+    pub fleet_id: Uuid,
+    /// Bucket number: `(created_at - since) / bucket_ms`.
+    pub bucket: i64,
+    /// The runs' status now.
+    pub status: RunStatus,
+    /// How many.
+    pub count: u64,
+}
+
+/// The start of a stored request body, for previews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyPreview {
+    /// At most the bytes asked for, from the start of the body.
+    pub bytes: Vec<u8>,
+    /// Size of the whole body as received.
+    pub body_size: u64,
+}
+
 /// Paged lists for operators, and cheap queue figures.
 #[async_trait]
 pub trait Listing: Send + Sync {
@@ -97,4 +119,15 @@ pub trait Listing: Send + Sync {
     async fn recent_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
     /// How many runs are queued and since when.
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
+    /// Runs created at or after `since` (ms), counted by fleet, time bucket and status; only
+    /// one fleet's when `fleet_id` is given. Reads the window's runs only: a walk of the primary
+    /// key back to the first run older than `since`, whatever the size of the history.
+    async fn run_counts(
+        &self,
+        since: i64,
+        bucket_ms: i64,
+        fleet_id: Option<Uuid>,
+    ) -> StoreResult<Vec<RunCount>>;
+    /// The first `max` bytes of the body of a run's request; `NotFound("run")` if unknown.
+    async fn body_preview(&self, run_id: Uuid, max: usize) -> StoreResult<BodyPreview>;
 }

@@ -31,7 +31,9 @@ use crate::fleet::{Concurrency, FleetSpec, NewCode};
 use crate::sandbox::VesselOutcome;
 
 pub use batch::IngestBatcher;
-pub use listing::{FleetItem, Listing, OrgItem, Page, ProjectItem, QueueStats};
+pub use listing::{
+    BodyPreview, FleetItem, Listing, OrgItem, Page, ProjectItem, QueueStats, RunCount,
+};
 
 /// What can go wrong in the store.
 #[derive(Debug, Clone, thiserror::Error)]

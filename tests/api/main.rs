@@ -23,4 +23,5 @@ mod rhai;
 mod scheduling;
 mod soak;
 mod store;
+mod ui;
 mod wasm;

@@ -1400,3 +1400,62 @@ async fn retention_prunes_the_deliveries_of_pruned_runs() {
         assert_eq!(gone, 1, "one run's delivery is left");
     }
 }
+
+#[tokio::test]
+async fn run_counts_read_the_window_only_and_body_previews_cut_the_body() {
+    for (_dir, store) in stores().await {
+        let (a, b) = (
+            fleet(&store, "parallel").await,
+            fleet(&store, "parallel").await,
+        );
+        let t0 = wharf::util::now_ms();
+        enqueue(&store, a, Policy::Parallel, 2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let t1 = wharf::util::now_ms();
+        let later = enqueue(&store, a, Policy::Parallel, 3).await;
+        enqueue(&store, b, Policy::Parallel, 1).await;
+        let lease = store.claim(NODE, 1, FAR).await.unwrap().remove(0).lease;
+        store
+            .finish(vec![(lease, done(RunStatus::Failed))])
+            .await
+            .unwrap();
+
+        let total = |counts: &[wharf::store::RunCount], fleet: Uuid, status: RunStatus| -> u64 {
+            counts
+                .iter()
+                .filter(|c| c.fleet_id == fleet && c.status == status)
+                .map(|c| c.count)
+                .sum()
+        };
+        let all = store.run_counts(t0, 3_600_000, None).await.unwrap();
+        assert_eq!(total(&all, a, RunStatus::Queued), 4);
+        assert_eq!(total(&all, a, RunStatus::Failed), 1, "the oldest, claimed");
+        assert_eq!(total(&all, b, RunStatus::Queued), 1);
+        assert!(all.iter().all(|c| c.bucket == 0), "{all:?}");
+        // From t1 on: only the later runs, in buckets counted from t1.
+        let window = store.run_counts(t1, 10, None).await.unwrap();
+        assert_eq!(total(&window, a, RunStatus::Queued), 3);
+        assert_eq!(total(&window, a, RunStatus::Failed), 0);
+        assert!(window.iter().all(|c| c.bucket >= 0), "{window:?}");
+        let only_b = store.run_counts(t1, 10, Some(b)).await.unwrap();
+        assert_eq!(only_b.iter().map(|c| c.count).sum::<u64>(), 1);
+        assert!(only_b.iter().all(|c| c.fleet_id == b));
+        let future = store
+            .run_counts(wharf::util::now_ms() + 60_000, 1000, None)
+            .await
+            .unwrap();
+        assert!(future.is_empty());
+
+        let preview = store.body_preview(later[0], 1).await.unwrap();
+        assert_eq!(preview.bytes, b"{");
+        assert_eq!(preview.body_size, 2);
+        assert_eq!(
+            store.body_preview(later[0], 100).await.unwrap().bytes,
+            b"{}"
+        );
+        assert!(matches!(
+            store.body_preview(Uuid::now_v7(), 10).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}

@@ -137,4 +137,55 @@ impl Listing for PostgresStore {
             oldest_queued_at: row.try_get("oldest")?,
         })
     }
+    async fn run_counts(
+        &self,
+        since: i64,
+        bucket_ms: i64,
+        fleet_id: Option<Uuid>,
+    ) -> StoreResult<Vec<RunCount>> {
+        // As on SQLite: the window starts after the newest run older than `since`, found by a
+        // backward walk of the primary key; the window is then one range of it.
+        let rows = sqlx::query(
+            "SELECT fleet_id, (created_at - $1) / $2 AS bucket, status, COUNT(*) AS n
+             FROM runs
+             WHERE seq > COALESCE(
+                     (SELECT seq FROM runs WHERE created_at < $1 ORDER BY seq DESC LIMIT 1), 0)
+               AND created_at >= $1 AND ($3::uuid IS NULL OR fleet_id = $3)
+             GROUP BY fleet_id, bucket, status",
+        )
+        .bind(since)
+        .bind(bucket_ms.max(1))
+        .bind(fleet_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            if let Some(status) = RunStatus::parse(&status) {
+                counts.push(RunCount {
+                    fleet_id: row.try_get("fleet_id")?,
+                    bucket: row.try_get("bucket")?,
+                    status,
+                    count: row.try_get::<i64, _>("n")? as u64,
+                });
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn body_preview(&self, run_id: Uuid, max: usize) -> StoreResult<BodyPreview> {
+        let row = sqlx::query(
+            "SELECT substring(q.body FROM 1 FOR $2) AS head, q.body_size FROM runs r
+             JOIN requests q ON q.id = r.request_id WHERE r.id = $1",
+        )
+        .bind(run_id)
+        .bind(i32::try_from(max).unwrap_or(i32::MAX))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("run"))?;
+        Ok(BodyPreview {
+            bytes: row.try_get("head")?,
+            body_size: row.try_get::<i64, _>("body_size")? as u64,
+        })
+    }
 }

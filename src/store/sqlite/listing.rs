@@ -181,4 +181,67 @@ impl Listing for SqliteStore {
         })
         .await
     }
+    async fn run_counts(
+        &self,
+        since: i64,
+        bucket_ms: i64,
+        fleet_id: Option<Uuid>,
+    ) -> StoreResult<Vec<RunCount>> {
+        let bucket_ms = bucket_ms.max(1);
+        self.read(move |c| {
+            // `seq` follows creation (runs are inserted in order by the one writer), so the
+            // window starts after the newest run older than `since`: found by walking the
+            // primary key backwards, then the window is one range of it.
+            let mut stmt = c.prepare_cached(
+                "SELECT fleet_id, (created_at - ?1) / ?2 AS bucket, status, COUNT(*) AS n
+                 FROM runs
+                 WHERE seq > COALESCE(
+                         (SELECT seq FROM runs WHERE created_at < ?1 ORDER BY seq DESC LIMIT 1), 0)
+                   AND created_at >= ?1 AND (?3 IS NULL OR fleet_id = ?3)
+                 GROUP BY fleet_id, bucket, status",
+            )?;
+            let fleet = fleet_id.map(|f| f.to_string());
+            let rows = stmt
+                .query_map(rusqlite::params![since, bucket_ms, fleet], |row| {
+                    let status: String = row.get("status")?;
+                    Ok((
+                        uuid_at(row, "fleet_id")?,
+                        row.get::<_, i64>("bucket")?,
+                        status,
+                        row.get::<_, i64>("n")?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(fleet_id, bucket, status, n)| {
+                    Some(RunCount {
+                        fleet_id,
+                        bucket,
+                        status: RunStatus::parse(&status)?,
+                        count: n as u64,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn body_preview(&self, run_id: Uuid, max: usize) -> StoreResult<BodyPreview> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT substr(q.body, 1, ?2), q.body_size FROM runs r
+                 JOIN requests q ON q.id = r.request_id WHERE r.id = ?1",
+            )?
+            .query_row(rusqlite::params![run_id.to_string(), max as i64], |r| {
+                Ok(BodyPreview {
+                    bytes: r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                    body_size: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound("run"))
+        })
+        .await
+    }
 }
