@@ -839,6 +839,49 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+
+    // The dashboard's sign-in: a wrong token, the right one, calls with the cookie, sign-out.
+    let session = |body: Value| {
+        client
+            .post(format!("{}/api/v1/session", server.base))
+            .json(&body)
+            .send()
+    };
+    let wrong_admin = "wrong-admin-token-that-is-long-enough-0123456789".to_owned();
+    secrets.push(wrong_admin.clone());
+    let res = session(json!({"token": wrong_admin})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = session(json!({"token": ADMIN_TOKEN})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let csrf = res.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.push(cookie["wharf_session=".len()..].to_owned());
+    secrets.push(csrf.clone());
+    let with_cookie = |method: Method, path: &str| {
+        client
+            .request(method, format!("{}/api/v1{path}", server.base))
+            .header("cookie", &cookie)
+    };
+    let res = with_cookie(Method::GET, &format!("/fleets/{fleet}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = with_cookie(Method::POST, &format!("/fleets/{fleet}/webhook/rotate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = with_cookie(Method::DELETE, "/session")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     drop(server);
 
     let text = std::fs::read_to_string(&log).unwrap();
