@@ -444,7 +444,7 @@ async function fleetPage(id) {
       `${fleet.vessels.length} vessel(s) · concurrency ${typeof fleet.concurrency === "string" ? fleet.concurrency : JSON.stringify(fleet.concurrency)} · updated `,
       when(fleet.updated_at), " · ", h("span", { class: "mono" }, fleet.id)),
     section("Webhook", webhook),
-    section("Vessels", dag(fleet.vessels), vesselTable(fleet.vessels)),
+    section("Vessels", dag(fleet.vessels), vesselTable(fleet.vessels), fleetDocument(fleet)),
     section("Try it", tryIt(fleet)),
     section("Runs, last hour", chart),
     section("Recent runs", runs, h("p", {}, h("a", { href: `/ui/runs?fleet=${fleet.id}` }, "All runs of this fleet →"))));
@@ -556,6 +556,14 @@ function confirmDialog({ title, text, confirm, danger, grace, action }) {
   document.body.append(dlg);
   dlg.showModal();
   (graceInput || ok).focus();
+}
+
+// The document as `PUT /fleets/{fleet}` takes it (Rhai sources inline, Wasm by hash), folded.
+function fleetDocument(fleet) {
+  const doc = { ...fleet };
+  for (const k of ["id", "project_id", "org_id", "webhook", "created_at", "updated_at"]) delete doc[k];
+  return h("details", { class: "doc" }, h("summary", {}, "Fleet document (JSON)"),
+    h("pre", { class: "out" }, JSON.stringify(doc, null, 2)));
 }
 
 function vesselTable(vessels) {
@@ -811,7 +819,7 @@ async function replay(r, from) {
 // written; at the end the stored run (with variables and rows) replaces the live view.
 function live(run, render) {
   const r = structuredClone(run);
-  const byName = {};
+  let byName = {};
   r.vessels = [];
   const vessel = (name) => {
     if (!byName[name]) {
@@ -848,6 +856,16 @@ function live(run, render) {
       es.close();
       try { render(await api(`/runs/${run.id}`)); } catch (_) { /* shown on reload */ }
     },
+  });
+  // After a dropped connection the browser reconnects and the server replays the run from its
+  // start: begin again rather than show every line twice.
+  let opened = false;
+  es.addEventListener("open", () => {
+    if (opened) {
+      byName = {};
+      r.vessels = [];
+    }
+    opened = true;
   });
 }
 
