@@ -165,7 +165,12 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     } else {
         None
     };
-    let sessions = crate::api::Sessions::new(secrets.clone(), &admin_token_hash, &public_url);
+    let sessions = crate::api::Sessions::new(
+        secrets.clone(),
+        &admin_token_hash,
+        &public_url,
+        store.clone(),
+    );
     let state = AppState {
         secrets,
         ingress: Ingress::new(store.clone(), scheduler.clone()),

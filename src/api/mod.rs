@@ -329,11 +329,15 @@ async fn require_admin(
         Some(_) => return ApiError::Unauthorized("wrong admin token".into()).into_response(),
         None => {}
     }
-    let Some(session) = settings.sessions.open(req.headers()) else {
-        return ApiError::Unauthorized(
-            "missing admin token: send Authorization: Bearer <token>".into(),
-        )
-        .into_response();
+    let session = match settings.sessions.open(req.headers()).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            return ApiError::Unauthorized(
+                "missing admin token: send Authorization: Bearer <token>".into(),
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reads && !Sessions::csrf_matches(&session, req.headers()) {

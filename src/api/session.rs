@@ -6,8 +6,9 @@
 //! fingerprint of the admin token are sealed with the data folder's secret key (XChaCha20-
 //! Poly1305, the key that seals HMAC secrets), so any node sharing that key accepts it and a
 //! forged or altered cookie opens on none. Changing the admin token ends every session. Signing
-//! out clears the cookie and revokes the session on the node that served the sign-out until
-//! its expiry.
+//! out clears the cookie and marks the session revoked in the store until it would expire; every
+//! node looks the mark up at most every [`RECHECK`] per session, so a sign-out holds everywhere
+//! within that time (at once on the node that served it).
 //!
 //! CSRF: the cookie is `SameSite=Strict`, and besides, every call authorised by the cookie
 //! alone that is not a read (`GET`/`HEAD`) must carry the session's CSRF token in
@@ -29,7 +30,8 @@ use utoipa_axum::routes;
 
 use super::{ApiError, AppState, ErrorBody, JsonBody};
 use crate::auth::secrets::SecretBox;
-use crate::util::{now_ms, random_token, rfc3339, secret_matches};
+use crate::store::{Store, StoreError};
+use crate::util::{now_ms, random_token, rfc3339, secret_matches, sha256_hex};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "wharf_session";
@@ -37,6 +39,8 @@ pub const COOKIE: &str = "wharf_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts from sign-in.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a node trusts its last look at the store's sign-out marks for a session.
+pub const RECHECK: Duration = Duration::from_secs(2);
 
 /// What a session cookie holds, sealed.
 #[derive(Serialize, Deserialize)]
@@ -64,23 +68,38 @@ pub struct Sessions {
     token_hash: String,
     /// Mark cookies `Secure`: the public URL is https.
     secure: bool,
-    /// Sessions signed out on this node, until they would have expired anyway.
+    /// Where sign-outs are kept for every node.
+    store: Arc<dyn Store>,
+    /// Sessions known to be signed out (by id hash), until they would have expired anyway.
     revoked: Arc<moka::sync::Cache<String, ()>>,
+    /// Sessions found not signed out in the store within the last [`RECHECK`].
+    checked: Arc<moka::sync::Cache<String, ()>>,
 }
 
 impl Sessions {
-    /// Sessions sealed with `secrets` for the admin token whose sha256 hex is `token_hash`.
-    pub fn new(secrets: SecretBox, token_hash: &str, public_url: &str) -> Self {
+    /// Sessions sealed with `secrets` for the admin token whose sha256 hex is `token_hash`, their
+    /// sign-outs kept in `store`.
+    pub fn new(
+        secrets: SecretBox,
+        token_hash: &str,
+        public_url: &str,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let cache = |ttl| {
+            Arc::new(
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(ttl)
+                    .build(),
+            )
+        };
         Sessions {
             secrets,
             token_hash: token_hash.to_owned(),
             secure: public_url.starts_with("https://"),
-            revoked: Arc::new(
-                moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(LIFETIME)
-                    .build(),
-            ),
+            store,
+            revoked: cache(LIFETIME),
+            checked: cache(RECHECK),
         }
     }
 
@@ -105,17 +124,45 @@ impl Sessions {
         (sealed, session)
     }
 
-    /// The session a request's cookie opens, if it opens one that is valid now.
-    pub fn open(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The session a request's cookie holds, if it opens, is unexpired and belongs to the
+    /// current admin token (whether it was signed out is not looked at here).
+    fn unsealed(&self, headers: &HeaderMap) -> Option<Session> {
         let value = cookie(headers, COOKIE)?;
         let claims: Claims = serde_json::from_slice(&self.secrets.open(value).ok()?).ok()?;
         let valid = claims.exp > now_ms()
-            && bool::from(claims.tok.as_bytes().ct_eq(self.fingerprint().as_bytes()))
-            && !self.revoked.contains_key(&claims.csrf);
+            && bool::from(claims.tok.as_bytes().ct_eq(self.fingerprint().as_bytes()));
         valid.then_some(Session {
             csrf: claims.csrf,
             expires_at: claims.exp,
         })
+    }
+
+    /// The session a request's cookie opens, if it is valid now and not signed out.
+    pub async fn open(&self, headers: &HeaderMap) -> Result<Option<Session>, StoreError> {
+        let Some(session) = self.unsealed(headers) else {
+            return Ok(None);
+        };
+        // The store keeps a hash of the session's id, never the id itself (it is the CSRF token).
+        let id = sha256_hex(session.csrf.as_bytes());
+        if self.revoked.contains_key(&id) {
+            return Ok(None);
+        }
+        if !self.checked.contains_key(&id) {
+            if self.store.session_revoked(&id).await? {
+                self.revoked.insert(id, ());
+                return Ok(None);
+            }
+            self.checked.insert(id, ());
+        }
+        Ok(Some(session))
+    }
+
+    /// Signs a session out on every node.
+    async fn revoke(&self, session: &Session) -> Result<(), StoreError> {
+        let id = sha256_hex(session.csrf.as_bytes());
+        self.revoked.insert(id.clone(), ());
+        self.checked.invalidate(&id);
+        self.store.revoke_session(&id, session.expires_at).await
     }
 
     /// Whether `headers` carry this session's CSRF token.
@@ -214,20 +261,23 @@ async fn sign_in(State(s): State<AppState>, JsonBody(body): JsonBody<SignIn>) ->
 #[utoipa::path(get, path = "/session", tag = "ops",
     responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody)))]
 async fn session_info(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    match s.settings.sessions.open(&headers) {
-        Some(session) => Json(SessionInfo::from(session)).into_response(),
-        None => ApiError::Unauthorized("no session: sign in with POST /api/v1/session".into())
+    match s.settings.sessions.open(&headers).await {
+        Ok(Some(session)) => Json(SessionInfo::from(session)).into_response(),
+        Ok(None) => ApiError::Unauthorized("no session: sign in with POST /api/v1/session".into())
             .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-/// Signs out: clears the cookie and revokes the session (on this node) until it would expire.
+/// Signs out: clears the cookie and revokes the session, on every node, until it would expire.
 #[utoipa::path(delete, path = "/session", tag = "ops",
     responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)))]
 async fn sign_out(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let sessions = &s.settings.sessions;
-    if let Some(session) = sessions.open(&headers) {
-        sessions.revoked.insert(session.csrf, ());
+    if let Some(session) = sessions.unsealed(&headers)
+        && let Err(e) = sessions.revoke(&session).await
+    {
+        return ApiError::from(e).into_response();
     }
     (
         StatusCode::NO_CONTENT,
@@ -240,12 +290,16 @@ async fn sign_out(State(s): State<AppState>, headers: HeaderMap) -> Response {
 mod tests {
     use super::*;
 
-    fn sessions(hash: &str) -> Sessions {
+    async fn sessions(hash: &str, dir: &tempfile::TempDir) -> Sessions {
         let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("wharf.db"))
+            .await
+            .unwrap();
         Sessions::new(
             SecretBox::from_base64(&key).unwrap(),
             hash,
             "http://localhost",
+            Arc::new(store),
         )
     }
 
@@ -258,30 +312,46 @@ mod tests {
         h
     }
 
-    #[test]
-    fn a_session_opens_until_revoked_and_only_for_its_token() {
-        let s = sessions(&"ab".repeat(32));
+    #[tokio::test]
+    async fn a_session_opens_until_revoked_and_only_for_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(&"ab".repeat(32), &dir).await;
         let (value, issued) = s.issue();
-        let open = s.open(&with_cookie(&value)).expect("opens");
+        let open = s.open(&with_cookie(&value)).await.unwrap().expect("opens");
         assert_eq!(open.csrf, issued.csrf);
         // Another admin token's sessions do not open, nor do altered cookies.
-        assert!(
-            sessions(&"cd".repeat(32))
-                .open(&with_cookie(&value))
-                .is_none()
-        );
+        let other_dir = tempfile::tempdir().unwrap();
+        let other_token = sessions(&"cd".repeat(32), &other_dir).await;
+        assert!(other_token.unsealed(&with_cookie(&value)).is_none());
         let mut altered = value.clone().into_bytes();
         let last = altered.len() - 3;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
         let altered = String::from_utf8(altered).unwrap();
-        assert!(s.open(&with_cookie(&altered)).is_none());
-        s.revoked.insert(open.csrf, ());
-        assert!(s.open(&with_cookie(&value)).is_none());
+        assert!(s.unsealed(&with_cookie(&altered)).is_none());
+        // Signed out through another node (same store, caches of its own): this node trusts its
+        // last look for RECHECK, then sees the mark.
+        let other_node = Sessions {
+            revoked: Arc::new(moka::sync::Cache::new(10)),
+            checked: Arc::new(moka::sync::Cache::new(10)),
+            ..s.clone()
+        };
+        other_node.revoke(&open).await.unwrap();
+        assert!(s.open(&with_cookie(&value)).await.unwrap().is_some());
+        s.checked.invalidate_all();
+        assert!(s.open(&with_cookie(&value)).await.unwrap().is_none());
+        assert!(
+            other_node
+                .open(&with_cookie(&value))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
-    #[test]
-    fn csrf_must_match_exactly() {
-        let s = sessions(&"ab".repeat(32));
+    #[tokio::test]
+    async fn csrf_must_match_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(&"ab".repeat(32), &dir).await;
         let (_, session) = s.issue();
         let mut h = HeaderMap::new();
         assert!(!Sessions::csrf_matches(&session, &h));

@@ -341,12 +341,14 @@ pub struct Pruned {
     pub rate_states: u64,
     /// Deliveries of runs that were pruned.
     pub deliveries: u64,
+    /// Sign-out marks of sessions that have expired since.
+    pub sessions: u64,
 }
 
 impl Pruned {
     /// Rows deleted in all.
     pub fn total(&self) -> u64 {
-        self.runs + self.requests + self.keys + self.rate_states + self.deliveries
+        self.runs + self.requests + self.keys + self.rate_states + self.deliveries + self.sessions
     }
 }
 
@@ -609,6 +611,11 @@ pub trait Catalog: Send + Sync {
     async fn api_keys(&self, org_id: Uuid) -> StoreResult<Vec<ApiKeyInfo>>;
     /// Records when keys were last used, in one write.
     async fn touch_api_keys(&self, used: &[(Uuid, i64)]) -> StoreResult<()>;
+    /// Marks a dashboard session signed out, by the sha256 hex of its id, until `until` (ms):
+    /// when it would have expired anyway. Marking twice is no error.
+    async fn revoke_session(&self, id_hash: &str, until: i64) -> StoreResult<()>;
+    /// Whether a dashboard session was signed out (and its mark is still held).
+    async fn session_revoked(&self, id_hash: &str) -> StoreResult<bool>;
     /// Creates a project in an org.
     async fn create_project(&self, org_id: Uuid, name: &str) -> StoreResult<Project>;
 

@@ -1459,3 +1459,26 @@ async fn run_counts_read_the_window_only_and_body_previews_cut_the_body() {
         ));
     }
 }
+
+#[tokio::test]
+async fn session_sign_outs_are_kept_until_they_expire_then_pruned() {
+    for (_dir, store) in stores().await {
+        let now = wharf::util::now_ms();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert!(!store.session_revoked(&a).await.unwrap());
+        store.revoke_session(&a, now + 60_000).await.unwrap();
+        store.revoke_session(&a, now + 60_000).await.unwrap(); // twice is no error
+        store.revoke_session(&b, now - 1).await.unwrap(); // already expired
+        assert!(store.session_revoked(&a).await.unwrap());
+        assert!(
+            !store.session_revoked(&b).await.unwrap(),
+            "an expired mark holds nothing"
+        );
+        let pruned = store.prune(None, now, 100).await.unwrap();
+        assert_eq!(pruned.sessions, 1);
+        assert!(store.session_revoked(&a).await.unwrap());
+        let pruned = store.prune(None, now + 60_001, 100).await.unwrap();
+        assert_eq!(pruned.sessions, 1);
+        assert!(!store.session_revoked(&a).await.unwrap());
+    }
+}

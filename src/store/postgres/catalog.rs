@@ -67,6 +67,28 @@ impl Catalog for PostgresStore {
         Ok(())
     }
 
+    async fn revoke_session(&self, id_hash: &str, until: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO revoked_sessions (id_hash, until) VALUES ($1, $2)
+             ON CONFLICT (id_hash) DO NOTHING",
+        )
+        .bind(id_hash)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_revoked(&self, id_hash: &str) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE id_hash = $1 AND until > $2)",
+        )
+        .bind(id_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRef>> {
         self.webhooks
             .resolve_key(key_hash, || async {

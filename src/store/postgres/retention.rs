@@ -70,6 +70,16 @@ impl Retention for PostgresStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        pruned.sessions = sqlx::query(
+            "DELETE FROM revoked_sessions WHERE id_hash IN
+                (SELECT id_hash FROM revoked_sessions WHERE until <= $1
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(pruned)
     }

@@ -65,6 +65,30 @@ impl Catalog for SqliteStore {
         done
     }
 
+    async fn revoke_session(&self, id_hash: &str, until: i64) -> StoreResult<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO revoked_sessions (id_hash, until) VALUES (?1, ?2)
+                 ON CONFLICT (id_hash) DO NOTHING",
+            )?
+            .execute(params![id_hash, until])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_revoked(&self, id_hash: &str) -> StoreResult<bool> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE id_hash = ?1 AND until > ?2)",
+            )?
+            .query_row(params![id_hash, now_ms()], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRef>> {
         let hash = key_hash.to_owned();
         self.webhooks

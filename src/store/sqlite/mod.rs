@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0005_listing.sql"),
     include_str!("../../../migrations/sqlite/0006_outbox.sql"),
     include_str!("../../../migrations/sqlite/0007_auth.sql"),
+    include_str!("../../../migrations/sqlite/0008_sessions.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than

@@ -54,6 +54,12 @@ impl Retention for SqliteStore {
                         (SELECT fleet_id FROM rate_limits WHERE tat_us <= ?1 LIMIT {limit})"
                 ))?
                 .execute([now.saturating_mul(1000)])? as u64;
+            pruned.sessions = c
+                .prepare_cached(&format!(
+                    "DELETE FROM revoked_sessions WHERE id_hash IN
+                        (SELECT id_hash FROM revoked_sessions WHERE until <= ?1 LIMIT {limit})"
+                ))?
+                .execute([now])? as u64;
             Ok(pruned)
         })
         .await
