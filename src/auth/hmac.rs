@@ -303,6 +303,68 @@ mod tests {
         );
     }
 
+    /// What the `sig_*` fuzz targets feed: malformed values are refused, never a panic; a value
+    /// that is not visible ASCII reads as no header at all.
+    #[test]
+    fn hostile_signature_headers_are_refused() {
+        let s = secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let check = |scheme, pairs: &[(&'static str, &[u8])], now| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, axum::http::HeaderValue::from_bytes(v).unwrap());
+            }
+            verify(scheme, &s, &h, b"{}", now)
+        };
+        let wrong = Err(AuthFailure::Wrong);
+        for value in [
+            &b"sha256="[..],
+            b"sha256=zz",
+            b"sha256=abc",
+            b"sha1=00",
+            b"",
+            b"   ",
+        ] {
+            let got = check(HmacScheme::Github, &[("x-hub-signature-256", value)], 0);
+            assert_eq!(got, wrong, "{value:?}");
+        }
+        let got = check(
+            HmacScheme::Github,
+            &[("x-hub-signature-256", b"sha256=\xff")],
+            0,
+        );
+        assert_eq!(got, Err(AuthFailure::Missing));
+
+        for (value, now) in [
+            (&b"t=,v1=00"[..], 0),
+            (b"t=abc,v1=00", 0),
+            (b"t=99999999999999999999,v1=00", 0),
+            (b"t=-9223372036854775808,v1=00", i64::MAX),
+            (b"t=9223372036854775807,v1=00", i64::MIN),
+            (b"t=0,v1=", 0),
+            (b"t=0,v1", 0),
+            (b",,,=,t", 0),
+        ] {
+            let got = check(HmacScheme::Stripe, &[("stripe-signature", value)], now);
+            assert_eq!(got, wrong, "{value:?}");
+        }
+
+        for (ts, sig, now) in [
+            (&b"-9223372036854775808"[..], &b"v1,AAAA"[..], i64::MAX),
+            (b"9223372036854775807", b"v1,AAAA", i64::MIN),
+            (b"1e9", b"v1,AAAA", 1_000_000_000),
+            (b"0", b"v1,", 0),
+            (b"0", b"v1,!!!! v2,AAAA v1 ,", 0),
+        ] {
+            let pairs = [
+                ("webhook-id", &b"msg_1"[..]),
+                ("webhook-timestamp", ts),
+                ("webhook-signature", sig),
+            ];
+            let got = check(HmacScheme::StandardWebhooks, &pairs, now);
+            assert_eq!(got, wrong, "{ts:?} {sig:?}");
+        }
+    }
+
     #[test]
     fn generated_secrets_have_256_bits_and_pass_their_own_check() {
         for scheme in HmacScheme::ALL {

@@ -26,7 +26,45 @@ pub enum Payload<T = Value> {
     Raw,
 }
 
-impl<T: serde::de::DeserializeOwned> Payload<T> {
+/// What a JSON body is parsed into: a [`Value`] for variable overrides, a Rhai `Dynamic` for
+/// scripts. Both hold the same document: where a `Dynamic` cannot hold a number exactly, the
+/// `Value` holds what the `Dynamic` does.
+pub trait JsonForm: serde::de::DeserializeOwned {
+    /// Brings a freshly parsed document to the form both agree on.
+    fn settle(self) -> Self;
+}
+
+impl JsonForm for Value {
+    /// An integer past `i64::MAX` becomes the nearest float, as it does in a Rhai script (whose
+    /// integers are `i64`).
+    fn settle(mut self) -> Self {
+        widen_past_i64(&mut self);
+        self
+    }
+}
+
+impl JsonForm for rhai::Dynamic {
+    fn settle(self) -> Self {
+        self
+    }
+}
+
+/// Replaces every integer above `i64::MAX` with the nearest float. Depth is bounded by
+/// serde_json's recursion limit.
+fn widen_past_i64(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_u64() && !n.is_i64() => {
+            if let Some(f) = n.as_f64().and_then(serde_json::Number::from_f64) {
+                *n = f;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(widen_past_i64),
+        Value::Object(map) => map.values_mut().for_each(widen_past_i64),
+        _ => {}
+    }
+}
+
+impl<T: JsonForm> Payload<T> {
     /// Parses a body. JSON is recognised by a JSON content type, or — because `curl -d` labels
     /// everything as a form — by a body that starts like a JSON object or array and parses as
     /// one. Form bodies need the form content type. Everything else is raw.
@@ -39,7 +77,7 @@ impl<T: serde::de::DeserializeOwned> Payload<T> {
         if (ct.contains("json") || looks_json)
             && let Ok(v) = serde_json::from_slice::<T>(body)
         {
-            return Payload::Json(v);
+            return Payload::Json(v.settle());
         }
         if ct.starts_with("application/x-www-form-urlencoded") {
             return Payload::Form(
@@ -129,6 +167,38 @@ mod tests {
         let back: Value = rhai::serde::from_dynamic(&dynamic).unwrap();
         assert_eq!(back, direct);
         assert_eq!(direct.as_f64(), Some(636e66));
+    }
+
+    /// Found by the `json_to_rhai` fuzz target: an integer past `i64::MAX` is a float in a Rhai
+    /// script, so it is the same float in variable overrides, not exact digits the script never
+    /// sees.
+    #[test]
+    fn an_integer_past_i64_is_the_same_float_in_json_and_in_rhai() {
+        let body = b"     14444444444444444444";
+        let Payload::Json(direct) = Payload::<Value>::parse("application/json", body) else {
+            panic!("JSON expected");
+        };
+        let Payload::Json(dynamic) = Payload::<rhai::Dynamic>::parse("application/json", body)
+        else {
+            panic!("JSON expected");
+        };
+        let back: Value = rhai::serde::from_dynamic(&dynamic).unwrap();
+        assert_eq!(back, direct);
+        assert_eq!(direct.as_f64(), Some(14444444444444444444.0));
+        assert!(direct.as_u64().is_none());
+
+        let nested: Payload = Payload::parse(
+            "application/json",
+            br#"{"id":[18446744073709551615],"ok":9223372036854775807}"#,
+        );
+        let object = nested.object().unwrap();
+        assert_eq!(object["id"][0].as_f64(), Some(18446744073709551615.0));
+        assert!(object["id"][0].as_u64().is_none());
+        assert_eq!(
+            object["ok"].as_i64(),
+            Some(i64::MAX),
+            "i64 integers stay exact"
+        );
     }
 
     #[test]
