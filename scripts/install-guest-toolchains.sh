@@ -11,16 +11,8 @@ assemblyscript_dirs=(guest-sdk/templates/assemblyscript examples/csv-upload)
 
 log() { printf 'install-guest-toolchains: %s\n' "$*"; }
 
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        log "need root (or sudo) to run: $*" >&2
-        exit 1
-    fi
-}
+# shellcheck source=scripts/install-lib.sh
+source "$root/scripts/install-lib.sh"
 
 # Rust: the wasm32-wasip1 standard library.
 if ! command -v rustup >/dev/null; then
@@ -33,34 +25,12 @@ else
     rustup target add wasm32-wasip1
 fi
 
-# Debian packages: C toolchain for wasm32-wasi, wabt, and Node.js if there is none.
-packages=(clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt)
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    packages+=(nodejs npm)
-fi
-missing=()
-for package in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$package")
-    fi
-done
-if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    log "debian packages: present"
-fi
+# Debian packages: C toolchain for wasm32-wasi, wabt (and Node.js if there is none).
+apt_install_missing clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
 
 # AssemblyScript: exactly the locked versions, reinstalled only when the lockfile changed.
 for dir in "${assemblyscript_dirs[@]}"; do
-    installed="$root/$dir/node_modules/.package-lock.json"
-    if [[ -f $installed && ! $root/$dir/package-lock.json -nt $installed && -x $root/$dir/node_modules/.bin/asc ]]; then
-        log "$dir: node_modules up to date"
-    else
-        log "$dir: npm ci"
-        (cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error)
-    fi
+    npm_ci_locked "$dir" asc
 done
 
 log "done"

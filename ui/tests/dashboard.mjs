@@ -123,7 +123,9 @@ try {
           source: "print(\"first line, written at once\"); let t = timestamp(); while t.elapsed < 4.0 { } print(\"second line, four seconds later\");",
           limits: { fuel: 2000000000, timeout_ms: 30000 },
         },
-        { name: "on-failure", kind: "rhai", source: "print(\"cleaning up\");", when: "failure" },
+        { name: "lint", kind: "rhai", source: "set_var(\"lint\", \"clean\");", needs: ["prepare"] },
+        { name: "on-failure", kind: "rhai", source: "print(\"cleaning up\");", needs: ["printer"], when: "failure" },
+        { name: "report", kind: "rhai", source: "print(`lint: ${vars.lint}`);", needs: ["printer", "lint"], when: "always" },
       ],
     },
   });
