@@ -137,6 +137,7 @@ impl Listing for PostgresStore {
             oldest_queued_at: row.try_get("oldest")?,
         })
     }
+
     async fn run_counts(
         &self,
         since: i64,

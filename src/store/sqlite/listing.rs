@@ -181,6 +181,7 @@ impl Listing for SqliteStore {
         })
         .await
     }
+
     async fn run_counts(
         &self,
         since: i64,
