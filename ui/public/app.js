@@ -207,6 +207,9 @@ async function route() {
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
+  // Until the new page is drawn the old one stays on screen, marked busy for assistive
+  // technology (and for tests, which must not read the old page as the new one).
+  main.setAttribute("aria-busy", "true");
   try {
     if (!parts.length) await overview();
     else if (parts[0] === "fleets" && parts[1]) await fleetPage(parts[1]);
@@ -215,6 +218,8 @@ async function route() {
     else page("Not found", h("p", {}, "No page here. ", h("a", { href: "/ui/" }, "Back to the overview.")));
   } catch (e) {
     if (e.status !== 401) showError(e);
+  } finally {
+    main.removeAttribute("aria-busy");
   }
 }
 

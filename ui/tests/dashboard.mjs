@@ -198,6 +198,7 @@ try {
   await page.getByLabel("Status").selectOption("succeeded");
   await page.getByRole("button", { name: "Show" }).click();
   await page.waitForURL(/fleet=.*status=succeeded/);
+  await page.locator("main:not([aria-busy])").waitFor();
   await page.locator(`a[href="/ui/runs/${slowRun}"]`).waitFor();
   assert.equal(await page.locator("tbody tr").count(), 1, "only the slow fleet's run");
   await shot(page, "runs-filtered");
