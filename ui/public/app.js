@@ -203,8 +203,7 @@ async function route() {
   }
   document.getElementById("top").hidden = false;
   for (const a of document.querySelectorAll("[data-nav]")) {
-    const current = (parts[0] || "overview") === a.dataset.nav || (a.dataset.nav === "fleets" && parts[0] === "fleets");
-    if (current) a.setAttribute("aria-current", "page");
+    if ((parts[0] || "overview") === a.dataset.nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   // Until the new page is drawn the old one stays on screen, marked busy for assistive
