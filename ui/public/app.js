@@ -784,8 +784,15 @@ async function runPage(id) {
     clear(vessels, vesselCards(r.vessels));
     clear(variables, kv(r.variables, "No variables."));
     if (r.destinations && r.destinations.length) {
-      clear(deliveries, section("Deliveries", table(["Destination", "Status", "Batches"],
-        r.destinations.map((d) => h("tr", {}, h("th", { scope: "row" }, d.destination || d.name || "—"), h("td", {}, badge(d.status)), h("td", { class: "num" }, num(d.batches)))))));
+      clear(deliveries, section("Deliveries", table(["Destination", "Delivered", "Pending", "Failed", { label: "Attempts", cls: "opt" }],
+        r.destinations.map((d) => h("tr", {},
+          h("th", { scope: "row" }, d.name),
+          h("td", { class: "num" }, d.delivered ? [badge("delivered"), " ", num(d.delivered)] : "0"),
+          h("td", { class: "num" }, num(d.pending)),
+          h("td", { class: "num" }, d.failed ? [badge("failed"), " ", num(d.failed)] : "0"),
+          h("td", { class: "num opt" }, num(d.attempts)))),
+        { caption: "Deliveries" }),
+        h("p", { class: "muted small" }, "Batches of rows sent to the fleet's destinations; every attempt is in ", h("code", {}, `GET /api/v1/runs/${r.id}/deliveries`), ".")));
     }
   };
   render(run);
@@ -834,11 +841,17 @@ function live(run, render) {
     }
     return byName[name];
   };
+  // Redraws are batched to one per frame; once the run has ended, the stored run is drawn and
+  // a frame still pending must not draw the live copy over it.
   let queued = false;
+  let ended = false;
   const rerender = () => {
-    if (queued) return;
+    if (queued || ended) return;
     queued = true;
-    requestAnimationFrame(() => { queued = false; render(r); });
+    requestAnimationFrame(() => {
+      queued = false;
+      if (!ended) render(r);
+    });
   };
   const es = stream(`/runs/${run.id}/events`, {
     status: (e) => {
@@ -859,8 +872,17 @@ function live(run, render) {
       rerender();
     },
     end: async () => {
+      ended = true;
       es.close();
-      try { render(await api(`/runs/${run.id}`)); } catch (_) { /* shown on reload */ }
+      // The event can come a moment before the worker's result is committed: read the stored
+      // run until it shows the end (for up to 10 s; a reload shows it later anyway).
+      for (let i = 0; i < 40; i++) {
+        try {
+          const stored = await api(`/runs/${run.id}`);
+          if (stored.status !== "queued" && stored.status !== "running") return render(stored);
+        } catch (_) { /* try again */ }
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
     },
   });
   // After a dropped connection the browser reconnects and the server replays the run from its

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import http from "node:http";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.WHARF_URL;
@@ -144,6 +145,44 @@ try {
   await page.locator("pre[data-stream=stdout]").filter({ hasText: "second line, four seconds later" }).waitFor();
   await page.locator(".vessel-skipped, .vessel").filter({ hasText: "on-failure" }).first().waitFor();
   await shot(page, "run-finished");
+
+  // --- Deliveries: a destination on a local HTTP server receives the emitted rows; the run page
+  // shows the delivery.
+  const received = [];
+  const sink = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => { body += c; });
+    req.on("end", () => { received.push(body); res.writeHead(200); res.end("ok"); });
+  });
+  await new Promise((r) => sink.listen(0, "127.0.0.1", r));
+  try {
+    const withDest = await admin(`/projects/${project}/fleets`, {
+      method: "POST",
+      body: {
+        name: "with-destination",
+        vessels: [{ name: "emit", kind: "rhai", source: "emit(#{data: #{id: 7, name: \"seven\"}, primary_key: \"7\"});" }],
+        destinations: [{ name: "sink", url: `http://127.0.0.1:${sink.address().port}/hook` }],
+      },
+    });
+    const destHook = await admin(`/fleets/${withDest.id}/webhook`, { method: "POST", body: {} });
+    const destRun = (await post(destHook.url, "{}")).json.data.fleet_run_id;
+    for (let i = 0; i < 150 && !received.length; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(received.length, 1, "the destination received one batch");
+    assert.match(received[0], /"seven"/);
+    for (let i = 0; i < 100; i++) {
+      const d = (await admin(`/runs/${destRun}`)).destinations;
+      if (d.length && d[0].delivered === 1) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await page.goto(`${BASE}/ui/runs/${destRun}`);
+    const deliveries = page.getByRole("region", { name: "Deliveries" });
+    await deliveries.getByRole("rowheader", { name: "sink" }).waitFor();
+    await deliveries.locator(".status-delivered").waitFor();
+    log("delivery shown on the run page");
+    await shot(page, "run-deliveries");
+  } finally {
+    sink.close();
+  }
 
   // --- The fleet page: graph, webhook, Try it (a dry run stores nothing).
   await page.goto(`${BASE}/ui/fleets/${slow.id}`);
