@@ -907,7 +907,8 @@ function timelineChart(r) {
   return h("ol", { class: "timeline" }, vs.map((v) => {
     const s = v.started_at ? new Date(v.started_at).getTime() : t0;
     const e = v.finished_at ? new Date(v.finished_at).getTime() : (v.status === "running" ? Date.now() : s);
-    const left = (100 * (s - t0)) / span;
+    // At least a sliver of a bar, inside the track, however short the vessel.
+    const left = Math.min(99.2, Math.max(0, (100 * (s - t0)) / span));
     const width = Math.max(0.8, (100 * (e - s)) / span);
     return h("li", {},
       h("a", { href: `#vessel-${cssId(v.name)}`, class: "tl-name" }, v.name),
