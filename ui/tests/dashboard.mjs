@@ -121,7 +121,7 @@ try {
         { name: "prepare", kind: "rhai", source: "set_var(\"ready\", \"yes\");", needs: [] },
         {
           name: "printer", kind: "rhai",
-          source: "print(\"first line, written at once\"); let t = timestamp(); while t.elapsed < 4.0 { } print(\"second line, four seconds later\");",
+          source: "print(\"first line, written at once\"); let t = timestamp(); while t.elapsed < 6.0 { } print(\"second line, six seconds later\");",
           limits: { fuel: 2000000000, timeout_ms: 30000 },
         },
         { name: "lint", kind: "rhai", source: "set_var(\"lint\", \"clean\");", needs: ["prepare"] },
@@ -142,7 +142,7 @@ try {
   log("live log line shown while the run runs");
   await shot(page, "run-live");
   await page.locator("#run-status .status-succeeded").waitFor({ timeout: 30000 });
-  await page.locator("pre[data-stream=stdout]").filter({ hasText: "second line, four seconds later" }).waitFor();
+  await page.locator("pre[data-stream=stdout]").filter({ hasText: "second line, six seconds later" }).waitFor();
   await page.locator(".vessel-skipped, .vessel").filter({ hasText: "on-failure" }).first().waitFor();
   await shot(page, "run-finished");
 
