@@ -874,8 +874,8 @@ function live(run, render) {
     end: async () => {
       ended = true;
       es.close();
-      // The event can come a moment before the worker's result is committed: read the stored
-      // run until it shows the end (for up to 10 s; a reload shows it later anyway).
+      // `end` is sent once the result is committed; the stored run (with variables, rows and
+      // fuel) replaces the live copy. A failed read is tried again for up to 10 s.
       for (let i = 0; i < 40; i++) {
         try {
           const stored = await api(`/runs/${run.id}`);
