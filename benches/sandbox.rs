@@ -7,6 +7,8 @@
 //! - Rhai: a script reading three fields of a 1 KB JSON payload and setting three variables,
 //!   through `Sandbox::run` against the floor: a cached AST, `serde_json` → `Dynamic`, one
 //!   `run_ast_with_scope` on a plain engine.
+//! - The allocator: an allocation and free of 64 bytes through wharf's counting allocator (which
+//!   keeps each thread's heap count for Rhai's memory limit) against the system allocator.
 //!
 //! `cargo bench --bench sandbox`
 
@@ -14,6 +16,7 @@
 #[allow(dead_code)]
 mod measure;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +24,7 @@ use wasmtime::{Engine, Linker, Module, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wharf::sandbox::memory::CountingAlloc;
 use wharf::sandbox::{
     Limits, RequestMeta, RunIds, Sandbox, SandboxConfig, VesselInput, VesselKind, VesselStatus,
     wasm::engine_config,
@@ -159,8 +163,38 @@ fn main() {
         floor,
     );
     met &= measure::report("Rhai vessel on a 1 KB JSON payload", w, "raw Rhai", f, 1.5);
+
+    let (c, s) = measure::interleaved(15, 1_000_000, counted_alloc, system_alloc);
+    met &= measure::report("64-byte allocation and free", c, "system", s, 1.25);
     println!(
         "sandbox targets: {}",
         if met { "all met" } else { "NOT all met" }
     );
+}
+
+const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
+    Ok(l) => l,
+    Err(_) => panic!("a valid layout"),
+};
+
+/// One allocation and free through wharf's global allocator, called directly.
+#[allow(unsafe_code)]
+fn counted_alloc() {
+    // SAFETY: a non-zero layout; the pointer is freed with the allocator and layout it came from.
+    unsafe {
+        let p = CountingAlloc.alloc(LAYOUT);
+        std::hint::black_box(p);
+        CountingAlloc.dealloc(p, LAYOUT);
+    }
+}
+
+/// The same through the system allocator it wraps.
+#[allow(unsafe_code)]
+fn system_alloc() {
+    // SAFETY: as above.
+    unsafe {
+        let p = System.alloc(LAYOUT);
+        std::hint::black_box(p);
+        System.dealloc(p, LAYOUT);
+    }
 }

@@ -47,3 +47,9 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod util;
+
+/// The system allocator, counting per thread what each holds, so that a Rhai vessel is held to
+/// its memory limit as a whole (see `sandbox::memory`). Declared here, in the library, so the
+/// binary, the tests and the benchmarks all run with it.
+#[global_allocator]
+static ALLOCATOR: sandbox::memory::CountingAlloc = sandbox::memory::CountingAlloc;

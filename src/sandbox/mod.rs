@@ -6,6 +6,7 @@
 //! them on a thread of their own, off any async reactor.
 
 mod limits;
+pub mod memory;
 mod payload;
 pub mod rhai;
 pub mod wasm;

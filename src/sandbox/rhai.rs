@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rhai::packages::{Package, StandardPackage};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
+use super::memory;
 use super::payload::Payload;
 use super::{
     CancelFlag, CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus,
@@ -34,6 +35,9 @@ struct RunState {
     ops: u64,
     deadline: Instant,
     cancel: CancelFlag,
+    /// The thread's heap count when the script started, and how far past it the script may go.
+    heap_base: i64,
+    heap_limit: i64,
 }
 
 thread_local! {
@@ -52,6 +56,7 @@ enum Stop {
     Exit(i64),
     Timeout,
     Output,
+    Memory,
     Cancelled,
 }
 
@@ -117,6 +122,8 @@ impl RhaiRunner {
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
             cancel: input.cancel.clone(),
+            heap_base: memory::thread_live_bytes(),
+            heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
@@ -126,6 +133,9 @@ impl RhaiRunner {
                 .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
                 .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
             let mut scope = build_scope(input);
+            // The input the script starts with is not its own doing; what it holds from here on
+            // is counted against `memory_bytes`.
+            with_run(|run| run.heap_base = memory::thread_live_bytes());
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
         let RunState { collector, ops, .. } = CURRENT.take().unwrap_or_else(|| RunState {
@@ -133,6 +143,8 @@ impl RhaiRunner {
             ops: 0,
             deadline: started,
             cancel: CancelFlag::default(),
+            heap_base: 0,
+            heap_limit: 0,
         });
         let ops_used = ops;
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
@@ -175,6 +187,11 @@ fn run_engine() -> Engine {
     engine.on_progress(|n| {
         with_run(|run| {
             run.ops = n;
+            // At every operation: one operation can allocate at most one value, which Rhai's
+            // own size limits bound, so a script never holds much more than its limit.
+            if memory::thread_live_bytes() - run.heap_base > run.heap_limit {
+                return Some(Dynamic::from(Stop::Memory));
+            }
             if n % CLOCK_EVERY == 0 {
                 if Instant::now() >= run.deadline {
                     return Some(Dynamic::from(Stop::Timeout));
@@ -190,31 +207,42 @@ fn run_engine() -> Engine {
         })
         .flatten()
     });
+    // What the collector keeps or sends on (log lines, variables, rows) is output, bounded by
+    // `output_bytes`, and is left out of the heap count; the script's own values passed in are
+    // dropped outside, so freeing them is counted.
     engine.on_print(|s| {
         with_run(|run| {
             // One call per line, so a live copy sees whole lines.
-            run.collector.log(false, &format!("{s}\n"));
+            memory::uncounted(|| run.collector.log(false, &format!("{s}\n")));
         });
     });
     engine.on_debug(|s, _, _| {
         with_run(|run| {
-            run.collector.log(true, &format!("{s}\n"));
+            memory::uncounted(|| run.collector.log(true, &format!("{s}\n")));
         });
     });
     engine.register_fn(
         "set_var",
         |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            let value = dynamic_to_var(value);
-            with_run(|run| run.collector.set_var(name, value))
-                .unwrap_or(Ok(()))
-                .map_err(|e| collect_error(e.to_string()))
+            let result = memory::uncounted(|| {
+                let value = dynamic_to_var(value.clone());
+                with_run(|run| run.collector.set_var(name, value))
+                    .unwrap_or(Ok(()))
+                    .map_err(|e| collect_error(e.to_string()))
+            });
+            drop(value);
+            result
         },
     );
     engine.register_fn("emit", |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
-        let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
-        with_run(|run| run.collector.emit(row))
-            .unwrap_or(Ok(()))
-            .map_err(|e| collect_error(e.to_string()))
+        let result = memory::uncounted(|| {
+            let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
+            with_run(|run| run.collector.emit(row))
+                .unwrap_or(Ok(()))
+                .map_err(|e| collect_error(e.to_string()))
+        });
+        drop(row);
+        result
     });
     engine.register_fn("exit", |code: i64| -> Result<(), Box<EvalAltResult>> {
         Err(EvalAltResult::ErrorTerminated(Dynamic::from(Stop::Exit(code)), Position::NONE).into())
@@ -319,6 +347,14 @@ fn judge(
                 None,
                 Some(FailureReason::Cancelled),
                 Some("the run was cancelled".into()),
+            ),
+            Some(Stop::Memory) => (
+                None,
+                Some(FailureReason::MemoryLimit),
+                Some(format!(
+                    "the script held more than its memory limit of {} bytes",
+                    limits.memory_bytes
+                )),
             ),
             Some(Stop::Output) | None => (
                 None,

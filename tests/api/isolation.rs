@@ -279,11 +279,16 @@ async fn rhai_resource_bombs_end_with_their_reason() {
             "let m = #{}; let i = 0; loop { let n = #{}; n[`k${i}`] = i; m += n; i += 1; }",
             "memory_limit",
         ),
-        // Rhai does not check the map size when an index assignment adds a key: this bomb is
-        // bounded by time (and fuel) only; see SECURITY.md, *Known gaps*.
+        // Rhai does not check the map's size when an index assignment adds a key; the heap the
+        // script holds is counted instead.
         (
             "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }",
-            "timeout",
+            "memory_limit",
+        ),
+        // Many values, each under every size limit of Rhai's: a 60,000-byte string per call.
+        (
+            "fn f(n) { let s = \"x\"; s.pad(60000, 'y'); if n < 40 { f(n + 1) } else { loop {} } } f(0)",
+            "memory_limit",
         ),
         ("fn f(n) { f(n + 1) } f(0)", "memory_limit"),
         (r#"let b = blob(10); loop { b += b; }"#, "memory_limit"),
@@ -297,5 +302,67 @@ async fn rhai_resource_bombs_end_with_their_reason() {
         let v = run_rhai(&app, script, mem.clone()).await;
         assert_eq!(v["reason"], reason, "{script}: {v}");
     }
+    still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn a_rhai_script_is_held_to_its_memory_limit_as_a_whole() {
+    let app = spawn_app().await;
+    // A map grown one key at a time passes every check Rhai makes itself; at the default
+    // 16 MiB it is stopped by the heap count long before its 30 s timeout.
+    let v = run_rhai(
+        &app,
+        "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }",
+        json!({"timeout_ms": 30000}),
+    )
+    .await;
+    assert_eq!(v["reason"], "memory_limit", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("held more than its memory limit of 16777216 bytes"),
+        "{error}"
+    );
+    assert!(v["duration_ms"].as_f64().unwrap() < 20_000.0, "{v}");
+
+    // An honest script over the largest body a webhook takes (just under 1 MiB of JSON) keeps
+    // working at the default limits: it walks the payload, copies parts of it, and its output
+    // (variables, rows, lines) is not counted as its memory.
+    let items: Vec<Value> = (0..9_000)
+        .map(|i| json!({"id": i, "name": format!("item-{i:05}"), "tags": ["a", "b"], "price": i as f64 / 7.0}))
+        .collect();
+    let body = serde_json::to_string(&json!({ "items": items })).unwrap();
+    assert!(
+        body.len() > 600_000 && body.len() < 1_048_576,
+        "{}",
+        body.len()
+    );
+    let script = r#"
+        let by_tag = #{};
+        let total = 0.0;
+        let copy = payload.items;
+        for item in copy {
+            total += item.price;
+            for t in item.tags { by_tag[t] = (by_tag[t] ?? 0) + 1; }
+            if item.id % 1000 == 0 { emit(item); print(item.name); }
+        }
+        set_var("count", copy.len());
+        set_var("a_tags", by_tag.a);
+        set_var("summary", #{ total: total.to_int(), items: copy.len() });
+    "#;
+    let (_, url) = app
+        .fleet_with_hook(
+            json!({"name": "big", "vessels": [{"name": "v", "kind": "rhai", "source": script}]}),
+        )
+        .await;
+    let (status, answer, _) = app.trigger(&url, "application/json", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run = app
+        .finished_run(answer["data"]["fleet_run_id"].as_str().unwrap())
+        .await;
+    let vessel = &run["vessels"][0];
+    assert_eq!(vessel["status"], "succeeded", "{vessel}");
+    assert_eq!(run["variables"]["count"], "9000", "{run}");
+    assert_eq!(run["variables"]["a_tags"], "9000", "{run}");
+    assert_eq!(vessel["rows"].as_array().unwrap().len(), 9, "{vessel}");
     still_answers(&app).await;
 }
