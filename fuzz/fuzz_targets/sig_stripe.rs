@@ -98,8 +98,8 @@ fuzz_target!(|input: Input| {
     call.assert_wrong(&with(&t_text, &auth::flipped(&sig, input.flip)));
     call.assert_wrong_body(&good, input.flip);
     // The signature is over `t` as written: another `t`, even one as fresh, does not pass.
-    let other_t = if t_text.starts_with('+') {
-        t_text[1..].to_string()
+    let other_t = if let Some(unsigned) = t_text.strip_prefix('+') {
+        unsigned.to_string()
     } else {
         format!("{}", t.wrapping_add(1))
     };
