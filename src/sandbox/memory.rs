@@ -7,6 +7,12 @@
 //! the bytes each thread holds, and a Rhai run compares that count with its limit at every
 //! operation (see `sandbox::rhai`).
 //!
+//! It also counts the blocks a thread holds. A value nested in another needs a heap block of its
+//! own, so a cap on blocks caps how deep a script's values can nest, and with it how much stack
+//! Rhai's recursive walks over them (drop, clone, formatting, size checks) can take: a Rhai
+//! value nested 20,000 deep and printed would otherwise overflow the vessel thread's stack and
+//! abort the process.
+//!
 //! The wrapper adds one thread-local add to each allocation and free of the process, on top of
 //! the system allocator, and takes no lock. A thread's count is what it allocated minus what it
 //! freed, so memory freed by another thread stays on the allocating thread's count; a Rhai run
@@ -26,7 +32,10 @@ pub struct CountingAlloc;
 /// One thread's count; `const`-initialised and without a destructor, so reading it never
 /// allocates and works at any point of a thread's life.
 struct Heap {
+    /// Bytes held.
     live: Cell<i64>,
+    /// Blocks held: every nested value needs one, so this bounds how deep values can nest.
+    blocks: Cell<i64>,
     counting: Cell<bool>,
 }
 
@@ -34,16 +43,18 @@ thread_local! {
     static HEAP: Heap = const {
         Heap {
             live: Cell::new(0),
+            blocks: Cell::new(0),
             counting: Cell::new(true),
         }
     };
 }
 
 #[inline]
-fn count(delta: i64) {
+fn count(bytes: i64, blocks: i64) {
     let _ = HEAP.try_with(|h| {
         if h.counting.get() {
-            h.live.set(h.live.get().wrapping_add(delta));
+            h.live.set(h.live.get().wrapping_add(bytes));
+            h.blocks.set(h.blocks.get().wrapping_add(blocks));
         }
     });
 }
@@ -56,7 +67,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: the caller's contract for `alloc` is `System::alloc`'s.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            count(layout.size() as i64);
+            count(layout.size() as i64, 1);
         }
         ptr
     }
@@ -66,7 +77,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: as `alloc`.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            count(layout.size() as i64);
+            count(layout.size() as i64, 1);
         }
         ptr
     }
@@ -75,7 +86,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as i64));
+        count(-(layout.size() as i64), -1);
     }
 
     #[inline]
@@ -83,7 +94,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: as `dealloc`, and `new_size` is the caller's, per `GlobalAlloc::realloc`.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            count(new_size as i64 - layout.size() as i64);
+            count(new_size as i64 - layout.size() as i64, 0);
         }
         new
     }
@@ -94,6 +105,13 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[inline]
 pub fn thread_live_bytes() -> i64 {
     HEAP.try_with(|h| h.live.get()).unwrap_or(0)
+}
+
+/// Heap blocks this thread has allocated and not freed; as [`thread_live_bytes`], only
+/// differences mean anything.
+#[inline]
+pub fn thread_live_blocks() -> i64 {
+    HEAP.try_with(|h| h.blocks.get()).unwrap_or(0)
 }
 
 /// Runs `f` without counting what it allocates or frees on this thread.
@@ -116,7 +134,9 @@ mod tests {
     #[test]
     fn a_thread_counts_what_it_holds_and_not_what_is_uncounted() {
         let before = thread_live_bytes();
+        let blocks = thread_live_blocks();
         let held = vec![0u8; 1 << 20];
+        assert_eq!(thread_live_blocks() - blocks, 1);
         let during = thread_live_bytes() - before;
         assert!((1 << 20..(1 << 20) + 4096).contains(&during), "{during}");
         drop(held);

@@ -23,6 +23,16 @@ use super::{
 const MAX_EXPR_DEPTH: usize = 64;
 /// Deepest nesting of function calls; past it a run fails with `memory_limit`.
 pub const MAX_CALL_LEVELS: usize = 48;
+/// Most heap blocks a script may hold beyond its input. Each level of nesting takes at least one
+/// block (an array or map level two), and Rhai's deepest walk over nested values, formatting,
+/// takes about 2 KiB of stack per array or map level (1.3–1.9 KiB measured, release and debug
+/// builds; a curried function pointer, one block a level, about 0.2 KiB): so a script's values
+/// need at most ~100 MiB of the vessel thread's 256 MiB stack (`scheduler::pool`). A 1 MiB JSON
+/// payload copied whole takes about 45,000 blocks.
+pub const MAX_HELD_BLOCKS: i64 = 100_000;
+/// Deepest nesting of a row a script emits, as for JSON bodies: rows go on to other threads,
+/// whose stacks are not sized for deep values.
+const MAX_ROW_DEPTH: usize = 128;
 /// How many operations pass between two looks at the clock.
 const CLOCK_EVERY: u64 = 1024;
 
@@ -38,6 +48,7 @@ struct RunState {
     /// The thread's heap count when the script started, and how far past it the script may go.
     heap_base: i64,
     heap_limit: i64,
+    blocks_base: i64,
 }
 
 thread_local! {
@@ -57,6 +68,7 @@ enum Stop {
     Timeout,
     Output,
     Memory,
+    Blocks,
     Cancelled,
 }
 
@@ -124,6 +136,7 @@ impl RhaiRunner {
             cancel: input.cancel.clone(),
             heap_base: memory::thread_live_bytes(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
+            blocks_base: memory::thread_live_blocks(),
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
@@ -135,7 +148,10 @@ impl RhaiRunner {
             let mut scope = build_scope(input);
             // The input the script starts with is not its own doing; what it holds from here on
             // is counted against `memory_bytes`.
-            with_run(|run| run.heap_base = memory::thread_live_bytes());
+            with_run(|run| {
+                run.heap_base = memory::thread_live_bytes();
+                run.blocks_base = memory::thread_live_blocks();
+            });
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
         let RunState { collector, ops, .. } = CURRENT.take().unwrap_or_else(|| RunState {
@@ -145,6 +161,7 @@ impl RhaiRunner {
             cancel: CancelFlag::default(),
             heap_base: 0,
             heap_limit: 0,
+            blocks_base: 0,
         });
         let ops_used = ops;
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
@@ -192,6 +209,11 @@ fn run_engine() -> Engine {
             if memory::thread_live_bytes() - run.heap_base > run.heap_limit {
                 return Some(Dynamic::from(Stop::Memory));
             }
+            // One operation adds at most one level of nesting, so values stay shallower than
+            // the cap allows.
+            if memory::thread_live_blocks() - run.blocks_base > MAX_HELD_BLOCKS {
+                return Some(Dynamic::from(Stop::Blocks));
+            }
             if n % CLOCK_EVERY == 0 {
                 if Instant::now() >= run.deadline {
                     return Some(Dynamic::from(Stop::Timeout));
@@ -236,6 +258,11 @@ fn run_engine() -> Engine {
     );
     engine.register_fn("emit", |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
         let result = memory::uncounted(|| {
+            if deeper_than(&row, MAX_ROW_DEPTH) {
+                return Err(collect_error(format!(
+                    "emit: the row is nested deeper than {MAX_ROW_DEPTH} levels"
+                )));
+            }
             let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
             with_run(|run| run.collector.emit(row))
                 .unwrap_or(Ok(()))
@@ -248,6 +275,31 @@ fn run_engine() -> Engine {
         Err(EvalAltResult::ErrorTerminated(Dynamic::from(Stop::Exit(code)), Position::NONE).into())
     });
     engine
+}
+
+/// Whether arrays, maps and curried function pointers (which serialize as arrays) nest more than
+/// `levels` deep in `value`. Recursive, but never more than `levels + 1` calls deep.
+fn deeper_than(value: &Dynamic, levels: usize) -> bool {
+    let below = |items: &mut dyn Iterator<Item = &Dynamic>| {
+        if levels == 0 {
+            return true;
+        }
+        for item in items {
+            if deeper_than(item, levels - 1) {
+                return true;
+            }
+        }
+        false
+    };
+    if let Some(array) = value.read_lock::<rhai::Array>() {
+        below(&mut array.iter())
+    } else if let Some(map) = value.read_lock::<Map>() {
+        below(&mut map.values())
+    } else if let Some(f) = value.read_lock::<rhai::FnPtr>() {
+        f.is_curried() && below(&mut f.iter_curry())
+    } else {
+        false
+    }
 }
 
 fn collect_error(message: String) -> Box<EvalAltResult> {
@@ -347,6 +399,13 @@ fn judge(
                 None,
                 Some(FailureReason::Cancelled),
                 Some("the run was cancelled".into()),
+            ),
+            Some(Stop::Blocks) => (
+                None,
+                Some(FailureReason::MemoryLimit),
+                Some(format!(
+                    "the script held more than {MAX_HELD_BLOCKS} separate values on the heap"
+                )),
             ),
             Some(Stop::Memory) => (
                 None,

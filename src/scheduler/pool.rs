@@ -21,8 +21,10 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Stack of each vessel thread.
-const STACK_BYTES: usize = 16 << 20;
+/// Stack of each vessel thread: room for Rhai's recursive walks over the deepest values a
+/// script may hold (see `sandbox::rhai::MAX_HELD_BLOCKS`). It is address space, not memory:
+/// only the pages a run touches are backed.
+const STACK_BYTES: usize = 256 << 20;
 /// An extra thread idle this long ends.
 const EXTRA_IDLE: Duration = Duration::from_secs(10);
 

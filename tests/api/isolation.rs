@@ -291,6 +291,10 @@ async fn rhai_resource_bombs_end_with_their_reason() {
             "memory_limit",
         ),
         ("fn f(n) { f(n + 1) } f(0)", "memory_limit"),
+        (
+            r#"fn f(x) { x } let a = 0; loop { a = Fn("f").curry(take(a)); }"#,
+            "memory_limit",
+        ),
         (r#"let b = blob(10); loop { b += b; }"#, "memory_limit"),
         (r#"loop { print("x") }"#, "output_limit"),
         (
@@ -364,5 +368,53 @@ async fn a_rhai_script_is_held_to_its_memory_limit_as_a_whole() {
     assert_eq!(run["variables"]["count"], "9000", "{run}");
     assert_eq!(run["variables"]["a_tags"], "9000", "{run}");
     assert_eq!(vessel["rows"].as_array().unwrap().len(), 9, "{vessel}");
+    still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn deeply_nested_rhai_values_cannot_overflow_a_stack() {
+    let app = spawn_app().await;
+    // Nesting by `take` costs one operation a level, and a curried function pointer has no size
+    // check of Rhai's: past the cap on held values the run ends, before anything walks the nest
+    // (dropping it took the process down with it before the cap).
+    let v = run_rhai(
+        &app,
+        r#"fn f(x) { x } let a = 0; loop { a = Fn("f").curry(take(a)); }"#,
+        json!({"timeout_ms": 30000}),
+    )
+    .await;
+    assert_eq!(v["reason"], "memory_limit", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("separate values"),
+        "{v}"
+    );
+
+    // 20,000 levels of arrays, printed: formatting takes ~1.5 KiB of stack a level, which a
+    // 16 MiB vessel stack did not have.
+    let v = run_rhai(
+        &app,
+        "let a = 0; for i in 0..20000 { a = [take(a)]; } let s = `${a}`; print(s.len);",
+        json!({"timeout_ms": 60000}),
+    )
+    .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["stdout"], "40001\n", "{v}");
+
+    // A row goes on to other threads: one nested deeper than a JSON body may be is refused.
+    let v = run_rhai(
+        &app,
+        "let a = 0; for i in 0..200 { a = [a]; } emit(#{deep: a});",
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["reason"], "script_error", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 128"),
+        "{v}"
+    );
+    assert_eq!(v["rows"].as_array().map_or(0, Vec::len), 0, "{v}");
     still_answers(&app).await;
 }
