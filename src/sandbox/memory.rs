@@ -40,6 +40,8 @@ struct Heap {
 }
 
 thread_local! {
+    /// Set when this thread's stack may hold pages a deep walk touched; see [`retire_thread`].
+    static RETIRE: Cell<bool> = const { Cell::new(false) };
     static HEAP: Heap = const {
         Heap {
             live: Cell::new(0),
@@ -112,6 +114,18 @@ pub fn thread_live_bytes() -> i64 {
 #[inline]
 pub fn thread_live_blocks() -> i64 {
     HEAP.try_with(|h| h.blocks.get()).unwrap_or(0)
+}
+
+/// Asks that this thread end once its job is done: a run on it held so many values that Rhai's
+/// walks over them may have touched a large part of the stack, and a thread keeps the stack
+/// pages it touched until it ends. The vessel pool honours it with [`take_retire`].
+pub fn retire_thread() {
+    RETIRE.set(true);
+}
+
+/// Whether this thread was asked to end (see [`retire_thread`]); clears the request.
+pub fn take_retire() -> bool {
+    RETIRE.replace(false)
 }
 
 /// Runs `f` without counting what it allocates or frees on this thread.

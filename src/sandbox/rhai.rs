@@ -30,6 +30,10 @@ pub const MAX_CALL_LEVELS: usize = 48;
 /// need at most ~100 MiB of the vessel thread's 256 MiB stack (`scheduler::pool`). A 1 MiB JSON
 /// payload copied whole takes about 45,000 blocks.
 pub const MAX_HELD_BLOCKS: i64 = 100_000;
+/// Past this many held blocks at some point of a run, its thread is ended after the run (see
+/// `memory::retire_thread`): Rhai's walks over values that deep may have touched up to ~8 MiB
+/// of stack, which the thread would otherwise keep resident.
+const RETIRE_AFTER_BLOCKS: i64 = 8_192;
 /// Deepest nesting of a row a script emits, as for JSON bodies: rows go on to other threads,
 /// whose stacks are not sized for deep values.
 const MAX_ROW_DEPTH: usize = 128;
@@ -49,6 +53,8 @@ struct RunState {
     heap_base: i64,
     heap_limit: i64,
     blocks_base: i64,
+    /// The most blocks held beyond `blocks_base` at one operation.
+    blocks_peak: i64,
 }
 
 thread_local! {
@@ -137,6 +143,7 @@ impl RhaiRunner {
             heap_base: memory::thread_live_bytes(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
             blocks_base: memory::thread_live_blocks(),
+            blocks_peak: 0,
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
@@ -154,7 +161,12 @@ impl RhaiRunner {
             });
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
-        let RunState { collector, ops, .. } = CURRENT.take().unwrap_or_else(|| RunState {
+        let RunState {
+            collector,
+            ops,
+            blocks_peak,
+            ..
+        } = CURRENT.take().unwrap_or_else(|| RunState {
             collector: Collector::default(),
             ops: 0,
             deadline: started,
@@ -162,7 +174,11 @@ impl RhaiRunner {
             heap_base: 0,
             heap_limit: 0,
             blocks_base: 0,
+            blocks_peak: 0,
         });
+        if blocks_peak > RETIRE_AFTER_BLOCKS {
+            memory::retire_thread();
+        }
         let ops_used = ops;
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
         VesselOutcome {
@@ -211,7 +227,9 @@ fn run_engine() -> Engine {
             }
             // One operation adds at most one level of nesting, so values stay shallower than
             // the cap allows.
-            if memory::thread_live_blocks() - run.blocks_base > MAX_HELD_BLOCKS {
+            let blocks = memory::thread_live_blocks() - run.blocks_base;
+            run.blocks_peak = run.blocks_peak.max(blocks);
+            if blocks > MAX_HELD_BLOCKS {
                 return Some(Dynamic::from(Stop::Blocks));
             }
             if n % CLOCK_EVERY == 0 {
@@ -548,6 +566,21 @@ mod tests {
             run(r#"loop { print("spam") }"#, "", out).reason,
             Some(FailureReason::OutputLimit)
         );
+    }
+
+    #[test]
+    fn a_run_that_held_many_values_asks_for_a_fresh_thread() {
+        let _ = memory::take_retire();
+        let out = run("let a = [1, 2]; a.len()", "", Limits::default());
+        assert_eq!(out.exit_code, Some(2));
+        assert!(!memory::take_retire(), "a small run keeps its thread");
+        let out = run(
+            "let a = 0; for i in 0..6000 { a = [take(a)]; } 0",
+            "",
+            Limits::default(),
+        );
+        assert_eq!(out.exit_code, Some(0), "{:?}", out.error);
+        assert!(memory::take_retire(), "12,000 blocks held");
     }
 
     #[test]

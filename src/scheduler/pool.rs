@@ -224,6 +224,18 @@ fn work(shared: Arc<Shared>, slot: usize) {
         drop(state);
         job();
         state = shared.lock();
+        if crate::sandbox::memory::take_retire() {
+            // The job's stack pages go back to the OS with the thread; a fresh one takes its
+            // place at once if the pool is below its core size.
+            state.threads -= 1;
+            state.slots[slot] = Slot::Free;
+            if state.threads < shared.size.core
+                && let Err(e) = spawn(&shared, &mut state)
+            {
+                tracing::warn!(error = %e, "could not replace a vessel thread");
+            }
+            return;
+        }
         state.slots[slot] = Slot::Waiting;
     }
 }
@@ -297,5 +309,31 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(untouched, current_nice());
+    }
+
+    #[tokio::test]
+    async fn a_thread_asked_to_retire_is_replaced_and_the_pool_goes_on() {
+        let pool = VesselPool::new(PoolSize {
+            nice: 0,
+            core: 1,
+            max_slow: 0,
+            slow_after: Duration::from_secs(60),
+        })
+        .unwrap();
+        let id = || std::thread::current().id();
+        let first = pool.run(id).await.unwrap();
+        assert_eq!(pool.run(id).await.unwrap(), first, "a thread is kept");
+        let retired = pool
+            .run(move || {
+                crate::sandbox::memory::retire_thread();
+                id()
+            })
+            .await
+            .unwrap();
+        assert_eq!(retired, first);
+        let next = pool.run(id).await.unwrap();
+        assert_ne!(next, first, "the retired thread ended");
+        assert_eq!(pool.run(id).await.unwrap(), next);
+        assert_eq!(pool.shared.lock().threads, 1);
     }
 }
