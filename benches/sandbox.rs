@@ -164,7 +164,12 @@ fn main() {
     );
     met &= measure::report("Rhai vessel on a 1 KB JSON payload", w, "raw Rhai", f, 1.5);
 
-    let (c, s) = measure::interleaved(15, 1_000_000, counted_alloc, system_alloc);
+    let (c, s) = measure::interleaved(
+        15,
+        1_000_000,
+        || alloc_and_free(&CountingAlloc),
+        || alloc_and_free(&System),
+    );
     met &= measure::report("64-byte allocation and free", c, "system", s, 1.25);
     println!(
         "sandbox targets: {}",
@@ -177,24 +182,13 @@ const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
     Err(_) => panic!("a valid layout"),
 };
 
-/// One allocation and free through wharf's global allocator, called directly.
+/// One 64-byte allocation and free through `allocator`, called directly.
 #[allow(unsafe_code)]
-fn counted_alloc() {
+fn alloc_and_free(allocator: &impl GlobalAlloc) {
     // SAFETY: a non-zero layout; the pointer is freed with the allocator and layout it came from.
     unsafe {
-        let p = CountingAlloc.alloc(LAYOUT);
+        let p = allocator.alloc(LAYOUT);
         std::hint::black_box(p);
-        CountingAlloc.dealloc(p, LAYOUT);
-    }
-}
-
-/// The same through the system allocator it wraps.
-#[allow(unsafe_code)]
-fn system_alloc() {
-    // SAFETY: as above.
-    unsafe {
-        let p = System.alloc(LAYOUT);
-        std::hint::black_box(p);
-        System.dealloc(p, LAYOUT);
+        allocator.dealloc(p, LAYOUT);
     }
 }

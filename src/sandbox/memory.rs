@@ -102,18 +102,34 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Bytes this thread has allocated and not freed, as counted so far. Only differences between
-/// two readings on one thread mean anything.
-#[inline]
-pub fn thread_live_bytes() -> i64 {
-    HEAP.try_with(|h| h.live.get()).unwrap_or(0)
+/// What one thread holds on the heap, as counted so far. Only the difference between two
+/// readings on one thread means anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Bytes allocated and not freed.
+    pub bytes: i64,
+    /// Blocks allocated and not freed.
+    pub blocks: i64,
 }
 
-/// Heap blocks this thread has allocated and not freed; as [`thread_live_bytes`], only
-/// differences mean anything.
+impl Held {
+    /// What was taken on since `base`, an earlier reading on the same thread.
+    pub fn since(self, base: Held) -> Held {
+        Held {
+            bytes: self.bytes - base.bytes,
+            blocks: self.blocks - base.blocks,
+        }
+    }
+}
+
+/// What this thread holds now (one thread-local read, cheap enough for every Rhai operation).
 #[inline]
-pub fn thread_live_blocks() -> i64 {
-    HEAP.try_with(|h| h.blocks.get()).unwrap_or(0)
+pub fn held() -> Held {
+    HEAP.try_with(|h| Held {
+        bytes: h.live.get(),
+        blocks: h.blocks.get(),
+    })
+    .unwrap_or_default()
 }
 
 /// Asks that this thread end once its job is done: a run on it held so many values that Rhai's
@@ -147,31 +163,30 @@ mod tests {
 
     #[test]
     fn a_thread_counts_what_it_holds_and_not_what_is_uncounted() {
-        let before = thread_live_bytes();
-        let blocks = thread_live_blocks();
-        let held = vec![0u8; 1 << 20];
-        assert_eq!(thread_live_blocks() - blocks, 1);
-        let during = thread_live_bytes() - before;
-        assert!((1 << 20..(1 << 20) + 4096).contains(&during), "{during}");
-        drop(held);
-        assert!(thread_live_bytes() - before < 4096);
-
-        let kept = uncounted(|| vec![1u8; 1 << 20]);
+        let before = held();
+        let kept = vec![0u8; 1 << 20];
+        let during = held().since(before);
+        assert_eq!(during.blocks, 1);
         assert!(
-            thread_live_bytes() - before < 4096,
-            "an uncounted allocation"
+            (1 << 20..(1 << 20) + 4096).contains(&during.bytes),
+            "{during:?}"
         );
         drop(kept);
+        assert!(held().since(before).bytes < 4096);
+
+        let kept = uncounted(|| vec![1u8; 1 << 20]);
+        assert!(held().since(before).bytes < 4096, "an uncounted allocation");
+        drop(kept);
         // Its free is counted: what leaves uncounted memory lowers the count, never raises it.
-        assert!(thread_live_bytes() - before < -(1 << 19));
+        assert!(held().since(before).bytes < -(1 << 19));
     }
 
     #[test]
     fn another_threads_allocations_are_its_own() {
-        let before = thread_live_bytes();
+        let before = held();
         let handle = std::thread::spawn(|| vec![0u8; 1 << 20]);
-        let held = handle.join().unwrap();
-        assert!(thread_live_bytes() - before < 4096);
-        drop(held);
+        let theirs = handle.join().unwrap();
+        assert!(held().since(before).bytes < 4096);
+        drop(theirs);
     }
 }

@@ -49,11 +49,11 @@ struct RunState {
     ops: u64,
     deadline: Instant,
     cancel: CancelFlag,
-    /// The thread's heap count when the script started, and how far past it the script may go.
-    heap_base: i64,
+    /// What the thread held when the script started; the script may hold `heap_limit` bytes
+    /// (and [`MAX_HELD_BLOCKS`] blocks) beyond it.
+    base: memory::Held,
     heap_limit: i64,
-    blocks_base: i64,
-    /// The most blocks held beyond `blocks_base` at one operation.
+    /// The most blocks held beyond `base` at one operation.
     blocks_peak: i64,
 }
 
@@ -140,9 +140,8 @@ impl RhaiRunner {
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
             cancel: input.cancel.clone(),
-            heap_base: memory::thread_live_bytes(),
+            base: memory::held(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
-            blocks_base: memory::thread_live_blocks(),
             blocks_peak: 0,
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
@@ -155,10 +154,7 @@ impl RhaiRunner {
             let mut scope = build_scope(input);
             // The input the script starts with is not its own doing; what it holds from here on
             // is counted against `memory_bytes`.
-            with_run(|run| {
-                run.heap_base = memory::thread_live_bytes();
-                run.blocks_base = memory::thread_live_blocks();
-            });
+            with_run(|run| run.base = memory::held());
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
         let RunState {
@@ -171,9 +167,8 @@ impl RhaiRunner {
             ops: 0,
             deadline: started,
             cancel: CancelFlag::default(),
-            heap_base: 0,
+            base: memory::Held::default(),
             heap_limit: 0,
-            blocks_base: 0,
             blocks_peak: 0,
         });
         if blocks_peak > RETIRE_AFTER_BLOCKS {
@@ -222,14 +217,14 @@ fn run_engine() -> Engine {
             run.ops = n;
             // At every operation: one operation can allocate at most one value, which Rhai's
             // own size limits bound, so a script never holds much more than its limit.
-            if memory::thread_live_bytes() - run.heap_base > run.heap_limit {
+            let held = memory::held().since(run.base);
+            if held.bytes > run.heap_limit {
                 return Some(Dynamic::from(Stop::Memory));
             }
             // One operation adds at most one level of nesting, so values stay shallower than
             // the cap allows.
-            let blocks = memory::thread_live_blocks() - run.blocks_base;
-            run.blocks_peak = run.blocks_peak.max(blocks);
-            if blocks > MAX_HELD_BLOCKS {
+            run.blocks_peak = run.blocks_peak.max(held.blocks);
+            if held.blocks > MAX_HELD_BLOCKS {
                 return Some(Dynamic::from(Stop::Blocks));
             }
             if n % CLOCK_EVERY == 0 {
