@@ -271,12 +271,16 @@ fn imports_module() -> Vec<u8> {
     let mut store = wasmtime::Store::new(&engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
     let mut funcs: Vec<(String, String, Vec<ValType>, Vec<ValType>)> = linker
         .iter(&mut store)
-        .filter_map(|(module, name, item)| Some((module.to_owned(), name.to_owned(), item)))
         .filter_map(|(module, name, item)| {
-            let ty = item.into_func()?.ty(&store);
+            Some((module.to_owned(), name.to_owned(), item.into_func()?))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(module, name, func)| {
+            let ty = func.ty(&store);
             let params = ty.params().map(value_type).collect();
             let results = ty.results().map(value_type).collect();
-            Some((module, name, params, results))
+            (module, name, params, results)
         })
         .collect();
     assert!(
