@@ -8,7 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::admission::{RateLimit, call_key, retry_after_secs};
-use crate::auth::secrets::{Secret, SecretBox};
+use crate::auth::secrets::{SealContext, Secret, SecretBox};
 use crate::auth::{AuthFailure, hmac, keys, redact};
 use crate::scheduler::{Scheduler, initial_variables};
 use crate::store::{
@@ -165,11 +165,12 @@ impl Ingress {
             return Ok(());
         };
         let now = crate::util::now_ms();
+        let place = SealContext::webhook_secret(target.webhook.fleet_id);
         let live: Vec<Secret> = auth
             .secrets
             .iter()
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| match sealer.open_string(&s.sealed) {
+            .filter_map(|s| match sealer.open_string(&place, &s.sealed) {
                 Ok(secret) => Some(secret),
                 Err(e) => {
                     tracing::error!(error = %e, fleet_id = %target.webhook.fleet_id,

@@ -4,7 +4,6 @@
 //! Start-up is split from serving ([`prepare`] then [`Prepared::run`]) so that callers — `main`,
 //! the tests — can see what first start created before traffic flows.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -63,8 +62,14 @@ pub struct Prepared {
 /// Opens everything and performs first-start set-up.
 /// `listener` is `None` exactly for `--role worker`.
 pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Prepared> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::util::private_dir(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+    // Files written by older versions under the process umask are closed too.
+    for file in [crate::auth::secrets::KEY_FILE, ADMIN_HASH_FILE] {
+        let path = config.data_dir.join(file);
+        crate::util::restrict_file(&path)
+            .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    }
     let secrets =
         crate::auth::secrets::SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
     let store = open_store(&config).await?;
@@ -88,6 +93,15 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             requeued = recovered.requeued,
             failed = recovered.failed,
             "runs interrupted by the last stop: re-queued, or failed after max attempts"
+        );
+    }
+    let resealed = reseal_legacy(&store, &secrets)
+        .await
+        .context("sealing secrets of an earlier version again")?;
+    if resealed > 0 {
+        tracing::info!(
+            values = resealed,
+            "secrets sealed by an earlier version sealed again, bound to their place"
         );
     }
     let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
@@ -339,6 +353,77 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// Seals again, bound to their place, the secrets an earlier version sealed without associated
+/// data (`v1:`): webhook HMAC secrets, destination credentials in fleet documents, and the
+/// headers of deliveries still pending. Runs at every start and finds nothing once done; on a
+/// shared PostgreSQL store two nodes starting together may both seal a value again, and the
+/// last write wins with a value that opens. Returns how many values were sealed again.
+async fn reseal_legacy(
+    store: &Arc<dyn Store>,
+    secrets: &crate::auth::secrets::SecretBox,
+) -> anyhow::Result<usize> {
+    use crate::auth::secrets::{SealContext, SecretBox};
+    // A legacy value opened and sealed again for `place`; any other value left as it is.
+    let reseal = |value: &mut String, place: &SealContext| -> anyhow::Result<bool> {
+        if !SecretBox::is_legacy(value) {
+            return Ok(false);
+        }
+        let clear = secrets.open_legacy(value)?;
+        *value = secrets.seal(place, &clear);
+        Ok(true)
+    };
+    let mut count = 0;
+    for fleet_id in store.fleets_with_legacy_seals().await? {
+        let mut fleet = store.fleet(fleet_id).await?;
+        let before = count;
+        for d in &mut fleet.spec.destinations {
+            for (field, value) in [
+                ("authorization", &mut d.authorization),
+                ("api_key", &mut d.api_key),
+                ("signing_secret", &mut d.signing_secret),
+            ] {
+                if let Some(value) = value {
+                    let place = SealContext::destination(fleet_id, &d.name, field);
+                    count += usize::from(reseal(value, &place)?);
+                }
+            }
+        }
+        if count > before {
+            store.replace_fleet(fleet_id, &fleet.spec).await?;
+        }
+        if let Some(hook) = store.fleet_webhook(fleet_id).await?
+            && let WebhookAuth::Hmac(mut auth) = hook.auth
+            && auth.secrets.iter().any(|s| SecretBox::is_legacy(&s.sealed))
+        {
+            for secret in &mut auth.secrets {
+                let place = SealContext::webhook_secret(fleet_id);
+                count += usize::from(reseal(&mut secret.sealed, &place)?);
+            }
+            let change = crate::store::WebhookChange {
+                auth: Some(WebhookAuth::Hmac(auth)),
+                ..Default::default()
+            };
+            store.update_webhook(fleet_id, &change).await?;
+        }
+    }
+    for mut delivery in store.deliveries_with_legacy_seals().await? {
+        let id = delivery.id;
+        for (header, value) in delivery.request.sealed_headers.iter_mut() {
+            count += usize::from(reseal(value, &SealContext::delivery_header(id, header))?);
+        }
+        if let Some(value) = &mut delivery.request.signing_secret {
+            let place = SealContext::destination(
+                delivery.fleet_id,
+                &delivery.destination,
+                "signing_secret",
+            );
+            count += usize::from(reseal(value, &place)?);
+        }
+        store.set_delivery_request(id, &delivery.request).await?;
+    }
+    Ok(count)
+}
+
 /// The admin token's hash: from the setting, else from the data folder, else a new token whose
 /// hash is written there (the token itself is returned to be shown once).
 fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
@@ -351,21 +436,9 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
     }
     // 48 alphanumerics: about 285 bits.
     let token = random_token("wharf_admin_", 48);
-    write_private(&path, &sha256_hex(token.as_bytes()))?;
-    Ok((sha256_hex(token.as_bytes()), Some(token)))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    crate::util::write_private(&path, sha256_hex(token.as_bytes()).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+    Ok((sha256_hex(token.as_bytes()), Some(token)))
 }
 
 async fn create_demo(

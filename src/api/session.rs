@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, AppState, ErrorBody, JsonBody};
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::store::{Store, StoreError};
 use crate::util::{now_ms, random_token, rfc3339, secret_matches, sha256_hex};
 
@@ -114,9 +114,10 @@ impl Sessions {
             csrf: random_token("", 43),
             tok: self.fingerprint().to_owned(),
         };
-        let sealed = self
-            .secrets
-            .seal(&serde_json::to_vec(&claims).unwrap_or_default());
+        let sealed = self.secrets.seal(
+            &SealContext::session_cookie(),
+            &serde_json::to_vec(&claims).unwrap_or_default(),
+        );
         let session = Session {
             csrf: claims.csrf,
             expires_at: claims.exp,
@@ -128,7 +129,13 @@ impl Sessions {
     /// current admin token (whether it was signed out is not looked at here).
     fn unsealed(&self, headers: &HeaderMap) -> Option<Session> {
         let value = cookie(headers, COOKIE)?;
-        let claims: Claims = serde_json::from_slice(&self.secrets.open(value).ok()?).ok()?;
+        let claims: Claims = serde_json::from_slice(
+            &self
+                .secrets
+                .open(&SealContext::session_cookie(), value)
+                .ok()?,
+        )
+        .ok()?;
         let valid = claims.exp > now_ms()
             && bool::from(claims.tok.as_bytes().ct_eq(self.fingerprint().as_bytes()));
         valid.then_some(Session {

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::fleet::FleetError;
 use crate::store::{DeliveryRequest, NewDelivery, RunStatus};
 
@@ -461,6 +461,7 @@ impl DestinationSpec {
 /// (the stored fleet), `"generate"` (signing secrets) makes a new `whsec_` secret. Returns the
 /// generated secrets by destination name: they are shown once, in the answer of this save.
 pub fn seal_secrets(
+    fleet_id: uuid::Uuid,
     destinations: &mut [DestinationSpec],
     previous: &[DestinationSpec],
     secrets: &SecretBox,
@@ -489,6 +490,7 @@ pub fn seal_secrets(
         ];
         for (field, value, stored) in fields {
             let Some(v) = value.as_deref() else { continue };
+            let place = SealContext::destination(fleet_id, &d.name, field);
             if v == SET {
                 match stored.and_then(Option::as_ref) {
                     Some(sealed) => *value = Some(sealed.clone()),
@@ -506,10 +508,10 @@ pub fn seal_secrets(
                     "{WHSEC}{}",
                     base64::engine::general_purpose::STANDARD.encode(key)
                 );
-                *value = Some(secrets.seal(secret.as_bytes()));
+                *value = Some(secrets.seal(&place, secret.as_bytes()));
                 generated.insert(d.name.clone(), secret);
             } else {
-                *value = Some(secrets.seal(v.as_bytes()));
+                *value = Some(secrets.seal(&place, v.as_bytes()));
             }
         }
     }
@@ -603,13 +605,19 @@ pub fn deliveries(
                 headers.insert(k.to_ascii_lowercase(), fill(v, variables, as_is));
             }
             let mut sealed_headers = BTreeMap::new();
-            for (header, value) in [("authorization", &d.authorization), ("x-api-key", &d.api_key)]
-            {
+            let id = uuid::Uuid::now_v7();
+            for (header, field, value) in [
+                ("authorization", "authorization", &d.authorization),
+                ("x-api-key", "api_key", &d.api_key),
+            ] {
                 let Some(sealed) = value else { continue };
-                match secrets.open_string(sealed) {
+                let place = SealContext::destination(fleet_id, &d.name, field);
+                match secrets.open_string(&place, sealed) {
                     Ok(clear) => {
                         let filled = fill(clear.expose(), variables, as_is);
-                        sealed_headers.insert(header.to_owned(), secrets.seal(filled.as_bytes()));
+                        let place = SealContext::delivery_header(id, header);
+                        sealed_headers
+                            .insert(header.to_owned(), secrets.seal(&place, filled.as_bytes()));
                     }
                     Err(_) => tracing::error!(
                         destination = %d.name, header,
@@ -618,7 +626,7 @@ pub fn deliveries(
                 }
             }
             NewDelivery {
-                id: uuid::Uuid::now_v7(),
+                id,
                 fleet_id,
                 destination: p.destination,
                 batch: p.batch,

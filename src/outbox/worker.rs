@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::destination::DeliveryBackoff;
 use super::egress::{EgressPolicy, PolicyResolver};
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::store::{AttemptRecord, Delivery, DeliveryAttempt, Store, Verdict};
 use crate::util::now_ms;
 
@@ -342,7 +342,8 @@ impl Deliverer {
             }
         }
         for (k, sealed) in &d.request.sealed_headers {
-            let Ok(clear) = inner.secrets.open_string(sealed) else {
+            let place = SealContext::delivery_header(d.id, k);
+            let Ok(clear) = inner.secrets.open_string(&place, sealed) else {
                 return Sent::Permanent(format!(
                     "the stored {k} cannot be opened with this server's secret key"
                 ));
@@ -352,7 +353,9 @@ impl Deliverer {
             }
         }
         if let Some(sealed) = &d.request.signing_secret {
-            let Ok(secret) = inner.secrets.open_string(sealed) else {
+            // Copied from the destination as it was sealed there, so it opens for that place.
+            let place = SealContext::destination(d.fleet_id, &d.destination, "signing_secret");
+            let Ok(secret) = inner.secrets.open_string(&place, sealed) else {
                 return Sent::Permanent(
                     "the stored signing secret cannot be opened with this server's secret key"
                         .into(),

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admission;
+mod at_rest;
 mod auth;
 mod binary;
 mod cli;
