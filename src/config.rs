@@ -126,17 +126,21 @@ pub struct Config {
     /// 0 sends nothing from this node.
     #[arg(long, env = "WHARF_MAX_DELIVERIES", default_value_t = 64)]
     pub max_deliveries: usize,
-    /// CIDR ranges deliveries may not connect to, comma-separated, on top of the ranges always
-    /// denied (169.254.0.0/16, fe80::/10, unspecified and broadcast). Checked on the resolved
-    /// address. Loopback and private ranges are allowed unless listed here, e.g.
-    /// `127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7`.
+    /// CIDR ranges deliveries may not connect to, comma-separated, on top of the internal
+    /// networks denied by default (loopback, private, CGNAT, ULA, link-local, multicast,
+    /// reserved, cloud metadata addresses, and their IPv4-in-IPv6 forms). Checked on the
+    /// resolved address.
     #[arg(long, env = "WHARF_EGRESS_DENY", value_delimiter = ',', value_parser = parse_net)]
     pub egress_deny: Vec<ipnet::IpNet>,
     /// CIDR ranges deliveries may connect to even inside a denied range, comma-separated: the
-    /// most specific range decides (deny wins a tie), so `--egress-deny 0.0.0.0/0,::/0` with
-    /// `--egress-allow 203.0.113.0/24` allows that range only.
+    /// most specific range decides (on a tie `--egress-deny` wins, and an allow beats a default
+    /// denial), so `--egress-allow 127.0.0.1` lets deliveries reach a receiver on this host.
     #[arg(long, env = "WHARF_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub egress_allow: Vec<ipnet::IpNet>,
+    /// An `http://` or `https://` proxy every delivery goes through. Without it, deliveries
+    /// connect directly whatever `HTTP_PROXY`, `HTTPS_PROXY` or `ALL_PROXY` say.
+    #[arg(long, env = "WHARF_EGRESS_PROXY", value_parser = parse_proxy)]
+    pub egress_proxy: Option<String>,
     /// Also serve `GET /metrics` on this address, without the admin token (for a scraper on a
     /// private network); `/metrics` on the main address keeps needing the token.
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
@@ -153,6 +157,17 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     crate::outbox::EgressPolicy::parse_list(s)?
         .pop()
         .ok_or_else(|| "an empty range".to_owned())
+}
+
+/// A proxy URL: `http://` or `https://` with a host.
+fn parse_proxy(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.to_owned())
+        }
+        // The URL may carry the proxy's credentials: not repeated.
+        _ => Err("not a proxy URL (http://host:port or https://host:port)".to_owned()),
+    }
 }
 
 impl Config {
@@ -190,6 +205,7 @@ impl Config {
             max_deliveries: 64,
             egress_deny: Vec::new(),
             egress_allow: Vec::new(),
+            egress_proxy: None,
         }
     }
 
@@ -247,6 +263,7 @@ impl std::fmt::Debug for Config {
             .field("max_deliveries", &self.max_deliveries)
             .field("egress_deny", &self.egress_deny)
             .field("egress_allow", &self.egress_allow)
+            .field("egress_proxy", &self.egress_proxy.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -288,5 +305,11 @@ mod tests {
         assert_eq!(c.egress_deny[1].to_string(), "10.0.0.1/32");
         assert_eq!(c.max_deliveries, 3);
         assert!(Serve::try_parse_from(["wharf", "--egress-allow", "nope"]).is_err());
+        assert!(Serve::try_parse_from(["wharf", "--egress-proxy", "socks5://h:1"]).is_err());
+        let c = parse(&["--egress-proxy", "http://proxy.internal:3128"]);
+        assert_eq!(
+            c.egress_proxy.as_deref(),
+            Some("http://proxy.internal:3128")
+        );
     }
 }

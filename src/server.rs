@@ -149,6 +149,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         secrets.clone(),
         crate::outbox::OutboxConfig {
             node_id,
+            proxy: config.egress_proxy.clone(),
             ..crate::outbox::OutboxConfig::new(
                 config.max_deliveries,
                 crate::outbox::EgressPolicy::new(

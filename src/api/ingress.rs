@@ -140,12 +140,13 @@ async fn admit(
         }
     };
 
-    if let Err(why) = s
+    let signed_key = match s
         .ingress
         .verify_signature(&target, &headers, &body, &s.secrets)
     {
-        return refused(request_id, why);
-    }
+        Ok(key) => key,
+        Err(why) => return refused(request_id, why),
+    };
 
     let meta = describe(request_id, &method, &uri, &headers);
     let record = RequestRecord {
@@ -159,7 +160,7 @@ async fn admit(
         body: body.to_vec(),
         received_at: crate::util::now_ms(),
     };
-    let accepted = match s.ingress.admit(&target, record).await {
+    let accepted = match s.ingress.admit(&target, record, signed_key).await {
         Ok(a) => a,
         Err(why) => return refused(request_id, why),
     };

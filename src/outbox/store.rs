@@ -66,6 +66,10 @@ pub struct DeliveryRequest {
     pub base_ms: u64,
     /// Largest backoff ceiling.
     pub max_ms: u64,
+    /// Why this delivery is never sent (the URL with variables filled in was refused); it fails
+    /// at its first attempt with this error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A delivery to create with a run's end.

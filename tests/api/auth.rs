@@ -460,6 +460,91 @@ async fn standard_webhooks_signed_by_the_library_pass_and_secrets_rotate_with_gr
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
+/// The run id of a 201 answer.
+fn run_of(got: &(StatusCode, String)) -> String {
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let body: Value = serde_json::from_str(&got.1).unwrap();
+    body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_replayed_stripe_call_is_answered_as_its_first_run() {
+    let app = spawn_app().await;
+    let (_, fleet, hook) = org_fleet(&app, json!({"mode": "hmac", "scheme": "stripe"})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
+    let header = stripe_header(secret, now(), body);
+    let first = call(&app, url, &[("stripe-signature", &header)], body).await;
+    let run = run_of(&first);
+    // The captured call again, as it was; with an Idempotency-Key of the replayer's choosing;
+    // with its v1 list padded. Each is the first call's answer, and no run is added.
+    let (t_part, v1) = header.split_once(',').unwrap();
+    let padded = format!("{t_part},v1={},{v1}", "0".repeat(64));
+    for headers in [
+        vec![("stripe-signature", header.as_str())],
+        vec![
+            ("stripe-signature", header.as_str()),
+            ("idempotency-key", "replay-1"),
+        ],
+        vec![("stripe-signature", padded.as_str())],
+    ] {
+        let again = call(&app, url, &headers, body).await;
+        assert_eq!(run_of(&again), run, "{headers:?}");
+        assert_eq!(again.1, first.1, "the first call's answer, byte for byte");
+    }
+    assert_eq!(runs(&app, &fleet).await, 1);
+    // Another event, or the same one signed anew (Stripe's own retry), is a new run.
+    let other = r#"{"id":"evt_other","type":"charge.succeeded"}"#;
+    let h = stripe_header(secret, now(), other);
+    assert_ne!(
+        run_of(&call(&app, url, &[("stripe-signature", &h)], other).await),
+        run
+    );
+    let h = stripe_header(secret, now() - 10, body);
+    assert_ne!(
+        run_of(&call(&app, url, &[("stripe-signature", &h)], body).await),
+        run
+    );
+    assert_eq!(runs(&app, &fleet).await, 3);
+}
+
+#[tokio::test]
+async fn a_replayed_standard_webhooks_call_is_a_repeat_even_with_an_idempotency_key() {
+    let app = spawn_app().await;
+    let (_, fleet, hook) =
+        org_fleet(&app, json!({"mode": "hmac", "scheme": "standard-webhooks"})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"type":"invoice.paid"}"#;
+    let t = now().to_string();
+    let sig = standard_signature(secret, "msg_replayed", now(), body);
+    let signed = [
+        ("webhook-id", "msg_replayed"),
+        ("webhook-timestamp", t.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    let first = call(&app, url, &signed, body).await;
+    let run = run_of(&first);
+    let again = call(&app, url, &signed, body).await;
+    assert_eq!(again.1, first.1);
+    // An unsigned Idempotency-Key does not make the replay a new call.
+    let mut keyed = signed.to_vec();
+    keyed.push(("idempotency-key", "replay-2"));
+    assert_eq!(run_of(&call(&app, url, &keyed, body).await), run);
+    assert_eq!(runs(&app, &fleet).await, 1);
+    // A new message id is a new run.
+    let sig2 = standard_signature(secret, "msg_next", now(), body);
+    let t2 = now().to_string();
+    let next = [
+        ("webhook-id", "msg_next"),
+        ("webhook-timestamp", t2.as_str()),
+        ("webhook-signature", sig2.as_str()),
+    ];
+    assert_ne!(run_of(&call(&app, url, &next, body).await), run);
+    assert_eq!(runs(&app, &fleet).await, 2);
+}
+
 #[tokio::test]
 async fn secret_rotation_needs_an_hmac_webhook() {
     let app = spawn_app().await;

@@ -1198,6 +1198,7 @@ fn new_delivery(fleet_id: Uuid, destination: &str, batch: u32) -> wharf::store::
             max_attempts: 3,
             base_ms: 10,
             max_ms: 100,
+            refused: None,
         },
         body: format!("{{\"batch\":{batch}}}"),
     }
