@@ -13,6 +13,8 @@ use std::path::Path;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
 
 /// File in the data folder holding the generated key, base64.
 pub const KEY_FILE: &str = "secret.key";
@@ -44,6 +46,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// HMAC-SHA256 keyed with the same key, for [`SecretBox::derive_key`].
+    derive: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -72,9 +76,7 @@ impl SecretBox {
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng);
                 let text = base64::engine::general_purpose::STANDARD.encode(key);
                 write_private(&path, text.as_bytes()).map_err(io)?;
-                Ok(SecretBox {
-                    cipher: XChaCha20Poly1305::new(&key),
-                })
+                Self::from_key(&key).map_err(SecretError::BadKey)
             }
             Err(e) => Err(io(e)),
         }
@@ -88,9 +90,26 @@ impl SecretBox {
         if bytes.len() != 32 {
             return Err(format!("is {} bytes, not 32", bytes.len()));
         }
+        Self::from_key(&bytes)
+    }
+
+    fn from_key(key: &[u8]) -> Result<Self, String> {
         Ok(SecretBox {
-            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|e| e.to_string())?,
+            cipher: XChaCha20Poly1305::new_from_slice(key).map_err(|e| e.to_string())?,
+            derive: <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).map_err(|e| e.to_string())?,
         })
+    }
+
+    /// A key for one `purpose` (a fixed label such as `b"wasm-artifacts"`), derived from the
+    /// secret key as HMAC-SHA256(secret key, `wharf key derivation v1` ‖ 0 ‖ purpose): the same
+    /// secret key and purpose always give the same key, every node sharing the secret key
+    /// derives the same one, and knowing a derived key tells nothing of the secret key or of
+    /// the keys of other purposes.
+    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = self.derive.clone();
+        mac.update(b"wharf key derivation v1\0");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
     }
 
     /// Seals a secret for storage.
@@ -226,6 +245,19 @@ mod tests {
             "no file when the key is given"
         );
         assert_eq!(given.open(&given.seal(b"x")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_secret_key_and_the_purpose() {
+        let key = |byte: u8| {
+            SecretBox::from_base64(&base64::engine::general_purpose::STANDARD.encode([byte; 32]))
+                .unwrap()
+        };
+        let (a, b) = (key(1), key(2));
+        assert_eq!(a.derive_key(b"x"), key(1).derive_key(b"x"), "stable");
+        assert_ne!(a.derive_key(b"x"), a.derive_key(b"y"), "per purpose");
+        assert_ne!(a.derive_key(b"x"), b.derive_key(b"x"), "per secret key");
+        assert_ne!(a.derive_key(b"x"), [1u8; 32], "not the secret key itself");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod destinations;
 mod events;
 mod examples;
 mod helpers;
+mod hostcalls;
 mod ingress;
 mod isolation;
 mod limits;
