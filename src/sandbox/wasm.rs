@@ -5,7 +5,9 @@
 //! compile again. Each run gets a fresh `Store` with:
 //! - fuel, for the deterministic budget and the `fuel_used` figure;
 //! - an epoch deadline, for wall-clock time (a ticker thread advances the epoch every
-//!   [`TICK`]), because fuel alone cannot stop a guest blocked in a slow host call;
+//!   [`TICK`]; the callback compares the clock with the run's deadline), because fuel does not
+//!   measure time. Epochs are only seen while guest code runs, so the WASI calls that can wait
+//!   are wharf's own and stop at the same deadline (`hostcalls`);
 //! - a resource limiter, so memory and tables cannot grow past the vessel's limit;
 //! - in-memory stdin/stdout/stderr, no preopened directories, no sockets, and an environment
 //!   made only of the run's variables and `WHARF_*` ids.
