@@ -1,7 +1,8 @@
 //! Guests inside host calls, through the real server: a Wasm guest asleep in `poll_oneoff` ends
-//! by its timeout or its cancel while other fleets keep running; `wharf.emit` of a huge row
-//! leaves the host's peak memory within the vessel's own limit (the real binary, watched from
-//! `/proc`); a compiled module on disk that was altered or swapped is not loaded.
+//! by its timeout or its cancel while other fleets keep running; `wharf.emit` of a huge row or
+//! `wharf.set_var` of a huge value leaves the host's peak memory within the vessel's own limit
+//! (the real binary, watched from `/proc`); a compiled module on disk that was altered or
+//! swapped is not loaded.
 
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,22 @@ fn emitter(bytes: u32) -> String {
     )
 }
 
+/// Fills memory with `bytes` bytes of `a` and sets it as variable `x`, exiting with 10 + what
+/// `set_var` answered.
+fn setter(bytes: u32) -> String {
+    format!(
+        r#"(module
+  (import "wharf" "set_var" (func $set (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1024)
+  (data (i32.const 0) "x")
+  (func (export "_start")
+    (memory.fill (i32.const 16) (i32.const 97) (i32.const {bytes}))
+    (call $exit (i32.add (i32.const 10)
+      (call $set (i32.const 0) (i32.const 1) (i32.const 16) (i32.const {bytes}))))))"#
+    )
+}
+
 /// The process's peak resident memory since its last reset, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -192,16 +209,22 @@ async fn trigger(server: &Proc, url: &str) -> String {
 const MIB: u64 = 1 << 20;
 
 #[tokio::test]
-async fn emitting_a_huge_row_keeps_the_host_within_the_vessel_memory_limit() {
+async fn emitting_a_huge_row_or_variable_keeps_the_host_within_the_vessel_memory_limit() {
     let data = tempfile::tempdir().unwrap();
     let mut server = start_with(data.path(), free_port(), |_| {}).await;
     let pid = server.pid();
     let limits = json!({"memory_bytes": 64 * MIB, "output_bytes": 16 * MIB, "fuel": 1_000_000_000u64, "timeout_ms": 30_000});
     // The reproduction: a 48 MiB array, three times the output limit. Then one just under the
     // output limit, whose values would take about sixteen times its text once parsed.
-    for bytes in [48 * MIB as u32 + 1, 15 * MIB as u32 + 1] {
+    // And a 48 MiB variable.
+    let guests = [
+        (48 * MIB as u32 + 1, emitter(48 * MIB as u32 + 1)),
+        (15 * MIB as u32 + 1, emitter(15 * MIB as u32 + 1)),
+        (48 * MIB as u32, setter(48 * MIB as u32)),
+    ];
+    for (bytes, guest) in guests {
         let (_, url) = server
-            .fleet_with_hook(wasm_doc("emit", &emitter(bytes), limits.clone()))
+            .fleet_with_hook(wasm_doc("emit", &guest, limits.clone()))
             .await;
         // Compile, warm the pooling allocator's slot and the server's buffers first.
         finished(&server, &trigger(&server, &url).await).await;
@@ -210,18 +233,21 @@ async fn emitting_a_huge_row_keeps_the_host_within_the_vessel_memory_limit() {
         let base = peak_rss(pid);
         let run = finished(&server, &trigger(&server, &url).await).await;
         let rise = peak_rss(pid).saturating_sub(base);
-        eprintln!("emit of {} bytes: peak rose by {} KiB", bytes, rise / 1024);
+        eprintln!(
+            "{bytes} bytes emitted or set: peak rose by {} KiB",
+            rise / 1024
+        );
         // The guest's own 64 MiB of linear memory lives in this process too; besides it, 8 MiB
         // covers the run's bookkeeping, its HTTP polls and allocator arenas.
         assert!(
             rise < 64 * MIB + 8 * MIB,
-            "peak rose by {} MiB for a {} MiB row",
+            "peak rose by {} MiB for a {} MiB row or variable",
             rise / MIB,
             bytes as u64 / MIB
         );
         let v = &run["vessels"][0];
         assert_eq!(v["reason"], "output_limit", "{run}");
-        assert_eq!(v["exit_code"], 8, "emit answered `output limit`: {run}");
+        assert_eq!(v["exit_code"], 8, "answered `output limit`: {run}");
         assert!(server.alive());
     }
 }
