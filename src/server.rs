@@ -14,6 +14,7 @@ use crate::api::{self, ApiSettings, AppState};
 use crate::config::{Config, Role};
 use crate::fleet::FleetDoc;
 use crate::ingest::Ingress;
+use crate::sandbox::wasm::ArtifactKey;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::postgres::PostgresStore;
@@ -127,6 +128,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
         cache_dir: Some(config.data_dir.join("modules")),
+        cache_key: Some(ArtifactKey(secrets.derive_key(b"wasm-artifacts"))),
         max_concurrent: Scheduler::max_vessels(&scheduler_config) as u32,
     })?);
     scheduler_config.metrics.watch_sandbox(sandbox.clone());

@@ -20,6 +20,8 @@ use std::path::Path;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
 
 /// File in the data folder holding the generated key, base64.
 pub const KEY_FILE: &str = "secret.key";
@@ -53,8 +55,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
-    /// The key bytes, kept for [`SecretBox::derive_key`].
-    key: [u8; 32],
+    /// HMAC-SHA256 keyed with the same key, for [`SecretBox::derive_key`].
+    derive: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -83,10 +85,7 @@ impl SecretBox {
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng);
                 let text = base64::engine::general_purpose::STANDARD.encode(key);
                 crate::util::write_private(&path, text.as_bytes()).map_err(io)?;
-                Ok(SecretBox {
-                    cipher: XChaCha20Poly1305::new(&key),
-                    key: key.into(),
-                })
+                Self::from_key(&key).map_err(SecretError::BadKey)
             }
             Err(e) => Err(io(e)),
         }
@@ -100,11 +99,26 @@ impl SecretBox {
         if bytes.len() != 32 {
             return Err(format!("is {} bytes, not 32", bytes.len()));
         }
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| "is not 32 bytes")?;
+        Self::from_key(&bytes)
+    }
+
+    fn from_key(key: &[u8]) -> Result<Self, String> {
         Ok(SecretBox {
-            cipher: XChaCha20Poly1305::new(&key.into()),
-            key,
+            cipher: XChaCha20Poly1305::new_from_slice(key).map_err(|e| e.to_string())?,
+            derive: <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).map_err(|e| e.to_string())?,
         })
+    }
+
+    /// A key for one `purpose` (a fixed label such as `b"wasm-artifacts"`), derived from the
+    /// secret key as HMAC-SHA256(secret key, `wharf key derivation v1` ‖ 0 ‖ purpose): the same
+    /// secret key and purpose always give the same key, every node sharing the secret key
+    /// derives the same one, and knowing a derived key tells nothing of the secret key or of
+    /// the keys of other purposes.
+    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = self.derive.clone();
+        mac.update(b"wharf key derivation v1\0");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
     }
 
     /// Seals a secret for storage in the place `context` names.
@@ -149,17 +163,6 @@ impl SecretBox {
     /// Whether `sealed` is a text of an earlier version that the migration should seal again.
     pub fn is_legacy(sealed: &str) -> bool {
         sealed.starts_with(V1)
-    }
-
-    /// A key for another purpose than sealing (`purpose` names it), derived from this one with
-    /// HMAC-SHA256, so one secret key serves several uses without any two sharing key bytes.
-    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
-        use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key)
-            .expect("HMAC accepts a key of any length");
-        mac.update(b"wharf derived key\0");
-        mac.update(purpose);
-        mac.finalize().into_bytes().into()
     }
 
     fn decrypt(&self, body: &str, aad: &[u8]) -> Result<Vec<u8>, SecretError> {
@@ -333,18 +336,6 @@ mod tests {
         assert!(b.open_legacy(&v2).is_err());
     }
 
-    #[test]
-    fn derived_keys_differ_by_purpose_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = SecretBox::load(None, dir.path()).unwrap();
-        let other =
-            SecretBox::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32]))
-                .unwrap();
-        assert_eq!(b.derive_key(b"a"), b.derive_key(b"a"));
-        assert_ne!(b.derive_key(b"a"), b.derive_key(b"b"));
-        assert_ne!(b.derive_key(b"a"), other.derive_key(b"a"));
-    }
-
     #[cfg(unix)]
     #[test]
     fn the_generated_key_file_is_private() {
@@ -372,6 +363,19 @@ mod tests {
             given.open(&hook(), &given.seal(&hook(), b"x")).unwrap(),
             b"x"
         );
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_secret_key_and_the_purpose() {
+        let key = |byte: u8| {
+            SecretBox::from_base64(&base64::engine::general_purpose::STANDARD.encode([byte; 32]))
+                .unwrap()
+        };
+        let (a, b) = (key(1), key(2));
+        assert_eq!(a.derive_key(b"x"), key(1).derive_key(b"x"), "stable");
+        assert_ne!(a.derive_key(b"x"), a.derive_key(b"y"), "per purpose");
+        assert_ne!(a.derive_key(b"x"), b.derive_key(b"x"), "per secret key");
+        assert_ne!(a.derive_key(b"x"), [1u8; 32], "not the secret key itself");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod destinations;
 mod events;
 mod examples;
 mod helpers;
+mod hostcalls;
 mod ingress;
 mod isolation;
 mod limits;
