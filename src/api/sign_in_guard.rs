@@ -64,11 +64,15 @@ struct Failures {
     count: AtomicU32,
 }
 
+/// Each client's failures within its window, by [`client_key`].
+type Seen = Arc<moka::sync::Cache<IpAddr, Arc<Failures>>>;
+
 /// Counts failed sign-ins per client address. Cheap to clone.
 #[derive(Clone)]
 pub struct SignInGuard {
-    /// `None`: no limit (failures are still logged).
-    limit: Option<(u32, Arc<moka::sync::Cache<IpAddr, Arc<Failures>>>)>,
+    /// The most failures per window, and who failed; `None`: no limit (failures are still
+    /// logged).
+    limit: Option<(u32, Seen)>,
 }
 
 impl SignInGuard {
