@@ -55,8 +55,8 @@ pub struct Config {
     #[arg(long, env = "WHARF_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_seconds: u64,
-    /// Seconds a client has to send a webhook body once its headers are in; a slower one is
-    /// answered `408`.
+    /// Seconds a client has to send a request body (any route) once its headers are in; a slower
+    /// one is answered `408`.
     #[arg(long, env = "WHARF_BODY_TIMEOUT_SECONDS", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_seconds: u64,
@@ -65,6 +65,23 @@ pub struct Config {
     #[arg(long, env = "WHARF_MAX_CONNECTIONS", default_value_t = 1024,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    // Limits on what one client can hold or try; the body limits of the other routes are
+    // constants (`api::MAX_SIGN_IN_BODY`, `api::MAX_ADMIN_BODY`).
+    /// Most connections one client address holds at once (an IPv6 client counts by its /64);
+    /// further ones are closed at once. 0: no cap. Behind a reverse proxy every caller shares
+    /// the proxy's address: raise the cap or set 0 there.
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: u64,
+    /// Largest fleet document (`POST /api/v1/projects/{id}/fleets`, `PUT /api/v1/fleets/{id}`),
+    /// in bytes; larger is answered `413`. Inline Wasm modules (up to 16 MiB each) travel in it
+    /// as base64.
+    #[arg(long, env = "WHARF_MAX_DOCUMENT_BYTES", default_value_t = 64 << 20)]
+    pub max_document_bytes: usize,
+    /// Wrong admin tokens (at sign-in or as a bearer token) one client address may send per
+    /// minute; past them it is answered `429` with `Retry-After` until the minute is over.
+    /// 0: no limit (failures are still logged).
+    #[arg(long, env = "WHARF_MAX_FAILED_SIGN_INS", default_value_t = 10)]
+    pub max_failed_sign_ins: u32,
     /// Vessel threads for quick vessels; defaults to the number of cores (more only adds
     /// contention). 0 makes an ingress-only node: it accepts and queues, and runs nothing.
     #[arg(long, env = "WHARF_WORKERS", default_value_t = crate::scheduler::default_workers())]
@@ -186,6 +203,9 @@ impl Config {
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
             max_connections: 1024,
+            max_connections_per_client: 256,
+            max_document_bytes: 64 << 20,
+            max_failed_sign_ins: 10,
             workers: crate::scheduler::default_workers(),
             prefetch: 32,
             max_slow_vessels: 32,
@@ -238,6 +258,12 @@ impl std::fmt::Debug for Config {
             .field("header_timeout_seconds", &self.header_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("max_failed_sign_ins", &self.max_failed_sign_ins)
             .field("workers", &self.workers)
             .field("prefetch", &self.prefetch)
             .field("max_slow_vessels", &self.max_slow_vessels)

@@ -931,23 +931,18 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
     request_body(content = Vec<u8>, description = "Any body, as a webhook call would carry", content_type = "*/*"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "What the run would record", body = Value),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 async fn dry_run(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    super::limits::BodyBytes(body): super::limits::BodyBytes,
 ) -> Result<Json<Value>, ApiError> {
+    // The body is bounded by `--max-body-bytes` and `--body-timeout-seconds`, as at ingress.
     let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
-    let limit = s.settings.max_body_bytes;
-    if body.len() > limit {
-        return Err(ApiError::TooLarge(format!(
-            "body of {} bytes is over the limit of {limit} bytes",
-            body.len()
-        )));
-    }
     let request_id = uuid::Uuid::now_v7();
     let request = super::ingress::describe(request_id, &method, &uri, &headers);
     let ids = [fleet.org_id, fleet.project_id, fleet.id].map(|id| id.to_string());
