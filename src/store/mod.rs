@@ -301,11 +301,31 @@ pub struct Ingest {
     /// The webhook's rate limit, checked (and, when the call is admitted, counted) inside the
     /// committing transaction.
     pub rate_limit: Option<RateLimit>,
+    /// Most runs the fleet may have queued (held ones included) for this call to be stored;
+    /// `None`: no cap. Counted inside the committing transaction, under the same guard as the
+    /// policy, so that simultaneous calls cannot pass it together.
+    pub max_queued: Option<u64>,
+}
+
+/// How claims choose among ready runs.
+///
+/// [`ClaimOrder::Fair`] is what nodes use. [`ClaimOrder::OldestFirst`], one index walk in
+/// arrival order, is kept so that the cost of fairness can be measured against it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClaimOrder {
+    /// Vessel threads are shared across orgs, then across each org's fleets: each slot goes to
+    /// the org, then the fleet, with the fewest runs running (counting the runs this claim has
+    /// already picked), ties to the oldest run. Within a fleet, runs keep their arrival order.
+    #[default]
+    Fair,
+    /// The oldest ready runs of all fleets, in one order: one fleet's backlog delays every
+    /// other fleet's calls.
+    OldestFirst,
 }
 
 /// What became of one call handed to [`Queue::enqueue`]. Checks run in this order: a repeat is
-/// answered first (and counts against nothing), then the rate limit, then the policy; only a
-/// call that is queued counts against the rate limit.
+/// answered first (and counts against nothing), then the fleet's backlog cap, then the rate
+/// limit, then the policy; only a call that is queued counts against the rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// The request and its run are committed.
@@ -317,6 +337,11 @@ pub enum Admission {
     RateLimited {
         /// Milliseconds until a call would be admitted.
         retry_after_ms: i64,
+    },
+    /// The fleet already has [`Ingest::max_queued`] runs queued; nothing was stored.
+    Backlogged {
+        /// The cap that was reached.
+        max_queued: u64,
     },
     /// The call's key was seen in the last 24 h: nothing was stored; these are the first
     /// call's ids.

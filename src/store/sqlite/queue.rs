@@ -11,6 +11,8 @@
 //! A keyed policy is the same thing per (fleet, key value): every check and release matches the
 //! run's `concurrency_key` too (`IS`, so that runs without a key match each other).
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
@@ -28,6 +30,60 @@ fn release_next(c: &Connection, fleet_id: &str, key: Option<&str>) -> StoreResul
     )?
     .execute(params![fleet_id, key])?;
     Ok(())
+}
+
+/// The `seq` of the (at most `max`) ready runs a fair claim takes.
+///
+/// Each org, then each fleet within it, is ranked by how many runs it has running: the k-th
+/// ready run of a fleet with n running has turn n + k within its org, the org's runs are
+/// interleaved by that turn, and the j-th of them in an org with m running has turn m + j
+/// overall. The lowest turns are claimed, ties to the oldest run. So a fleet with a backlog of
+/// thousands and a run of each of its threads gets the next free thread only after a fleet with
+/// nothing running, and a lone fleet still fills every slot of a batch.
+///
+/// Index-backed throughout: the fleets with ready runs are found by skipping along
+/// `runs_ready_by_fleet` (one seek per fleet), at most `max` runs are read from each, and the
+/// running counts come from `runs_leased`, which holds only running runs. The cost grows with
+/// the number of fleets that have ready runs, never with the length of a backlog. Runs of a
+/// deleted fleet (no org any more) count as an org of their own.
+fn fair_choice(max: usize) -> String {
+    format!(
+        "WITH RECURSIVE
+         ready(fleet_id) AS (
+             SELECT (SELECT fleet_id FROM runs INDEXED BY runs_ready_by_fleet
+                     WHERE status = 'queued' AND held = 0 ORDER BY fleet_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT r.fleet_id FROM runs r INDEXED BY runs_ready_by_fleet
+                     WHERE r.status = 'queued' AND r.held = 0 AND r.fleet_id > ready.fleet_id
+                     ORDER BY r.fleet_id LIMIT 1)
+             FROM ready WHERE ready.fleet_id IS NOT NULL
+         ),
+         busy(fleet_id, org, n) AS (
+             SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id), COUNT(*)
+             FROM runs r INDEXED BY runs_leased
+             LEFT JOIN fleets f ON f.id = r.fleet_id
+             LEFT JOIN projects p ON p.id = f.project_id
+             WHERE r.status = 'running' GROUP BY r.fleet_id
+         ),
+         candidates(seq, org, turn) AS (
+             SELECT r.seq, COALESCE(p.org_id, r.fleet_id),
+                    COALESCE((SELECT n FROM busy WHERE busy.fleet_id = r.fleet_id), 0)
+                      + ROW_NUMBER() OVER (PARTITION BY r.fleet_id ORDER BY r.seq)
+             FROM ready
+             JOIN runs r ON r.seq IN (
+                 SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
+                 WHERE fleet_id = ready.fleet_id AND status = 'queued' AND held = 0
+                 ORDER BY seq LIMIT {max})
+             LEFT JOIN fleets f ON f.id = r.fleet_id
+             LEFT JOIN projects p ON p.id = f.project_id
+         ),
+         ranked(seq, turn) AS (
+             SELECT seq, COALESCE((SELECT SUM(n) FROM busy WHERE busy.org = candidates.org), 0)
+                      + ROW_NUMBER() OVER (PARTITION BY org ORDER BY turn, seq)
+             FROM candidates
+         )
+         SELECT seq FROM ranked ORDER BY turn, seq LIMIT {max}"
+    )
 }
 
 /// The first call's ids, if the fleet saw `key` in the last 24 h.
@@ -84,6 +140,13 @@ impl Queue for SqliteStore {
                     "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
                         AND status IN ('queued', 'running') AND (?2 = 0 OR serial = 1))",
                 )?;
+                // Counted once per fleet and batch (the count walks the fleet's backlog), then
+                // kept in step as the batch inserts.
+                let mut backlog = c.prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM runs
+                        WHERE fleet_id = ?1 AND status = 'queued' LIMIT ?2)",
+                )?;
+                let mut queued: HashMap<Uuid, u64> = HashMap::new();
                 let now = now_ms();
                 let mut out = Vec::with_capacity(batch.len());
                 for (item, (headers, query)) in batch.iter().zip(encoded) {
@@ -95,6 +158,23 @@ impl Queue for SqliteStore {
                     {
                         out.push(first);
                         continue;
+                    }
+                    if let Some(cap) = item.max_queued {
+                        let n = match queued.get(&r.fleet_id) {
+                            Some(n) => *n,
+                            None => {
+                                let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+                                let n: i64 =
+                                    backlog.query_row(params![fleet_id, limit], |x| x.get(0))?;
+                                let n = u64::try_from(n).unwrap_or(0);
+                                queued.insert(r.fleet_id, n);
+                                n
+                            }
+                        };
+                        if n >= cap {
+                            out.push(Admission::Backlogged { max_queued: cap });
+                            continue;
+                        }
                     }
                     let paced = match item.rate_limit {
                         None => None,
@@ -139,6 +219,9 @@ impl Queue for SqliteStore {
                         r.received_at,
                         key,
                     ])?;
+                    if let Some(n) = queued.get_mut(&r.fleet_id) {
+                        *n += 1;
+                    }
                     // Only a call that is queued counts against the limit.
                     if let Some(tat_us) = paced {
                         c.prepare_cached(
@@ -169,15 +252,22 @@ impl Queue for SqliteStore {
         }
         let node = node.to_owned();
         let fleets = self.fleets.clone();
+        let order = self.claim_order;
         self.write(move |c| {
             // The limit is part of the text, not a parameter: SQLite re-prepares a statement
             // whenever the value of a bound LIMIT changes (measured: every claim, ~14 % of the
             // writer's time). One cached statement per batch size instead; sizes are few.
+            let chosen = match order {
+                ClaimOrder::Fair => fair_choice(max),
+                ClaimOrder::OldestFirst => format!(
+                    "SELECT seq FROM runs WHERE status = 'queued' AND held = 0
+                     ORDER BY seq LIMIT {max}"
+                ),
+            };
             let mut claim = c.prepare_cached(&format!(
                 "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?1,
                         lease_token = random(), lease_until = ?2, started_at = ?3
-                 WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND held = 0
-                               ORDER BY seq LIMIT {max})
+                 WHERE seq IN ({chosen})
                  RETURNING seq, lease_token, {RUN_COLUMNS}"
             ))?;
             let mut runs: Vec<(i64, i64, RunRecord)> = claim
