@@ -29,18 +29,16 @@ fn serial_slots(rows: &[PgRow]) -> StoreResult<BTreeMap<Uuid, BTreeSet<Option<St
     Ok(slots)
 }
 
-/// The CTEs of a fair claim: `ranked` holds (`seq`, `turn`) of the candidate runs, the lowest
-/// turns to be claimed first (at most `$4` of them); the SQLite store's `fair_choice` says how
-/// turns are counted. The candidates are locked with `SKIP LOCKED`, so nodes claiming at once
-/// take different runs.
+/// The candidates of a fair claim: each ready fleet's oldest ready runs (at most `$1`), with
+/// the fleet's org, locked with `SKIP LOCKED` so that nodes claiming at once take different runs.
+/// [`fair_pick`] then ranks them; those not taken are unlocked when the claim commits.
 ///
 /// Every step is an index seek: the fleets with ready runs by skipping along
-/// `runs_ready_by_fleet`, at most `$4` runs of each from it, running counts from `runs_leased`.
-/// A fleet's runs are looked up with `fleet_id >= x AND fleet_id <= x` rather than `= x`, so
-/// that only `runs_ready_by_fleet` can give them in `seq` order: with `= x`, the planner, which
-/// assumes a fleet's runs are spread evenly, walks the primary key instead and reads the whole
-/// backlog of another fleet first.
-const FAIR_CHOICE: &str = "WITH RECURSIVE
+/// `runs_ready_by_fleet`, at most `$1` runs of each from it. A fleet's runs are looked up with
+/// `fleet_id >= x AND fleet_id <= x` rather than `= x`, so that only `runs_ready_by_fleet` can
+/// give them in `seq` order: with `= x`, the planner, which assumes a fleet's runs are spread
+/// evenly, walks the primary key instead and reads the whole backlog of another fleet first.
+const FAIR_CANDIDATES: &str = "WITH RECURSIVE
     ready(fleet_id) AS (
         (SELECT fleet_id FROM runs WHERE status = 'queued' AND NOT held
          ORDER BY fleet_id, seq LIMIT 1)
@@ -48,32 +46,23 @@ const FAIR_CHOICE: &str = "WITH RECURSIVE
         SELECT (SELECT r.fleet_id FROM runs r WHERE r.status = 'queued' AND NOT r.held
                     AND r.fleet_id > ready.fleet_id ORDER BY r.fleet_id, r.seq LIMIT 1)
         FROM ready WHERE ready.fleet_id IS NOT NULL
-    ),
-    busy(fleet_id, org, n) AS (
-        SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id), COUNT(*)
-        FROM runs r
-        LEFT JOIN fleets f ON f.id = r.fleet_id
-        LEFT JOIN projects p ON p.id = f.project_id
-        WHERE r.status = 'running' GROUP BY 1, 2
-    ),
-    candidates(seq, org, turn) AS (
-        SELECT c.seq, COALESCE(p.org_id, ready.fleet_id),
-               COALESCE(b.n, 0) + ROW_NUMBER() OVER (PARTITION BY ready.fleet_id ORDER BY c.seq)
-        FROM ready
-        CROSS JOIN LATERAL (
-            SELECT seq FROM runs
-            WHERE fleet_id >= ready.fleet_id AND fleet_id <= ready.fleet_id
-              AND status = 'queued' AND NOT held
-            ORDER BY fleet_id, seq LIMIT $4 FOR UPDATE SKIP LOCKED) c
-        LEFT JOIN busy b ON b.fleet_id = ready.fleet_id
-        LEFT JOIN fleets f ON f.id = ready.fleet_id
-        LEFT JOIN projects p ON p.id = f.project_id
-    ),
-    ranked(seq, turn) AS (
-        SELECT c.seq, COALESCE((SELECT SUM(n) FROM busy WHERE busy.org = c.org), 0)
-                 + ROW_NUMBER() OVER (PARTITION BY c.org ORDER BY c.turn, c.seq)
-        FROM candidates c
-    )";
+    )
+    SELECT c.seq, ready.fleet_id, COALESCE(p.org_id, ready.fleet_id) AS org
+    FROM ready
+    CROSS JOIN LATERAL (
+        SELECT seq FROM runs
+        WHERE fleet_id >= ready.fleet_id AND fleet_id <= ready.fleet_id
+          AND status = 'queued' AND NOT held
+        ORDER BY fleet_id, seq LIMIT $1 FOR UPDATE SKIP LOCKED) c
+    LEFT JOIN fleets f ON f.id = ready.fleet_id
+    LEFT JOIN projects p ON p.id = f.project_id";
+
+/// Runs running per fleet (on every node), with the fleet's org; from `runs_leased`.
+const BUSY: &str = "SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id) AS org, COUNT(*) AS n
+    FROM runs r
+    LEFT JOIN fleets f ON f.id = r.fleet_id
+    LEFT JOIN projects p ON p.id = f.project_id
+    WHERE r.status = 'running' GROUP BY 1, 2";
 
 impl PostgresStore {
     /// Locks the fleets (ascending) and releases the next held run of each (fleet, key).
@@ -414,18 +403,39 @@ impl Queue for PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        let mut candidates = Vec::new();
+        for row in sqlx::query(FAIR_CANDIDATES)
+            .bind(max as i64)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            candidates.push((
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<Uuid, _>("fleet_id")?,
+                row.try_get::<Uuid, _>("org")?,
+            ));
+        }
+        let mut busy_fleets = BTreeMap::new();
+        let mut busy_orgs = BTreeMap::new();
+        if !candidates.is_empty() {
+            for row in sqlx::query(BUSY).fetch_all(&mut *tx).await? {
+                let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+                busy_fleets.insert(row.try_get::<Uuid, _>("fleet_id")?, n);
+                *busy_orgs.entry(row.try_get::<Uuid, _>("org")?).or_insert(0) += n;
+            }
+        }
+        let chosen = fair_pick(candidates, &busy_fleets, &busy_orgs, max);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{FAIR_CHOICE}
-             UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = $1,
+            "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = $1,
                     lease_token = (random() * 9000000000000000000)::bigint, lease_until = $2,
                     started_at = $3
-             WHERE seq IN (SELECT seq FROM ranked ORDER BY turn, seq LIMIT $4)
+             WHERE seq = ANY($4) AND status = 'queued' AND NOT held
              RETURNING seq, lease_token, {RUN_COLUMNS}"
         )))
         .bind(node)
         .bind(lease_until)
         .bind(now_ms())
-        .bind(max as i64)
+        .bind(&chosen)
         .fetch_all(&mut *tx)
         .await?;
         let mut runs = rows

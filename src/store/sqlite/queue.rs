@@ -32,58 +32,69 @@ fn release_next(c: &Connection, fleet_id: &str, key: Option<&str>) -> StoreResul
     Ok(())
 }
 
-/// The `seq` of the (at most `max`) ready runs a fair claim takes.
-///
-/// Each org, then each fleet within it, is ranked by how many runs it has running: the k-th
-/// ready run of a fleet with n running has turn n + k within its org, the org's runs are
-/// interleaved by that turn, and the j-th of them in an org with m running has turn m + j
-/// overall. The lowest turns are claimed, ties to the oldest run. So a fleet with a backlog of
-/// thousands and a run of each of its threads gets the next free thread only after a fleet with
-/// nothing running, and a lone fleet still fills every slot of a batch.
+/// The `seq` of the (at most `max`) ready runs a fair claim takes, in the order
+/// [`fair_pick`] ranks them.
 ///
 /// Index-backed throughout: the fleets with ready runs are found by skipping along
 /// `runs_ready_by_fleet` (one seek per fleet), at most `max` runs are read from each, and the
 /// running counts come from `runs_leased`, which holds only running runs. The cost grows with
-/// the number of fleets that have ready runs, never with the length of a backlog. Runs of a
-/// deleted fleet (no org any more) count as an org of their own.
-fn fair_choice(max: usize) -> String {
-    format!(
-        "WITH RECURSIVE
-         ready(fleet_id) AS (
-             SELECT (SELECT fleet_id FROM runs INDEXED BY runs_ready_by_fleet
-                     WHERE status = 'queued' AND held = 0 ORDER BY fleet_id LIMIT 1)
-             UNION ALL
-             SELECT (SELECT r.fleet_id FROM runs r INDEXED BY runs_ready_by_fleet
-                     WHERE r.status = 'queued' AND r.held = 0 AND r.fleet_id > ready.fleet_id
-                     ORDER BY r.fleet_id LIMIT 1)
-             FROM ready WHERE ready.fleet_id IS NOT NULL
-         ),
-         busy(fleet_id, org, n) AS (
-             SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id), COUNT(*)
-             FROM runs r INDEXED BY runs_leased
-             LEFT JOIN fleets f ON f.id = r.fleet_id
+/// the number of fleets that have ready runs and the batch size, never with the length of a
+/// backlog. The limits are part of the text, not parameters (see the oldest-first claim).
+fn fair_choice(c: &Connection, max: usize) -> StoreResult<Vec<i64>> {
+    let ready: Vec<(String, String)> = c
+        .prepare_cached(
+            "WITH RECURSIVE ready(fleet_id) AS (
+                 SELECT (SELECT fleet_id FROM runs INDEXED BY runs_ready_by_fleet
+                         WHERE status = 'queued' AND held = 0 ORDER BY fleet_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.fleet_id FROM runs r INDEXED BY runs_ready_by_fleet
+                         WHERE r.status = 'queued' AND r.held = 0 AND r.fleet_id > ready.fleet_id
+                         ORDER BY r.fleet_id LIMIT 1)
+                 FROM ready WHERE ready.fleet_id IS NOT NULL
+             )
+             SELECT ready.fleet_id, COALESCE(p.org_id, ready.fleet_id) FROM ready
+             LEFT JOIN fleets f ON f.id = ready.fleet_id
              LEFT JOIN projects p ON p.id = f.project_id
-             WHERE r.status = 'running' GROUP BY r.fleet_id
-         ),
-         candidates(seq, org, turn) AS (
-             SELECT r.seq, COALESCE(p.org_id, r.fleet_id),
-                    COALESCE((SELECT n FROM busy WHERE busy.fleet_id = r.fleet_id), 0)
-                      + ROW_NUMBER() OVER (PARTITION BY r.fleet_id ORDER BY r.seq)
-             FROM ready
-             JOIN runs r ON r.seq IN (
-                 SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
-                 WHERE fleet_id = ready.fleet_id AND status = 'queued' AND held = 0
-                 ORDER BY seq LIMIT {max})
-             LEFT JOIN fleets f ON f.id = r.fleet_id
-             LEFT JOIN projects p ON p.id = f.project_id
-         ),
-         ranked(seq, turn) AS (
-             SELECT seq, COALESCE((SELECT SUM(n) FROM busy WHERE busy.org = candidates.org), 0)
-                      + ROW_NUMBER() OVER (PARTITION BY org ORDER BY turn, seq)
-             FROM candidates
-         )
-         SELECT seq FROM ranked ORDER BY turn, seq LIMIT {max}"
-    )
+             WHERE ready.fleet_id IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut busy_fleets = BTreeMap::new();
+    let mut busy_orgs = BTreeMap::new();
+    let mut busy = c.prepare_cached(
+        "SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id), COUNT(*)
+         FROM runs r INDEXED BY runs_leased
+         LEFT JOIN fleets f ON f.id = r.fleet_id
+         LEFT JOIN projects p ON p.id = f.project_id
+         WHERE r.status = 'running' GROUP BY r.fleet_id",
+    )?;
+    let rows = busy.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (fleet, org, n) = row?;
+        let n = u64::try_from(n).unwrap_or(0);
+        busy_fleets.insert(fleet, n);
+        *busy_orgs.entry(org).or_insert(0) += n;
+    }
+    let mut oldest = c.prepare_cached(&format!(
+        "SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
+         WHERE fleet_id = ?1 AND status = 'queued' AND held = 0 ORDER BY seq LIMIT {max}"
+    ))?;
+    let mut candidates = Vec::new();
+    for (fleet, org) in ready {
+        for seq in oldest.query_map([&fleet], |r| r.get::<_, i64>(0))? {
+            candidates.push((seq?, fleet.clone(), org.clone()));
+        }
+    }
+    Ok(fair_pick(candidates, &busy_fleets, &busy_orgs, max))
 }
 
 /// The first call's ids, if the fleet saw `key` in the last 24 h.
@@ -254,27 +265,50 @@ impl Queue for SqliteStore {
         let fleets = self.fleets.clone();
         let order = self.claim_order;
         self.write(move |c| {
-            // The limit is part of the text, not a parameter: SQLite re-prepares a statement
-            // whenever the value of a bound LIMIT changes (measured: every claim, ~14 % of the
-            // writer's time). One cached statement per batch size instead; sizes are few.
-            let chosen = match order {
-                ClaimOrder::Fair => fair_choice(max),
-                ClaimOrder::OldestFirst => format!(
-                    "SELECT seq FROM runs WHERE status = 'queued' AND held = 0
-                     ORDER BY seq LIMIT {max}"
-                ),
+            let mut runs: Vec<(i64, i64, RunRecord)> = Vec::with_capacity(max);
+            let read = |row: &rusqlite::Row<'_>| {
+                Ok((row.get("seq")?, row.get("lease_token")?, run_from(row)?))
             };
-            let mut claim = c.prepare_cached(&format!(
-                "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?1,
-                        lease_token = random(), lease_until = ?2, started_at = ?3
-                 WHERE seq IN ({chosen})
-                 RETURNING seq, lease_token, {RUN_COLUMNS}"
-            ))?;
-            let mut runs: Vec<(i64, i64, RunRecord)> = claim
-                .query_map(params![node, lease_until, now_ms()], |row| {
-                    Ok((row.get("seq")?, row.get("lease_token")?, run_from(row)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let now = now_ms();
+            match order {
+                ClaimOrder::Fair => {
+                    let chosen = fair_choice(c, max)?;
+                    if !chosen.is_empty() {
+                        // One statement for the batch: the chosen runs as a JSON array.
+                        let mut claim = c.prepare_cached(&format!(
+                            "UPDATE runs SET status = 'running', attempt = attempt + 1,
+                                    lease_owner = ?1, lease_token = random(), lease_until = ?2,
+                                    started_at = ?3
+                             WHERE seq IN (SELECT value FROM json_each(?4))
+                               AND status = 'queued' AND held = 0
+                             RETURNING seq, lease_token, {RUN_COLUMNS}"
+                        ))?;
+                        runs = claim
+                            .query_map(
+                                params![node, lease_until, now, serde_json::to_string(&chosen)?],
+                                read,
+                            )?
+                            .collect::<rusqlite::Result<_>>()?;
+                    }
+                }
+                ClaimOrder::OldestFirst => {
+                    // The limit is part of the text, not a parameter: SQLite re-prepares a
+                    // statement whenever the value of a bound LIMIT changes (measured: every
+                    // claim, ~14 % of the writer's time). One cached statement per batch size
+                    // instead; sizes are few.
+                    let mut claim = c.prepare_cached(&format!(
+                        "UPDATE runs SET status = 'running', attempt = attempt + 1,
+                                lease_owner = ?1, lease_token = random(), lease_until = ?2,
+                                started_at = ?3
+                         WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND held = 0
+                                       ORDER BY seq LIMIT {max})
+                         RETURNING seq, lease_token, {RUN_COLUMNS}"
+                    ))?;
+                    runs = claim
+                        .query_map(params![node, lease_until, now], read)?
+                        .collect::<rusqlite::Result<_>>()?;
+                }
+            }
             runs.sort_unstable_by_key(|(seq, _, _)| *seq);
             let mut request = c.prepare_cached(&format!(
                 "SELECT {REQUEST_COLUMNS}, body FROM requests WHERE id = ?1"
