@@ -5,7 +5,7 @@
 //! The `queue` policy is kept by the `held` flag rather than by a check at claim time: a run of
 //! a `queue` fleet that arrives while another of the fleet's runs is queued or running is stored
 //! held, and the end of the fleet's active run releases the oldest held one. Claims then walk
-//! only claimable runs (the `runs_ready` partial index), whatever backlog a busy `queue` fleet
+//! only claimable runs (the `runs_ready_by_fleet` partial index), whatever backlog a busy `queue` fleet
 //! has, and one claim can take many runs without ever taking two of one `queue` fleet.
 //!
 //! A keyed policy is the same thing per (fleet, key value): every check and release matches the
