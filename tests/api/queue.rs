@@ -121,7 +121,7 @@ async fn a_flooded_fleet_does_not_starve_another() {
     let app = spawn_with(|c| c.workers = 2).await;
     // A few milliseconds of work per run: 3,000 of them are a backlog of many seconds.
     let (flooded, a_url) = app
-        .fleet_with_hook(rhai_fleet("let n = 0; while n < 5000 { n += 1; }"))
+        .fleet_with_hook(rhai_fleet("let n = 0; while n < 10000 { n += 1; }"))
         .await;
     let (_, b_url) = app
         .fleet_with_hook(rhai_fleet("set_var(\"ok\", \"yes\");"))
