@@ -26,14 +26,23 @@ const CLAIMS: usize = 2_000;
 const BATCH: usize = 16;
 
 async fn fill(store: &SqliteStore, fleet_id: uuid::Uuid, n: usize) {
+    fill_from(store, &[fleet_id], n).await;
+}
+
+/// Queues `n` runs, the fleets taking turns call by call, as calls to several fleets arrive.
+async fn fill_from(store: &SqliteStore, fleets: &[uuid::Uuid], n: usize) {
     let mut left = n;
+    let mut next = 0;
     while left > 0 {
         let k = left.min(1_000);
         let batch: Vec<Ingest> = (0..k)
             .map(|_| Ingest {
                 request: RequestRecord {
                     id: uuid::Uuid::now_v7(),
-                    fleet_id,
+                    fleet_id: {
+                        next += 1;
+                        fleets[next % fleets.len()]
+                    },
                     method: "POST".into(),
                     content_type: "application/json".into(),
                     headers: BTreeMap::new(),
@@ -121,9 +130,7 @@ async fn spread(
 
 /// Adds `n` queued runs, spread evenly over the fleets.
 async fn top_up(store: &SqliteStore, fleets: &[uuid::Uuid], n: usize) {
-    for f in fleets {
-        fill(store, *f, n.div_ceil(fleets.len())).await;
-    }
+    fill_from(store, fleets, n).await;
 }
 
 /// Claim + finish throughput with fair claims against oldest-first ones, same queues, rounds

@@ -325,7 +325,7 @@ pub enum ClaimOrder {
 
 /// One ready run a fair claim may take: its `seq`, its fleet and its org (any key types; a run
 /// whose fleet is gone counts its fleet as its org).
-type Candidate<K> = (i64, K, K);
+pub(crate) type Candidate<K> = (i64, K, K);
 
 /// The `seq` of the (at most `max`) runs a fair claim takes among `candidates` (each fleet's
 /// oldest ready runs, at most `max` of each), given the runs running per fleet and per org.

@@ -84,16 +84,52 @@ fn fair_choice(c: &Connection, max: usize) -> StoreResult<Vec<i64>> {
         busy_fleets.insert(fleet, n);
         *busy_orgs.entry(org).or_insert(0) += n;
     }
-    let mut oldest = c.prepare_cached(&format!(
-        "SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
-         WHERE fleet_id = ?1 AND status = 'queued' AND held = 0 ORDER BY seq LIMIT {max}"
-    ))?;
-    let mut candidates = Vec::new();
-    for (fleet, org) in ready {
-        for seq in oldest.query_map([&fleet], |r| r.get::<_, i64>(0))? {
-            candidates.push((seq?, fleet.clone(), org.clone()));
+    // First a share of the batch from each fleet, one run more than an even split; a fleet
+    // whose whole share was picked may deserve more (its rivals have more running), and only
+    // such fleets are read again, up to the batch. A fleet that had runs left over does not:
+    // its further runs rank after every run it had left, so the pick stays the same (bar ties
+    // between equal turns). With many fleets this reads about a batch of runs, not a batch of
+    // each.
+    let share = max.div_ceil(ready.len()) + 1;
+    let read = |fleets: &[(String, String)], limit: usize| -> StoreResult<Vec<Candidate<String>>> {
+        let mut oldest = c.prepare_cached(&format!(
+            "SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
+             WHERE fleet_id = ?1 AND status = 'queued' AND held = 0 ORDER BY seq LIMIT {limit}"
+        ))?;
+        let mut out = Vec::new();
+        for (fleet, org) in fleets {
+            for seq in oldest.query_map([fleet], |r| r.get::<_, i64>(0))? {
+                out.push((seq?, fleet.clone(), org.clone()));
+            }
         }
+        Ok(out)
+    };
+    let mut candidates = read(&ready, share.min(max))?;
+    let picked = fair_pick(candidates.clone(), &busy_fleets, &busy_orgs, max);
+    if share >= max {
+        return Ok(picked);
     }
+    let chosen: std::collections::HashSet<i64> = picked.iter().copied().collect();
+    let mut read_of: BTreeMap<&str, (usize, usize)> = BTreeMap::new(); // fleet → (read, picked)
+    for (seq, fleet, _) in &candidates {
+        let e = read_of.entry(fleet.as_str()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += usize::from(chosen.contains(seq));
+    }
+    let full: Vec<(String, String)> = ready
+        .iter()
+        .filter(|(fleet, _)| {
+            read_of
+                .get(fleet.as_str())
+                .is_some_and(|(read, picked)| *read == share && picked == read)
+        })
+        .cloned()
+        .collect();
+    if full.is_empty() {
+        return Ok(picked);
+    }
+    candidates.retain(|(_, fleet, _)| !full.iter().any(|(f, _)| f == fleet));
+    candidates.extend(read(&full, max)?);
     Ok(fair_pick(candidates, &busy_fleets, &busy_orgs, max))
 }
 
