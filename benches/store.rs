@@ -1,10 +1,11 @@
 //! Claiming and completing runs in the SQLite store at 1,000 and at 1,000,000 queued runs: the
-//! claim must cost the same however long the queue is (it reads at most a batch of runs from
-//! each fleet that has any). Runs are claimed and finished in batches of [`BATCH`], as a node's
+//! claim must cost the same however long the queue is (it reads a share of the batch from each
+//! fleet with ready runs, never a backlog). Runs are claimed and finished in batches of [`BATCH`], as a node's
 //! dispatcher and finisher do.
 //!
 //! Then the cost of fair claims: the same claims and finishes with the fair order and with the
-//! plain oldest-first one, on equal queues of 10,000 runs in one fleet and spread over 20 fleets.
+//! plain oldest-first one, on equal queues of 10,000 runs in one fleet and spread over 20 fleets
+//! (their calls queued in turns, as they would arrive).
 //!
 //! `cargo bench --bench store` (filling the large queue takes a minute or two);
 //! `cargo bench --bench store -- fairness` for the fairness comparison alone.
