@@ -8,7 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::admission::{RateLimit, call_key, retry_after_secs};
-use crate::auth::secrets::{Secret, SecretBox};
+use crate::auth::secrets::{SealContext, Secret, SecretBox};
 use crate::auth::{AuthFailure, hmac, keys, redact};
 use crate::disk::FreeDisk;
 use crate::scheduler::{Scheduler, initial_variables};
@@ -202,23 +202,26 @@ impl Ingress {
         }
     }
 
-    /// An `hmac` webhook's signature over the raw body, with any of its live secrets.
+    /// An `hmac` webhook's signature over the raw body, with any of its live secrets. Returns
+    /// the identity the signature covers (see [`hmac::signed_key`]), which deduplicates the
+    /// call: a replay within the signature's tolerance is answered as a repeat.
     pub fn verify_signature(
         &self,
         target: &WebhookTarget,
         headers: &axum::http::HeaderMap,
         body: &[u8],
         sealer: &SecretBox,
-    ) -> Result<(), Refused> {
+    ) -> Result<Option<String>, Refused> {
         let WebhookAuth::Hmac(auth) = &target.webhook.auth else {
-            return Ok(());
+            return Ok(None);
         };
         let now = crate::util::now_ms();
+        let place = SealContext::webhook_secret(target.webhook.fleet_id);
         let live: Vec<Secret> = auth
             .secrets
             .iter()
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| match sealer.open_string(&s.sealed) {
+            .filter_map(|s| match sealer.open_string(&place, &s.sealed) {
                 Ok(secret) => Some(secret),
                 Err(e) => {
                     tracing::error!(error = %e, fleet_id = %target.webhook.fleet_id,
@@ -231,21 +234,24 @@ impl Ingress {
             // Sealed under another key: the node is misconfigured, not the caller wrong.
             return Err(Refused::Unavailable);
         }
-        hmac::verify(auth.scheme, &live, headers, body, now / 1000).map_err(Refused::Unauthorized)
+        hmac::verify(auth.scheme, &live, headers, body, now / 1000)
+            .map_err(Refused::Unauthorized)?;
+        Ok(hmac::signed_key(auth.scheme, headers, body))
     }
 
     /// Commits the call and its queued run, durably. Inside the committing transaction (so
     /// that simultaneous calls, on any node, cannot both pass a check): a repeat of a key seen
     /// in the last 24 h gets the first call's ids; else the rate limit, then the concurrency
-    /// policy, may refuse it.
+    /// policy, may refuse it. `signed_key` is what [`Ingress::verify_signature`] returned.
     pub async fn admit(
         &self,
         target: &WebhookTarget,
         request: RequestRecord,
+        signed_key: Option<String>,
     ) -> Result<Accepted, Refused> {
         let settings = &target.webhook.settings;
-        let call_key =
-            call_key(&request.headers, settings.deduplicate.as_ref()).map_err(Refused::BadKey)?;
+        let call_key = call_key(&request.headers, settings.deduplicate.as_ref(), signed_key)
+            .map_err(Refused::BadKey)?;
         let run_id = Uuid::now_v7();
         let request_id = request.id;
         let ingest = Ingest {

@@ -114,41 +114,20 @@ async fn admit(
         return too_large();
     }
     // A client trickling its body would hold the connection and its buffer for as long as it
-    // likes: the body must be in within the body timeout.
-    let read = tokio::time::timeout(s.settings.body_timeout, axum::body::to_bytes(body, limit));
-    let Ok(read) = read.await else {
-        return error(
-            request_id,
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the body was not received within {} s",
-                s.settings.body_timeout.as_secs()
-            ),
-        );
-    };
-    let body = match read {
+    // likes: `limits::bounded_body` ends the read at the limit or at the body timeout.
+    let body = match super::limits::read(body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
-            return if too_big {
-                too_large()
-            } else {
-                error(
-                    request_id,
-                    StatusCode::BAD_REQUEST,
-                    "could not read the request body",
-                )
-            };
-        }
+        Err(super::limits::BodyError::TooLarge(_)) => return too_large(),
+        Err(e) => return error(request_id, e.status(), &e.to_string()),
     };
 
-    if let Err(why) = s
+    let signed_key = match s
         .ingress
         .verify_signature(&target, &headers, &body, &s.secrets)
     {
-        return refused(request_id, why);
-    }
+        Ok(key) => key,
+        Err(why) => return refused(request_id, why),
+    };
 
     let meta = describe(request_id, &method, &uri, &headers);
     let record = RequestRecord {
@@ -162,7 +141,7 @@ async fn admit(
         body: body.to_vec(),
         received_at: crate::util::now_ms(),
     };
-    let accepted = match s.ingress.admit(&target, record).await {
+    let accepted = match s.ingress.admit(&target, record, signed_key).await {
         Ok(a) => a,
         Err(why) => return refused(request_id, why),
     };

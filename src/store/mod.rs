@@ -699,13 +699,28 @@ pub trait Catalog: Send + Sync {
     async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>>;
 
     /// Creates a fleet in a project.
-    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet>;
+    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
+        self.create_fleet_with_id(project_id, Uuid::new_v4(), spec)
+            .await
+    }
+    /// Creates a fleet under an id chosen beforehand: its destinations' secrets are sealed for
+    /// that id before the fleet is stored.
+    async fn create_fleet_with_id(
+        &self,
+        project_id: Uuid,
+        id: Uuid,
+        spec: &FleetSpec,
+    ) -> StoreResult<Fleet>;
     /// Loads a fleet.
     async fn fleet(&self, id: Uuid) -> StoreResult<Fleet>;
     /// Replaces a fleet's document.
     async fn replace_fleet(&self, id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet>;
     /// Deletes a fleet and its webhook; its run history stays.
     async fn delete_fleet(&self, id: Uuid) -> StoreResult<()>;
+
+    /// Fleets whose document or webhook holds a value sealed by an earlier version (`v1:`),
+    /// for the start-up migration that seals them again for their place.
+    async fn fleets_with_legacy_seals(&self) -> StoreResult<Vec<Uuid>>;
 
     /// Creates the fleet's webhook; `Conflict` if it has one.
     async fn create_webhook(

@@ -1199,6 +1199,7 @@ fn new_delivery(fleet_id: Uuid, destination: &str, batch: u32) -> wharf::store::
             max_attempts: 3,
             base_ms: 10,
             max_ms: 100,
+            refused: None,
         },
         body: format!("{{\"batch\":{batch}}}"),
     }
@@ -1599,5 +1600,92 @@ async fn a_fleets_backlog_is_capped_inside_the_committing_transaction() {
         );
         let queued = store.queue_stats().await.unwrap().queued;
         assert_eq!(queued, 3 + 1 + 2, "refused calls stored nothing");
+    }
+}
+
+// ---- values sealed by earlier versions -------------------------------------------------------
+
+#[tokio::test]
+async fn rows_holding_values_sealed_by_an_earlier_version_are_found_and_rewritten() {
+    use wharf::store::{HmacAuth, SealedSecret, WebhookAuth, WebhookChange};
+    for (_dir, store) in stores().await {
+        let plain = fleet(&store, "parallel").await;
+        let in_spec = fleet(&store, "parallel").await;
+        let in_hook = fleet(&store, "parallel").await;
+        assert!(store.fleets_with_legacy_seals().await.unwrap().is_empty());
+        // A destination credential in the document, as an earlier version sealed it.
+        let mut doc = store.fleet(in_spec).await.unwrap().spec;
+        doc.destinations = serde_json::from_value(json!([
+            {"name": "crm", "url": "https://crm.example.com/", "method": "POST",
+             "authorization": "v1:AAAA", "sync_mode": "insert", "batch_size": 500,
+             "timeout_ms": 10000, "max_attempts": 8, "backoff": {"base_ms": 1000, "max_ms": 300000},
+             "on": "success"}
+        ]))
+        .unwrap();
+        store.replace_fleet(in_spec, &doc).await.unwrap();
+        // A webhook's HMAC secret, likewise.
+        store
+            .create_webhook(
+                in_hook,
+                "wh_legacy",
+                &WebhookAuth::None,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let auth = |sealed: &str| {
+            WebhookAuth::Hmac(HmacAuth {
+                scheme: wharf::auth::hmac::HmacScheme::Github,
+                secrets: vec![SealedSecret {
+                    sealed: sealed.into(),
+                    created_at: 1,
+                    expires_at: None,
+                }],
+            })
+        };
+        let change = |sealed: &str| WebhookChange {
+            auth: Some(auth(sealed)),
+            ..Default::default()
+        };
+        store
+            .update_webhook(in_hook, &change("v1:BBBB"))
+            .await
+            .unwrap();
+        let mut found = store.fleets_with_legacy_seals().await.unwrap();
+        found.sort();
+        let mut want = vec![in_spec, in_hook];
+        want.sort();
+        assert_eq!(found, want, "not {plain}");
+        store
+            .update_webhook(in_hook, &change("v2:CCCC"))
+            .await
+            .unwrap();
+        assert_eq!(store.fleets_with_legacy_seals().await.unwrap(), [in_spec]);
+
+        // A pending delivery's sealed header; a delivered one is left alone.
+        let mut legacy = new_delivery(plain, "crm", 1);
+        legacy
+            .request
+            .sealed_headers
+            .insert("authorization".into(), "v1:DDDD".into());
+        let id = legacy.id;
+        finish_with(&store, plain, vec![legacy, new_delivery(plain, "crm", 2)]).await;
+        let pending = store.deliveries_with_legacy_seals().await.unwrap();
+        assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), [id]);
+        let mut request = pending[0].request.clone();
+        request
+            .sealed_headers
+            .insert("authorization".into(), "v2:EEEE".into());
+        store.set_delivery_request(id, &request).await.unwrap();
+        assert!(
+            store
+                .deliveries_with_legacy_seals()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let run = store.run_deliveries(pending[0].run_id).await.unwrap();
+        let stored = run.iter().find(|d| d.id == id).unwrap();
+        assert_eq!(stored.request.sealed_headers["authorization"], "v2:EEEE");
     }
 }

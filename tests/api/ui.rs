@@ -134,7 +134,7 @@ async fn sessions_end_when_the_admin_token_changes() {
     let (cookie, _) = sign_in(&app).await;
     let data = app.stop().await;
     let app = spawn_in(data, |c| {
-        c.admin_token = Some("another-admin-token-0123456789".into())
+        c.admin_token = Some("another-admin-token-0123456789-abcdefgh".into())
     })
     .await;
     let res = app

@@ -71,6 +71,25 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Creates the database file readable by its owner only (mode 0600) before SQLite opens it,
+/// and closes an existing one and its `-wal`/`-shm` files the same way: SQLite gives the
+/// journal files it creates the mode of the database file, so the whole store stays private
+/// whatever the process umask.
+fn restrict_files(path: &Path) -> StoreResult<()> {
+    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        crate::util::restrict_file(Path::new(&file)).map_err(io)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts the writer.
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -140,6 +159,7 @@ impl SqliteStore {
 }
 
 fn open_writer(path: &Path) -> StoreResult<Connection> {
+    restrict_files(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
