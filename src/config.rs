@@ -108,6 +108,15 @@ pub struct Config {
     /// 0: no cap beyond `--workers`, `--prefetch` and `--max-slow-vessels`.
     #[arg(long, env = "WHARF_MAX_RUNNING", default_value_t = 0)]
     pub max_running: usize,
+    /// Most runs one fleet may have queued, held ones included; a call past it is answered
+    /// `429` with `Retry-After`, and other fleets are unaffected. 0: no cap.
+    #[arg(long, env = "WHARF_MAX_QUEUED_PER_FLEET", default_value_t = 10_000)]
+    pub max_queued_per_fleet: u64,
+    /// Free space the data folder's volume must keep: below it, webhook calls are answered `503`
+    /// with `Retry-After` instead of filling the disk. Bytes or a size such as `256MiB`, `1GB`;
+    /// 0 turns the check off.
+    #[arg(long, env = "WHARF_MIN_FREE_DISK", default_value = "256MiB", value_parser = parse_size)]
+    pub min_free_disk: u64,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
@@ -212,6 +221,8 @@ impl Config {
             max_attempts: 3,
             vessel_nice: 0,
             max_running: 0,
+            max_queued_per_fleet: 10_000,
+            min_free_disk: 256 << 20,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
@@ -243,6 +254,13 @@ impl Config {
     }
 }
 
+/// A size in bytes: a plain number, or one with a unit (`256MiB`, `1 GB`, `512k`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("not a size ({e}); write bytes or e.g. 256MiB, 1GB"))
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
@@ -270,6 +288,8 @@ impl std::fmt::Debug for Config {
             .field("max_attempts", &self.max_attempts)
             .field("vessel_nice", &self.vessel_nice)
             .field("max_running", &self.max_running)
+            .field("max_queued_per_fleet", &self.max_queued_per_fleet)
+            .field("min_free_disk", &self.min_free_disk)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
             .field(
@@ -317,6 +337,23 @@ mod tests {
         assert_eq!(parse(&["--retain-days", "0"]).retention(), None);
         assert_eq!(parse(&[]).retain_every, Duration::from_secs(60));
         assert_eq!(Config::with_data_dir("x").retention(), Some(30 * day));
+    }
+
+    #[test]
+    fn backlog_and_free_disk_limits_have_defaults_and_take_sizes() {
+        let c = parse(&[]);
+        assert_eq!(c.max_queued_per_fleet, 10_000);
+        assert_eq!(c.min_free_disk, 256 << 20);
+        assert_eq!(
+            Config::with_data_dir("x").min_free_disk,
+            c.min_free_disk,
+            "the library default is the flag's"
+        );
+        let c = parse(&["--min-free-disk", "1GiB", "--max-queued-per-fleet", "0"]);
+        assert_eq!(c.min_free_disk, 1 << 30);
+        assert_eq!(c.max_queued_per_fleet, 0);
+        assert_eq!(parse(&["--min-free-disk", "4096"]).min_free_disk, 4096);
+        assert!(Serve::try_parse_from(["wharf", "--min-free-disk", "lots"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::admission::{RateLimit, call_key, retry_after_secs};
 use crate::auth::secrets::{SealContext, Secret, SecretBox};
 use crate::auth::{AuthFailure, hmac, keys, redact};
+use crate::disk::FreeDisk;
 use crate::scheduler::{Scheduler, initial_variables};
 use crate::store::{
     Admission, Ingest, IngestBatcher, RequestRecord, Store, WebhookAuth, WebhookTarget,
@@ -45,7 +46,29 @@ pub enum Refused {
     KeyInQuery,
     /// The store is failing; the cause is logged.
     Unavailable,
+    /// The fleet already has `--max-queued-per-fleet` runs queued: `429`.
+    Backlogged {
+        /// The cap.
+        max_queued: u64,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
+    /// The data volume is below `--min-free-disk`: `503`, before the body is read.
+    LowDisk {
+        /// The free space and the threshold.
+        low: crate::disk::LowDisk,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
 }
+
+/// What a caller refused for a full backlog is told to wait: about what a few hundred quick
+/// runs take to drain, and short enough that a caller retrying on it loses little.
+const BACKLOG_RETRY_SECS: u64 = 5;
+
+/// What a caller refused for want of disk is told to wait: space comes back when an operator
+/// or retention (every minute) frees it, not in a moment.
+const LOW_DISK_RETRY_SECS: u64 = 30;
 
 /// A call committed with its queued run — or a repeat of one, answered with its ids.
 #[derive(Debug, Clone)]
@@ -71,6 +94,10 @@ pub struct Ingress {
     batcher: IngestBatcher,
     scheduler: Scheduler,
     usage: Arc<keys::KeyUsage>,
+    /// `--max-queued-per-fleet`; `None`: no cap.
+    max_queued: Option<u64>,
+    /// `--min-free-disk` on the data folder; `None`: not checked.
+    disk: Option<Arc<FreeDisk>>,
 }
 
 impl Ingress {
@@ -84,6 +111,28 @@ impl Ingress {
             batcher,
             scheduler,
             usage: Arc::default(),
+            max_queued: None,
+            disk: None,
+        }
+    }
+
+    /// Caps each fleet's queued runs at `max_queued_per_fleet` (0: no cap), and refuses calls
+    /// while `disk` says its volume is low.
+    pub fn with_limits(mut self, max_queued_per_fleet: u64, disk: FreeDisk) -> Self {
+        self.max_queued = (max_queued_per_fleet > 0).then_some(max_queued_per_fleet);
+        self.disk = Some(Arc::new(disk));
+        self
+    }
+
+    /// Refuses a call while the data volume is below `--min-free-disk`; checked before the
+    /// body is read, so a refused call costs no transfer.
+    pub fn check_disk(&self) -> Result<(), Refused> {
+        match &self.disk {
+            Some(disk) => disk.check().map_err(|low| Refused::LowDisk {
+                low,
+                retry_after: LOW_DISK_RETRY_SECS,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -209,6 +258,7 @@ impl Ingress {
             concurrency_key: concurrency_key(target, &request),
             call_key,
             rate_limit: settings.rate_limit,
+            max_queued: self.max_queued,
             request,
             run_id,
             policy: target.concurrency.clone(),
@@ -230,6 +280,10 @@ impl Ingress {
                 Ok(accepted(request_id, run_id, true))
             }
             Ok(Admission::Busy) => Err(Refused::Busy { retry_after: 1 }),
+            Ok(Admission::Backlogged { max_queued }) => Err(Refused::Backlogged {
+                max_queued,
+                retry_after: BACKLOG_RETRY_SECS,
+            }),
             Ok(Admission::RateLimited { retry_after_ms }) => match settings.rate_limit {
                 Some(limit) => Err(Refused::RateLimited {
                     retry_after: retry_after_secs(retry_after_ms),

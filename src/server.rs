@@ -195,7 +195,10 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     );
     let state = AppState {
         secrets,
-        ingress: Ingress::new(store.clone(), scheduler.clone()),
+        ingress: Ingress::new(store.clone(), scheduler.clone()).with_limits(
+            config.max_queued_per_fleet,
+            crate::disk::FreeDisk::new(&config.data_dir, config.min_free_disk),
+        ),
         store,
         scheduler,
         settings: Arc::new(ApiSettings {

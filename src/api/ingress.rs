@@ -49,8 +49,8 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
         (status = 413, description = "Body over the limit", body = Value),
         (status = 414, description = "URL over `--max-url-bytes`", body = Value),
         (status = 431, description = "Too many headers, or a request head over `--max-header-bytes`"),
-        (status = 429, description = "`reject` policy and a run is queued or running", body = Value),
-        (status = 503, description = "Storage unavailable", body = Value)))]
+        (status = 429, description = "`reject` policy and a run is queued or running; the webhook's rate limit; or the fleet has `--max-queued-per-fleet` runs queued (with `Retry-After`)", body = Value),
+        (status = 503, description = "Storage unavailable, or the data volume below `--min-free-disk` (with `Retry-After`)", body = Value)))]
 pub(super) async fn ingress(
     State(s): State<AppState>,
     method: Method,
@@ -92,6 +92,9 @@ async fn admit(
         Err(why) => return refused(request_id, why),
     };
     if let Err(why) = s.ingress.authorize(&target, uri.query(), &headers).await {
+        return refused(request_id, why);
+    }
+    if let Err(why) = s.ingress.check_disk() {
         return refused(request_id, why);
     }
 
@@ -208,6 +211,37 @@ fn refused(request_id: Uuid, why: Refused) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "storage unavailable, retry later",
         ),
+        Refused::Backlogged {
+            max_queued,
+            retry_after,
+        } => {
+            let mut res = error(
+                request_id,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "the fleet has {max_queued} runs queued, its limit (--max-queued-per-fleet); \
+                     retry after {retry_after} s"
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Refused::LowDisk { low, retry_after } => {
+            let mut res = error(
+                request_id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the server is low on disk space ({} free, below --min-free-disk of {}); \
+                     nothing was stored, retry after {retry_after} s",
+                    bytesize::ByteSize::b(low.free).display().iec(),
+                    bytesize::ByteSize::b(low.min_free).display().iec(),
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
     }
 }
 

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0006_outbox.sql"),
     include_str!("../../../migrations/sqlite/0007_auth.sql"),
     include_str!("../../../migrations/sqlite/0008_sessions.sql"),
+    include_str!("../../../migrations/sqlite/0009_fair_claims.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     /// Fleet id → fleet, for claims. Only the writer thread fills and clears it, inside the
     /// same transactions that change fleets, so a claim never sees a stale document.
     fleets: moka::sync::Cache<Uuid, Arc<Fleet>>,
+    /// How claims choose among ready runs.
+    claim_order: ClaimOrder,
 }
 
 /// Maps a driver error into the store's own error.
@@ -109,7 +112,14 @@ impl SqliteStore {
             }),
             webhooks: super::cache::WebhookCache::new(),
             fleets: moka::sync::Cache::new(10_000),
+            claim_order: ClaimOrder::default(),
         })
+    }
+
+    /// The same store, claiming in `order` (to measure fairness against arrival order).
+    pub fn with_claim_order(mut self, order: ClaimOrder) -> Self {
+        self.claim_order = order;
+        self
     }
 
     /// Runs `f` on a read-only connection, off the reactor.
