@@ -680,17 +680,7 @@ async fn every_admin_route_needs_the_token() {
         if public.contains(&path.as_str()) {
             continue;
         }
-        let concrete = path
-            .split('/')
-            .map(|seg| {
-                if seg.starts_with('{') {
-                    "00000000-0000-0000-0000-000000000000"
-                } else {
-                    seg
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let concrete = crate::helpers::concrete_path(path);
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             for auth in [None, Some("Bearer wrong-token"), Some("Basic x")] {

@@ -121,6 +121,20 @@ impl Proc {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// POSTs `body` to a webhook URL, expects `201`; returns the run id.
+    pub async fn trigger(&self, url: &str, body: &str) -> String {
+        let res = self
+            .client
+            .post(url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("webhook call answered");
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
+    }
+
     /// A new org and project, a fleet from `doc` in it and the fleet's webhook; returns (fleet
     /// id, webhook URL).
     pub async fn fleet_with_hook(&self, doc: Value) -> (String, String) {

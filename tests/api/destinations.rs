@@ -655,16 +655,7 @@ async fn an_egress_denied_address_is_refused_recorded_and_logged_without_secrets
         {"name": "named", "url": format!("http://localhost:{port}/b"), "api_key": "very-secret-2"}
     ]);
     let (_, url) = server.fleet_with_hook(fleet(1, dest)).await;
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let run = res.json::<Value>().await.unwrap()["data"]["fleet_run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let run = server.trigger(&url, "{}").await;
     let started = Instant::now();
     let list = loop {
         let (_, body) = server.get(&format!("/runs/{run}/deliveries")).await;
@@ -876,15 +867,7 @@ async fn proxy_variables_of_the_environment_are_ignored_and_egress_proxy_is_used
     })
     .await;
     let (_, url) = server.fleet_with_hook(doc.clone()).await;
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let body: Value = res.json().await.unwrap();
-    let run = body["data"]["fleet_run_id"].as_str().unwrap().to_owned();
+    let run = server.trigger(&url, "{}").await;
     let started = Instant::now();
     loop {
         let (_, body) = server.get(&format!("/runs/{run}/deliveries")).await;

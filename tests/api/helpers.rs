@@ -195,3 +195,19 @@ impl TestApp {
 pub fn rhai_fleet(script: &str) -> Value {
     json!({"name": "test", "vessels": [{"name": "main", "kind": "rhai", "source": script}]})
 }
+
+/// A route template of the OpenAPI document (`/api/v1/fleets/{fleet}`) as a path to call, each
+/// parameter a nil UUID.
+pub fn concrete_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                "00000000-0000-0000-0000-000000000000"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}

@@ -278,17 +278,7 @@ async fn every_route_with_a_body_answers_413_past_its_limit_and_408_when_it_stal
                 | ("PUT", "/api/v1/fleets/{fleet}") => (path.clone(), 128 << 10),
                 _ => (path.clone(), wharf::api::MAX_ADMIN_BODY),
             };
-            let target = target
-                .split('/')
-                .map(|seg| {
-                    if seg.starts_with('{') {
-                        "00000000-0000-0000-0000-000000000000"
-                    } else {
-                        seg
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("/");
+            let target = crate::helpers::concrete_path(&target);
             let what = format!("{method} {path}");
             let at = |n: usize| format!("{auth}content-length: {n}\r\n");
             let within = Duration::from_secs(5);
