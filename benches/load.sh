@@ -20,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 secs=${1:-15}
 conns=64
-token=bench-admin-token-0123456789
+token=bench-admin-token-0123456789-abcdefghij
 work="$(mktemp -d)"
 pids=()
 cleanup() {

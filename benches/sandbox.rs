@@ -89,6 +89,7 @@ fn main() {
     println!("payload: {} bytes", body.len());
     let sandbox = Sandbox::new(&SandboxConfig {
         cache_dir: None,
+        cache_key: None,
         max_concurrent: 16,
     })
     .unwrap();

@@ -194,14 +194,22 @@ impl<'de> Deserialize<'de> for Deduplicate {
     }
 }
 
-/// The key a call is deduplicated by: its `Idempotency-Key`, else — when the webhook opted in —
-/// its provider's delivery id; `None` when it has neither. The stored key is prefixed by the
-/// header it came from, so a caller's own key can never collide with a provider's id. A header
-/// present but not 1 to 255 printable ASCII characters is an error naming it.
+/// The key a call is deduplicated by: the identity its verified signature carries (`signed`,
+/// see [`crate::auth::hmac::signed_key`]), which nothing unsigned overrides — else its
+/// `Idempotency-Key`, else — when the webhook opted in — its provider's delivery id; `None` when
+/// it has none. The stored key is prefixed by the header it came from, so a caller's own key can
+/// never collide with a provider's id. A header present but not 1 to 255 printable ASCII
+/// characters is an error naming it.
 pub fn call_key(
     headers: &BTreeMap<String, String>,
     deduplicate: Option<&Deduplicate>,
+    signed: Option<String>,
 ) -> Result<Option<String>, String> {
+    if signed.is_some() {
+        // Anyone who captured a signed call can add an Idempotency-Key of their own choosing:
+        // only what the signature covers can name the call.
+        return Ok(signed);
+    }
     let (name, value) = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => (IDEMPOTENCY_HEADER, v),
         None => match deduplicate.and_then(|d| headers.get_key_value(d.header())) {
@@ -316,18 +324,31 @@ mod tests {
         assert_eq!(
             call_key(
                 &h(&[("idempotency-key", "a"), ("x-github-delivery", "b")]),
-                gh
+                gh,
+                None
             ),
             Ok(Some("idempotency-key:a".into()))
         );
         assert_eq!(
-            call_key(&h(&[("x-github-delivery", "b")]), gh),
+            call_key(&h(&[("x-github-delivery", "b")]), gh, None),
             Ok(Some("x-github-delivery:b".into()))
         );
-        assert_eq!(call_key(&h(&[("x-github-delivery", "b")]), None), Ok(None));
+        assert_eq!(
+            call_key(&h(&[("x-github-delivery", "b")]), None, None),
+            Ok(None)
+        );
+        // A signed identity wins over an unsigned key, even a malformed one.
+        assert_eq!(
+            call_key(
+                &h(&[("idempotency-key", "mine"), ("webhook-id", "msg_1")]),
+                Some(&Deduplicate::StandardWebhooks),
+                Some("webhook-id:msg_1".into())
+            ),
+            Ok(Some("webhook-id:msg_1".into()))
+        );
         let long = "k".repeat(256);
         for bad in ["", long.as_str(), "caf\u{e9}", "a\tb"] {
-            let e = call_key(&h(&[("idempotency-key", bad)]), None).unwrap_err();
+            let e = call_key(&h(&[("idempotency-key", bad)]), None, None).unwrap_err();
             assert!(e.contains("Idempotency-Key"), "{e}");
         }
     }

@@ -55,8 +55,8 @@ pub struct Config {
     #[arg(long, env = "WHARF_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_seconds: u64,
-    /// Seconds a client has to send a webhook body once its headers are in; a slower one is
-    /// answered `408`.
+    /// Seconds a client has to send a request body (any route) once its headers are in; a slower
+    /// one is answered `408`.
     #[arg(long, env = "WHARF_BODY_TIMEOUT_SECONDS", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_seconds: u64,
@@ -65,6 +65,23 @@ pub struct Config {
     #[arg(long, env = "WHARF_MAX_CONNECTIONS", default_value_t = 1024,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    // Limits on what one client can hold or try; the body limits of the other routes are
+    // constants (`api::MAX_SIGN_IN_BODY`, `api::MAX_ADMIN_BODY`).
+    /// Most connections one client address holds at once (an IPv6 client counts by its /64);
+    /// further ones are closed at once. 0: no cap. Behind a reverse proxy every caller shares
+    /// the proxy's address: raise the cap or set 0 there.
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: u64,
+    /// Largest fleet document (`POST /api/v1/projects/{id}/fleets`, `PUT /api/v1/fleets/{id}`),
+    /// in bytes; larger is answered `413`. Inline Wasm modules (up to 16 MiB each) travel in it
+    /// as base64.
+    #[arg(long, env = "WHARF_MAX_DOCUMENT_BYTES", default_value_t = 64 << 20)]
+    pub max_document_bytes: usize,
+    /// Wrong admin tokens (at sign-in or as a bearer token) one client address may send per
+    /// minute; past them it is answered `429` with `Retry-After` until the minute is over.
+    /// 0: no limit (failures are still logged).
+    #[arg(long, env = "WHARF_MAX_FAILED_SIGN_INS", default_value_t = 10)]
+    pub max_failed_sign_ins: u32,
     /// Vessel threads for quick vessels; defaults to the number of cores (more only adds
     /// contention). 0 makes an ingress-only node: it accepts and queues, and runs nothing.
     #[arg(long, env = "WHARF_WORKERS", default_value_t = crate::scheduler::default_workers())]
@@ -91,6 +108,15 @@ pub struct Config {
     /// 0: no cap beyond `--workers`, `--prefetch` and `--max-slow-vessels`.
     #[arg(long, env = "WHARF_MAX_RUNNING", default_value_t = 0)]
     pub max_running: usize,
+    /// Most runs one fleet may have queued, held ones included; a call past it is answered
+    /// `429` with `Retry-After`, and other fleets are unaffected. 0: no cap.
+    #[arg(long, env = "WHARF_MAX_QUEUED_PER_FLEET", default_value_t = 10_000)]
+    pub max_queued_per_fleet: u64,
+    /// Free space the data folder's volume must keep: below it, webhook calls are answered `503`
+    /// with `Retry-After` instead of filling the disk. Bytes or a size such as `256MiB`, `1GB`;
+    /// 0 turns the check off.
+    #[arg(long, env = "WHARF_MIN_FREE_DISK", default_value = "256MiB", value_parser = parse_size)]
+    pub min_free_disk: u64,
     /// Seconds running vessels get to finish after a shutdown signal.
     #[arg(long, env = "WHARF_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
@@ -126,17 +152,21 @@ pub struct Config {
     /// 0 sends nothing from this node.
     #[arg(long, env = "WHARF_MAX_DELIVERIES", default_value_t = 64)]
     pub max_deliveries: usize,
-    /// CIDR ranges deliveries may not connect to, comma-separated, on top of the ranges always
-    /// denied (169.254.0.0/16, fe80::/10, unspecified and broadcast). Checked on the resolved
-    /// address. Loopback and private ranges are allowed unless listed here, e.g.
-    /// `127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7`.
+    /// CIDR ranges deliveries may not connect to, comma-separated, on top of the internal
+    /// networks denied by default (loopback, private, CGNAT, ULA, link-local, multicast,
+    /// reserved, cloud metadata addresses, and their IPv4-in-IPv6 forms). Checked on the
+    /// resolved address.
     #[arg(long, env = "WHARF_EGRESS_DENY", value_delimiter = ',', value_parser = parse_net)]
     pub egress_deny: Vec<ipnet::IpNet>,
     /// CIDR ranges deliveries may connect to even inside a denied range, comma-separated: the
-    /// most specific range decides (deny wins a tie), so `--egress-deny 0.0.0.0/0,::/0` with
-    /// `--egress-allow 203.0.113.0/24` allows that range only.
+    /// most specific range decides (on a tie `--egress-deny` wins, and an allow beats a default
+    /// denial), so `--egress-allow 127.0.0.1` lets deliveries reach a receiver on this host.
     #[arg(long, env = "WHARF_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub egress_allow: Vec<ipnet::IpNet>,
+    /// An `http://` or `https://` proxy every delivery goes through. Without it, deliveries
+    /// connect directly whatever `HTTP_PROXY`, `HTTPS_PROXY` or `ALL_PROXY` say.
+    #[arg(long, env = "WHARF_EGRESS_PROXY", value_parser = parse_proxy)]
+    pub egress_proxy: Option<String>,
     /// Also serve `GET /metrics` on this address, without the admin token (for a scraper on a
     /// private network); `/metrics` on the main address keeps needing the token.
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
@@ -155,6 +185,17 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
         .ok_or_else(|| "an empty range".to_owned())
 }
 
+/// A proxy URL: `http://` or `https://` with a host.
+fn parse_proxy(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.to_owned())
+        }
+        // The URL may carry the proxy's credentials: not repeated.
+        _ => Err("not a proxy URL (http://host:port or https://host:port)".to_owned()),
+    }
+}
+
 impl Config {
     /// Defaults with a given data folder (for tests and embedding).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -171,12 +212,17 @@ impl Config {
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
             max_connections: 1024,
+            max_connections_per_client: 256,
+            max_document_bytes: 64 << 20,
+            max_failed_sign_ins: 10,
             workers: crate::scheduler::default_workers(),
             prefetch: 32,
             max_slow_vessels: 32,
             max_attempts: 3,
             vessel_nice: 0,
             max_running: 0,
+            max_queued_per_fleet: 10_000,
+            min_free_disk: 256 << 20,
             grace_seconds: 10,
             lease_seconds: 30,
             admin_token: None,
@@ -190,6 +236,7 @@ impl Config {
             max_deliveries: 64,
             egress_deny: Vec::new(),
             egress_allow: Vec::new(),
+            egress_proxy: None,
         }
     }
 
@@ -207,6 +254,13 @@ impl Config {
     }
 }
 
+/// A size in bytes: a plain number, or one with a unit (`256MiB`, `1 GB`, `512k`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("not a size ({e}); write bytes or e.g. 256MiB, 1GB"))
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
@@ -222,12 +276,20 @@ impl std::fmt::Debug for Config {
             .field("header_timeout_seconds", &self.header_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("max_failed_sign_ins", &self.max_failed_sign_ins)
             .field("workers", &self.workers)
             .field("prefetch", &self.prefetch)
             .field("max_slow_vessels", &self.max_slow_vessels)
             .field("max_attempts", &self.max_attempts)
             .field("vessel_nice", &self.vessel_nice)
             .field("max_running", &self.max_running)
+            .field("max_queued_per_fleet", &self.max_queued_per_fleet)
+            .field("min_free_disk", &self.min_free_disk)
             .field("grace_seconds", &self.grace_seconds)
             .field("lease_seconds", &self.lease_seconds)
             .field(
@@ -247,6 +309,7 @@ impl std::fmt::Debug for Config {
             .field("max_deliveries", &self.max_deliveries)
             .field("egress_deny", &self.egress_deny)
             .field("egress_allow", &self.egress_allow)
+            .field("egress_proxy", &self.egress_proxy.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -277,6 +340,23 @@ mod tests {
     }
 
     #[test]
+    fn backlog_and_free_disk_limits_have_defaults_and_take_sizes() {
+        let c = parse(&[]);
+        assert_eq!(c.max_queued_per_fleet, 10_000);
+        assert_eq!(c.min_free_disk, 256 << 20);
+        assert_eq!(
+            Config::with_data_dir("x").min_free_disk,
+            c.min_free_disk,
+            "the library default is the flag's"
+        );
+        let c = parse(&["--min-free-disk", "1GiB", "--max-queued-per-fleet", "0"]);
+        assert_eq!(c.min_free_disk, 1 << 30);
+        assert_eq!(c.max_queued_per_fleet, 0);
+        assert_eq!(parse(&["--min-free-disk", "4096"]).min_free_disk, 4096);
+        assert!(Serve::try_parse_from(["wharf", "--min-free-disk", "lots"]).is_err());
+    }
+
+    #[test]
     fn egress_lists_parse_comma_separated() {
         let c = parse(&[
             "--egress-deny",
@@ -288,5 +368,11 @@ mod tests {
         assert_eq!(c.egress_deny[1].to_string(), "10.0.0.1/32");
         assert_eq!(c.max_deliveries, 3);
         assert!(Serve::try_parse_from(["wharf", "--egress-allow", "nope"]).is_err());
+        assert!(Serve::try_parse_from(["wharf", "--egress-proxy", "socks5://h:1"]).is_err());
+        let c = parse(&["--egress-proxy", "http://proxy.internal:3128"]);
+        assert_eq!(
+            c.egress_proxy.as_deref(),
+            Some("http://proxy.internal:3128")
+        );
     }
 }

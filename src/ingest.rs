@@ -8,8 +8,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::admission::{RateLimit, call_key, retry_after_secs};
-use crate::auth::secrets::{Secret, SecretBox};
+use crate::auth::secrets::{SealContext, Secret, SecretBox};
 use crate::auth::{AuthFailure, hmac, keys, redact};
+use crate::disk::FreeDisk;
 use crate::scheduler::{Scheduler, initial_variables};
 use crate::store::{
     Admission, Ingest, IngestBatcher, RequestRecord, Store, WebhookAuth, WebhookTarget,
@@ -45,7 +46,29 @@ pub enum Refused {
     KeyInQuery,
     /// The store is failing; the cause is logged.
     Unavailable,
+    /// The fleet already has `--max-queued-per-fleet` runs queued: `429`.
+    Backlogged {
+        /// The cap.
+        max_queued: u64,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
+    /// The data volume is below `--min-free-disk`: `503`, before the body is read.
+    LowDisk {
+        /// The free space and the threshold.
+        low: crate::disk::LowDisk,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
 }
+
+/// What a caller refused for a full backlog is told to wait: about what a few hundred quick
+/// runs take to drain, and short enough that a caller retrying on it loses little.
+const BACKLOG_RETRY_SECS: u64 = 5;
+
+/// What a caller refused for want of disk is told to wait: space comes back when an operator
+/// or retention (every minute) frees it, not in a moment.
+const LOW_DISK_RETRY_SECS: u64 = 30;
 
 /// A call committed with its queued run — or a repeat of one, answered with its ids.
 #[derive(Debug, Clone)]
@@ -71,6 +94,10 @@ pub struct Ingress {
     batcher: IngestBatcher,
     scheduler: Scheduler,
     usage: Arc<keys::KeyUsage>,
+    /// `--max-queued-per-fleet`; `None`: no cap.
+    max_queued: Option<u64>,
+    /// `--min-free-disk` on the data folder; `None`: not checked.
+    disk: Option<Arc<FreeDisk>>,
 }
 
 impl Ingress {
@@ -84,6 +111,28 @@ impl Ingress {
             batcher,
             scheduler,
             usage: Arc::default(),
+            max_queued: None,
+            disk: None,
+        }
+    }
+
+    /// Caps each fleet's queued runs at `max_queued_per_fleet` (0: no cap), and refuses calls
+    /// while `disk` says its volume is low.
+    pub fn with_limits(mut self, max_queued_per_fleet: u64, disk: FreeDisk) -> Self {
+        self.max_queued = (max_queued_per_fleet > 0).then_some(max_queued_per_fleet);
+        self.disk = Some(Arc::new(disk));
+        self
+    }
+
+    /// Refuses a call while the data volume is below `--min-free-disk`; checked before the
+    /// body is read, so a refused call costs no transfer.
+    pub fn check_disk(&self) -> Result<(), Refused> {
+        match &self.disk {
+            Some(disk) => disk.check().map_err(|low| Refused::LowDisk {
+                low,
+                retry_after: LOW_DISK_RETRY_SECS,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -153,23 +202,26 @@ impl Ingress {
         }
     }
 
-    /// An `hmac` webhook's signature over the raw body, with any of its live secrets.
+    /// An `hmac` webhook's signature over the raw body, with any of its live secrets. Returns
+    /// the identity the signature covers (see [`hmac::signed_key`]), which deduplicates the
+    /// call: a replay within the signature's tolerance is answered as a repeat.
     pub fn verify_signature(
         &self,
         target: &WebhookTarget,
         headers: &axum::http::HeaderMap,
         body: &[u8],
         sealer: &SecretBox,
-    ) -> Result<(), Refused> {
+    ) -> Result<Option<String>, Refused> {
         let WebhookAuth::Hmac(auth) = &target.webhook.auth else {
-            return Ok(());
+            return Ok(None);
         };
         let now = crate::util::now_ms();
+        let place = SealContext::webhook_secret(target.webhook.fleet_id);
         let live: Vec<Secret> = auth
             .secrets
             .iter()
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| match sealer.open_string(&s.sealed) {
+            .filter_map(|s| match sealer.open_string(&place, &s.sealed) {
                 Ok(secret) => Some(secret),
                 Err(e) => {
                     tracing::error!(error = %e, fleet_id = %target.webhook.fleet_id,
@@ -182,27 +234,31 @@ impl Ingress {
             // Sealed under another key: the node is misconfigured, not the caller wrong.
             return Err(Refused::Unavailable);
         }
-        hmac::verify(auth.scheme, &live, headers, body, now / 1000).map_err(Refused::Unauthorized)
+        hmac::verify(auth.scheme, &live, headers, body, now / 1000)
+            .map_err(Refused::Unauthorized)?;
+        Ok(hmac::signed_key(auth.scheme, headers, body))
     }
 
     /// Commits the call and its queued run, durably. Inside the committing transaction (so
     /// that simultaneous calls, on any node, cannot both pass a check): a repeat of a key seen
     /// in the last 24 h gets the first call's ids; else the rate limit, then the concurrency
-    /// policy, may refuse it.
+    /// policy, may refuse it. `signed_key` is what [`Ingress::verify_signature`] returned.
     pub async fn admit(
         &self,
         target: &WebhookTarget,
         request: RequestRecord,
+        signed_key: Option<String>,
     ) -> Result<Accepted, Refused> {
         let settings = &target.webhook.settings;
-        let call_key =
-            call_key(&request.headers, settings.deduplicate.as_ref()).map_err(Refused::BadKey)?;
+        let call_key = call_key(&request.headers, settings.deduplicate.as_ref(), signed_key)
+            .map_err(Refused::BadKey)?;
         let run_id = Uuid::now_v7();
         let request_id = request.id;
         let ingest = Ingest {
             concurrency_key: concurrency_key(target, &request),
             call_key,
             rate_limit: settings.rate_limit,
+            max_queued: self.max_queued,
             request,
             run_id,
             policy: target.concurrency.clone(),
@@ -224,6 +280,10 @@ impl Ingress {
                 Ok(accepted(request_id, run_id, true))
             }
             Ok(Admission::Busy) => Err(Refused::Busy { retry_after: 1 }),
+            Ok(Admission::Backlogged { max_queued }) => Err(Refused::Backlogged {
+                max_queued,
+                retry_after: BACKLOG_RETRY_SECS,
+            }),
             Ok(Admission::RateLimited { retry_after_ms }) => match settings.rate_limit {
                 Some(limit) => Err(Refused::RateLimited {
                     retry_after: retry_after_secs(retry_after_ms),

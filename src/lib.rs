@@ -16,6 +16,7 @@
 //!   one writer thread commits every write in batches; and the PostgreSQL store, for several
 //!   nodes on one database.
 //! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
+//! - [`disk`]: the data volume's free space, which ingress keeps above `--min-free-disk`.
 //! - [`admission`]: the rules a webhook can add — rate limit, deduplication keys — that the
 //!   store applies inside the committing transaction.
 //! - [`retention`]: the background task that deletes old history, on every node.
@@ -36,6 +37,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod fleet;
 pub mod ingest;
 pub mod local;

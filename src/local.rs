@@ -98,6 +98,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
         cache_dir: None,
+        cache_key: None,
         max_concurrent: Scheduler::max_vessels(&config) as u32,
     })?);
     let scheduler = Scheduler::new(store, sandbox, config)?;

@@ -74,6 +74,7 @@ pub struct Metrics {
     /// Indexed by [`kind_index`].
     vessel_seconds: [AtomicHistogram; 2],
     vessel_fuel: [AtomicHistogram; 2],
+    vessels_abandoned: Counter,
     sandbox: Arc<OnceLock<Arc<Sandbox>>>,
 }
 
@@ -166,6 +167,12 @@ impl Metrics {
             })
         };
         let (vessel_seconds, vessel_fuel) = (by_kind(&seconds), by_kind(&fuel));
+        let vessels_abandoned = Counter::default();
+        registry.register(
+            "vessels_abandoned",
+            "Vessel runs the host stopped waiting for, past their timeout and grace (their thread abandoned)",
+            vessels_abandoned.clone(),
+        );
         let sandbox = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(SandboxCollector(sandbox.clone())));
         Metrics {
@@ -179,6 +186,7 @@ impl Metrics {
             commit_seconds,
             vessel_seconds,
             vessel_fuel,
+            vessels_abandoned,
             sandbox,
         }
     }
@@ -186,6 +194,11 @@ impl Metrics {
     /// Reports the sandbox's module cache counters from now on.
     pub fn watch_sandbox(&self, sandbox: Arc<Sandbox>) {
         let _ = self.sandbox.set(sandbox);
+    }
+
+    /// The host stopped waiting for a vessel past its timeout and grace.
+    pub fn vessel_abandoned(&self) {
+        self.vessels_abandoned.inc();
     }
 
     /// One webhook call answered with `code`.
@@ -285,6 +298,11 @@ impl Collector for SandboxCollector {
                 "wasm_modules_loaded",
                 "Wasm modules loaded from the disk cache since start.",
                 stats.wasm_loaded_from_disk,
+            ),
+            (
+                "wasm_modules_rejected",
+                "Compiled Wasm modules in the disk cache that failed their integrity check and were compiled again, since start.",
+                stats.wasm_artifacts_rejected,
             ),
         ];
         for (name, help, value) in wasm {

@@ -4,7 +4,6 @@
 //! Start-up is split from serving ([`prepare`] then [`Prepared::run`]) so that callers — `main`,
 //! the tests — can see what first start created before traffic flows.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,6 +14,7 @@ use crate::api::{self, ApiSettings, AppState};
 use crate::config::{Config, Role};
 use crate::fleet::FleetDoc;
 use crate::ingest::Ingress;
+use crate::sandbox::wasm::ArtifactKey;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::postgres::PostgresStore;
@@ -24,6 +24,10 @@ use crate::util::{random_token, sha256_hex};
 
 /// File (in the data folder) holding the sha256 of a generated admin token.
 const ADMIN_HASH_FILE: &str = "admin-token.sha256";
+
+/// Shortest admin token accepted, in bytes: a token chosen by hand shorter than a 256-bit key
+/// is refused at start rather than guessed later.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
 /// The script of the demo fleet's vessel.
 pub const DEMO_SCRIPT: &str = include_str!("demo.rhai");
@@ -63,8 +67,16 @@ pub struct Prepared {
 /// Opens everything and performs first-start set-up.
 /// `listener` is `None` exactly for `--role worker`.
 pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Prepared> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::util::private_dir(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+    // Files written by older versions under the process umask are closed too.
+    for file in [crate::auth::secrets::KEY_FILE, ADMIN_HASH_FILE] {
+        let path = config.data_dir.join(file);
+        crate::util::restrict_file(&path)
+            .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    }
+    // First, so that a weak token stops the start before anything else is opened.
+    let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
     let secrets =
         crate::auth::secrets::SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
     let store = open_store(&config).await?;
@@ -90,7 +102,15 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             "runs interrupted by the last stop: re-queued, or failed after max attempts"
         );
     }
-    let (admin_token_hash, generated_admin_token) = admin_token(&config)?;
+    let resealed = reseal_legacy(&store, &secrets)
+        .await
+        .context("sealing secrets of an earlier version again")?;
+    if resealed > 0 {
+        tracing::info!(
+            values = resealed,
+            "secrets sealed by an earlier version sealed again, bound to their place"
+        );
+    }
     let outbox_hook = crate::outbox::OutboxHook {
         secrets: secrets.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
@@ -113,6 +133,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig {
         cache_dir: Some(config.data_dir.join("modules")),
+        cache_key: Some(ArtifactKey(secrets.derive_key(b"wasm-artifacts"))),
         max_concurrent: Scheduler::max_vessels(&scheduler_config) as u32,
     })?);
     scheduler_config.metrics.watch_sandbox(sandbox.clone());
@@ -135,6 +156,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
         secrets.clone(),
         crate::outbox::OutboxConfig {
             node_id,
+            proxy: config.egress_proxy.clone(),
             ..crate::outbox::OutboxConfig::new(
                 config.max_deliveries,
                 crate::outbox::EgressPolicy::new(
@@ -173,7 +195,10 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     );
     let state = AppState {
         secrets,
-        ingress: Ingress::new(store.clone(), scheduler.clone()),
+        ingress: Ingress::new(store.clone(), scheduler.clone()).with_limits(
+            config.max_queued_per_fleet,
+            crate::disk::FreeDisk::new(&config.data_dir, config.min_free_disk),
+        ),
         store,
         scheduler,
         settings: Arc::new(ApiSettings {
@@ -183,6 +208,8 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
             cors_origins: config.cors_origins.clone(),
             max_url_bytes: config.max_url_bytes,
             body_timeout: std::time::Duration::from_secs(config.body_timeout_seconds.max(1)),
+            max_document_bytes: config.max_document_bytes,
+            sign_ins: crate::api::SignInGuard::new(config.max_failed_sign_ins),
             sessions,
         }),
     };
@@ -255,9 +282,12 @@ impl Prepared {
 
 /// Serves the main listener with the limits on what a client controls: at most
 /// `--max-connections` connections at once (the next ones wait in the listen backlog, where the
-/// kernel holds them, instead of each costing a task and buffers), the request head bounded in
-/// header count and bytes (hyper answers `431` past either), and headers that must arrive within
-/// `--header-timeout-seconds` (a slowloris client is disconnected). On shutdown, stops accepting
+/// kernel holds them, instead of each costing a task and buffers), at most
+/// `--max-connections-per-client` of them from one client address (more are closed at once, so
+/// one client cannot hold every slot), the request head bounded in header count and bytes (hyper
+/// answers `431` past either), and headers that must arrive within `--header-timeout-seconds` (a
+/// slowloris client is disconnected). Each request carries its peer's address
+/// (`ConnectInfo<SocketAddr>`) for the limits counted per client. On shutdown, stops accepting
 /// and waits for the connections in flight to finish their requests.
 async fn serve_http(
     listener: TcpListener,
@@ -265,6 +295,7 @@ async fn serve_http(
     config: &Config,
     shutdown: CancellationToken,
 ) {
+    use tower::Layer;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(
@@ -280,6 +311,7 @@ async fn serve_http(
     let permits = Arc::new(tokio::sync::Semaphore::new(
         usize::try_from(config.max_connections.max(1)).unwrap_or(usize::MAX),
     ));
+    let per_client = PerClient::new(config.max_connections_per_client);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -289,9 +321,9 @@ async fn serve_http(
             },
             () = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pausing lets connections close
                     // instead of spinning on the error.
@@ -302,19 +334,81 @@ async fn serve_http(
             },
             () = shutdown.cancelled() => break,
         };
+        // Closed at once, its permit back at once: a client at its cap costs nothing more.
+        let Some(slot) = per_client.take(peer.ip()) else {
+            tracing::debug!(client = %peer.ip(), "connection refused: the client holds its maximum");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = axum::Extension(axum::extract::ConnectInfo(peer)).layer(app.clone());
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let conn =
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Connections held per client address (see [`crate::api::client_key`]), capped.
+#[derive(Clone)]
+struct PerClient {
+    /// 0: no cap, nothing counted.
+    cap: u64,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>>,
+}
+
+/// One connection counted against its client (nothing when there is no cap); given back when
+/// dropped.
+struct ClientSlot {
+    counted: Option<(PerClient, std::net::IpAddr)>,
+}
+
+impl PerClient {
+    fn new(cap: u64) -> Self {
+        PerClient {
+            cap,
+            held: Arc::default(),
+        }
+    }
+
+    /// A slot for a new connection from `ip`, unless its client holds the cap already.
+    fn take(&self, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        if self.cap == 0 {
+            return Some(ClientSlot { counted: None });
+        }
+        let client = crate::api::client_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(client).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counted: Some((self.clone(), client)),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some((owner, client)) = &self.counted else {
+            return;
+        };
+        let mut held = owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(client);
+            }
+        }
+    }
 }
 
 /// The store the configuration names (see [`Config::database`]).
@@ -339,33 +433,100 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// Seals again, bound to their place, the secrets an earlier version sealed without associated
+/// data (`v1:`): webhook HMAC secrets, destination credentials in fleet documents, and the
+/// headers of deliveries still pending. Runs at every start and finds nothing once done; on a
+/// shared PostgreSQL store two nodes starting together may both seal a value again, and the
+/// last write wins with a value that opens. Returns how many values were sealed again.
+async fn reseal_legacy(
+    store: &Arc<dyn Store>,
+    secrets: &crate::auth::secrets::SecretBox,
+) -> anyhow::Result<usize> {
+    use crate::auth::secrets::{SealContext, SecretBox};
+    // A legacy value opened and sealed again for `place`; any other value left as it is.
+    let reseal = |value: &mut String, place: &SealContext| -> anyhow::Result<bool> {
+        if !SecretBox::is_legacy(value) {
+            return Ok(false);
+        }
+        let clear = secrets.open_legacy(value)?;
+        *value = secrets.seal(place, &clear);
+        Ok(true)
+    };
+    let mut count = 0;
+    for fleet_id in store.fleets_with_legacy_seals().await? {
+        let mut fleet = store.fleet(fleet_id).await?;
+        let before = count;
+        for d in &mut fleet.spec.destinations {
+            for (field, value) in [
+                ("authorization", &mut d.authorization),
+                ("api_key", &mut d.api_key),
+                ("signing_secret", &mut d.signing_secret),
+            ] {
+                if let Some(value) = value {
+                    let place = SealContext::destination(fleet_id, &d.name, field);
+                    count += usize::from(reseal(value, &place)?);
+                }
+            }
+        }
+        if count > before {
+            store.replace_fleet(fleet_id, &fleet.spec).await?;
+        }
+        if let Some(hook) = store.fleet_webhook(fleet_id).await?
+            && let WebhookAuth::Hmac(mut auth) = hook.auth
+            && auth.secrets.iter().any(|s| SecretBox::is_legacy(&s.sealed))
+        {
+            for secret in &mut auth.secrets {
+                let place = SealContext::webhook_secret(fleet_id);
+                count += usize::from(reseal(&mut secret.sealed, &place)?);
+            }
+            let change = crate::store::WebhookChange {
+                auth: Some(WebhookAuth::Hmac(auth)),
+                ..Default::default()
+            };
+            store.update_webhook(fleet_id, &change).await?;
+        }
+    }
+    for mut delivery in store.deliveries_with_legacy_seals().await? {
+        let id = delivery.id;
+        for (header, value) in delivery.request.sealed_headers.iter_mut() {
+            count += usize::from(reseal(value, &SealContext::delivery_header(id, header))?);
+        }
+        if let Some(value) = &mut delivery.request.signing_secret {
+            let place = SealContext::destination(
+                delivery.fleet_id,
+                &delivery.destination,
+                "signing_secret",
+            );
+            count += usize::from(reseal(value, &place)?);
+        }
+        store.set_delivery_request(id, &delivery.request).await?;
+    }
+    Ok(count)
+}
+
 /// The admin token's hash: from the setting, else from the data folder, else a new token whose
 /// hash is written there (the token itself is returned to be shown once).
 fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
     if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        if token.len() < MIN_ADMIN_TOKEN_BYTES {
+            anyhow::bail!(
+                "the admin token (--admin-token / WHARF_ADMIN_TOKEN) is {} bytes long; it must \
+                 have at least {MIN_ADMIN_TOKEN_BYTES} (e.g. `openssl rand -hex 32`), or leave it \
+                 unset to have one generated",
+                token.len()
+            );
+        }
         return Ok((sha256_hex(token.as_bytes()), None));
     }
     let path = config.data_dir.join(ADMIN_HASH_FILE);
     if let Ok(hash) = std::fs::read_to_string(&path) {
         return Ok((hash.trim().to_owned(), None));
     }
-    // 48 alphanumerics: about 285 bits.
+    // 48 alphanumerics: about 285 bits, over the 256 of `MIN_ADMIN_TOKEN_BYTES` random bytes.
     let token = random_token("wharf_admin_", 48);
-    write_private(&path, &sha256_hex(token.as_bytes()))?;
-    Ok((sha256_hex(token.as_bytes()), Some(token)))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    crate::util::write_private(&path, sha256_hex(token.as_bytes()).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+    Ok((sha256_hex(token.as_bytes()), Some(token)))
 }
 
 async fn create_demo(
@@ -398,3 +559,51 @@ async fn create_demo(
 
 /// A GitHub-style push payload that the demo fleet understands.
 pub const DEMO_PAYLOAD: &str = r#"{"ref":"refs/heads/main","repository":{"full_name":"acme/tools"},"pusher":{"name":"alice"},"commits":[{"id":"a1"},{"id":"b2"}]}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_admin_token_needs_32_bytes_and_a_generated_one_has_over_256_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        config.admin_token = Some("a".repeat(MIN_ADMIN_TOKEN_BYTES - 1));
+        let err = admin_token(&config).unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{err}");
+        assert!(!err.contains(&"a".repeat(31)), "the token is echoed: {err}");
+        config.admin_token = Some("a".repeat(MIN_ADMIN_TOKEN_BYTES));
+        assert!(admin_token(&config).unwrap().1.is_none());
+
+        config.admin_token = None;
+        let (hash, generated) = admin_token(&config).unwrap();
+        let generated = generated.expect("a token is generated");
+        let random = generated.strip_prefix("wharf_admin_").unwrap();
+        // 48 characters drawn from 62: 285 bits.
+        assert_eq!(random.len(), 48);
+        assert!(random.len() as f64 * 62f64.log2() > 256.0);
+        assert_eq!(hash, sha256_hex(generated.as_bytes()));
+        // The next start reads the hash back and generates nothing.
+        assert_eq!(admin_token(&config).unwrap(), (hash, None));
+    }
+
+    #[test]
+    fn connections_are_capped_per_client_and_given_back_when_they_end() {
+        let per_client = PerClient::new(2);
+        let one: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let a = per_client.take(one).expect("first");
+        let _b = per_client.take(one).expect("second");
+        assert!(per_client.take(one).is_none());
+        assert!(per_client.take("192.0.2.2".parse().unwrap()).is_some());
+        drop(a);
+        assert!(per_client.take(one).is_some());
+        // Within one IPv6 /64, addresses share the cap.
+        let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let _c = per_client.take(v6("2001:db8::1")).unwrap();
+        let _d = per_client.take(v6("2001:db8::2")).unwrap();
+        assert!(per_client.take(v6("2001:db8::3")).is_none());
+        let off = PerClient::new(0);
+        let held: Vec<_> = (0..1000).map(|_| off.take(one)).collect();
+        assert!(held.iter().all(Option::is_some));
+    }
+}

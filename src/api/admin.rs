@@ -16,7 +16,7 @@ use super::{ApiError, AppState, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
 use crate::auth::hmac::HmacScheme;
 use crate::auth::keys;
-use crate::auth::secrets::Secret;
+use crate::auth::secrets::{SealContext, Secret};
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
 use crate::scheduler::PrepareError;
@@ -200,8 +200,9 @@ async fn create_fleet(
         .prepare_fleet(doc)
         .await
         .map_err(prepare_error)?;
-    let generated = seal_destinations(&s, &mut spec, &[])?;
-    let fleet = s.store.create_fleet(project_id, &spec).await?;
+    let id = uuid::Uuid::new_v4();
+    let generated = seal_destinations(&s, id, &mut spec, &[])?;
+    let fleet = s.store.create_fleet_with_id(project_id, id, &spec).await?;
     let mut doc = fleet_json(&s, &fleet).await?;
     show_generated(&mut doc, generated);
     Ok((StatusCode::CREATED, Json(doc)))
@@ -243,7 +244,7 @@ async fn replace_fleet(
         .prepare_fleet(doc)
         .await
         .map_err(prepare_error)?;
-    let generated = seal_destinations(&s, &mut spec, &stored.spec.destinations)?;
+    let generated = seal_destinations(&s, id, &mut spec, &stored.spec.destinations)?;
     let fleet = s.store.replace_fleet(id, &spec).await?;
     let mut doc = fleet_json(&s, &fleet).await?;
     show_generated(&mut doc, generated);
@@ -254,10 +255,11 @@ async fn replace_fleet(
 /// the destination of the same name); returns the signing secrets generated now.
 fn seal_destinations(
     s: &AppState,
+    fleet_id: uuid::Uuid,
     spec: &mut crate::fleet::FleetSpec,
     stored: &[crate::outbox::DestinationSpec],
 ) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    crate::outbox::seal_secrets(&mut spec.destinations, stored, &s.secrets)
+    crate::outbox::seal_secrets(fleet_id, &mut spec.destinations, stored, &s.secrets)
         .map_err(|e| ApiError::BadRequest(e.0))
 }
 
@@ -374,7 +376,11 @@ struct AuthInput {
 }
 
 /// Parses an `auth` value; for `hmac`, the secret (generated or given) to show once.
-fn parse_auth(s: &AppState, v: &Value) -> Result<(WebhookAuth, Option<Secret>), ApiError> {
+fn parse_auth(
+    s: &AppState,
+    fleet_id: uuid::Uuid,
+    v: &Value,
+) -> Result<(WebhookAuth, Option<Secret>), ApiError> {
     let input = match v {
         Value::Null => return Ok((WebhookAuth::None, None)),
         Value::String(mode) => AuthInput {
@@ -416,7 +422,10 @@ fn parse_auth(s: &AppState, v: &Value) -> Result<(WebhookAuth, Option<Secret>), 
             let auth = HmacAuth {
                 scheme,
                 secrets: vec![SealedSecret {
-                    sealed: s.secrets.seal(secret.expose().as_bytes()),
+                    sealed: s.secrets.seal(
+                        &SealContext::webhook_secret(fleet_id),
+                        secret.expose().as_bytes(),
+                    ),
                     created_at: now_ms(),
                     expires_at: None,
                 }],
@@ -519,7 +528,7 @@ async fn create_webhook(
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> Result<Created, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
-    let (auth, secret) = parse_auth(&s, body.auth.as_ref().unwrap_or(&Value::Null))?;
+    let (auth, secret) = parse_auth(&s, fleet_id, body.auth.as_ref().unwrap_or(&Value::Null))?;
     let settings = WebhookSettings {
         rate_limit: setting(
             body.rate_limit.as_ref().unwrap_or(&Value::Null),
@@ -565,7 +574,7 @@ async fn update_webhook(
     };
     let mut secret = None;
     if let Some(v) = &body.auth {
-        let (auth, given) = parse_auth(&s, v)?;
+        let (auth, given) = parse_auth(&s, fleet_id, v)?;
         change.auth = Some(auth);
         secret = given;
     }
@@ -643,7 +652,10 @@ async fn rotate_webhook_secret(
     let secret = new_secret(current.scheme, body.secret)?;
     let now = now_ms();
     let mut secrets = vec![SealedSecret {
-        sealed: s.secrets.seal(secret.expose().as_bytes()),
+        sealed: s.secrets.seal(
+            &SealContext::webhook_secret(fleet_id),
+            secret.expose().as_bytes(),
+        ),
         created_at: now,
         expires_at: None,
     }];
@@ -919,23 +931,18 @@ pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Valu
     request_body(content = Vec<u8>, description = "Any body, as a webhook call would carry", content_type = "*/*"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "What the run would record", body = Value),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 async fn dry_run(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    super::limits::BodyBytes(body): super::limits::BodyBytes,
 ) -> Result<Json<Value>, ApiError> {
+    // The body is bounded by `--max-body-bytes` and `--body-timeout-seconds`, as at ingress.
     let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
-    let limit = s.settings.max_body_bytes;
-    if body.len() > limit {
-        return Err(ApiError::TooLarge(format!(
-            "body of {} bytes is over the limit of {limit} bytes",
-            body.len()
-        )));
-    }
     let request_id = uuid::Uuid::now_v7();
     let request = super::ingress::describe(request_id, &method, &uri, &headers);
     let ids = [fleet.org_id, fleet.project_id, fleet.id].map(|id| id.to_string());

@@ -49,8 +49,8 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
         (status = 413, description = "Body over the limit", body = Value),
         (status = 414, description = "URL over `--max-url-bytes`", body = Value),
         (status = 431, description = "Too many headers, or a request head over `--max-header-bytes`"),
-        (status = 429, description = "`reject` policy and a run is queued or running", body = Value),
-        (status = 503, description = "Storage unavailable", body = Value)))]
+        (status = 429, description = "`reject` policy and a run is queued or running; the webhook's rate limit; or the fleet has `--max-queued-per-fleet` runs queued (with `Retry-After`)", body = Value),
+        (status = 503, description = "Storage unavailable, or the data volume below `--min-free-disk` (with `Retry-After`)", body = Value)))]
 pub(super) async fn ingress(
     State(s): State<AppState>,
     method: Method,
@@ -94,6 +94,9 @@ async fn admit(
     if let Err(why) = s.ingress.authorize(&target, uri.query(), &headers).await {
         return refused(request_id, why);
     }
+    if let Err(why) = s.ingress.check_disk() {
+        return refused(request_id, why);
+    }
 
     let limit = s.settings.max_body_bytes;
     let too_large = || {
@@ -111,41 +114,20 @@ async fn admit(
         return too_large();
     }
     // A client trickling its body would hold the connection and its buffer for as long as it
-    // likes: the body must be in within the body timeout.
-    let read = tokio::time::timeout(s.settings.body_timeout, axum::body::to_bytes(body, limit));
-    let Ok(read) = read.await else {
-        return error(
-            request_id,
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the body was not received within {} s",
-                s.settings.body_timeout.as_secs()
-            ),
-        );
-    };
-    let body = match read {
+    // likes: `limits::bounded_body` ends the read at the limit or at the body timeout.
+    let body = match super::limits::read(body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
-            return if too_big {
-                too_large()
-            } else {
-                error(
-                    request_id,
-                    StatusCode::BAD_REQUEST,
-                    "could not read the request body",
-                )
-            };
-        }
+        Err(super::limits::BodyError::TooLarge(_)) => return too_large(),
+        Err(e) => return error(request_id, e.status(), &e.to_string()),
     };
 
-    if let Err(why) = s
+    let signed_key = match s
         .ingress
         .verify_signature(&target, &headers, &body, &s.secrets)
     {
-        return refused(request_id, why);
-    }
+        Ok(key) => key,
+        Err(why) => return refused(request_id, why),
+    };
 
     let meta = describe(request_id, &method, &uri, &headers);
     let record = RequestRecord {
@@ -159,7 +141,7 @@ async fn admit(
         body: body.to_vec(),
         received_at: crate::util::now_ms(),
     };
-    let accepted = match s.ingress.admit(&target, record).await {
+    let accepted = match s.ingress.admit(&target, record, signed_key).await {
         Ok(a) => a,
         Err(why) => return refused(request_id, why),
     };
@@ -229,6 +211,37 @@ fn refused(request_id: Uuid, why: Refused) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "storage unavailable, retry later",
         ),
+        Refused::Backlogged {
+            max_queued,
+            retry_after,
+        } => {
+            let mut res = error(
+                request_id,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "the fleet has {max_queued} runs queued, its limit (--max-queued-per-fleet); \
+                     retry after {retry_after} s"
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Refused::LowDisk { low, retry_after } => {
+            let mut res = error(
+                request_id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the server is low on disk space ({} free, below --min-free-disk of {}); \
+                     nothing was stored, retry after {retry_after} s",
+                    bytesize::ByteSize::b(low.free).display().iec(),
+                    bytesize::ByteSize::b(low.min_free).display().iec(),
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
     }
 }
 

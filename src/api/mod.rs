@@ -7,10 +7,13 @@ mod deliveries;
 mod events;
 mod ingress;
 mod limits;
+pub use limits::{MAX_ADMIN_BODY, MAX_SIGN_IN_BODY};
 mod listing;
 mod ops;
 mod session;
 pub use session::Sessions;
+mod sign_in_guard;
+pub use sign_in_guard::{SignInGuard, client_key};
 mod stats;
 mod ui;
 
@@ -36,9 +39,6 @@ use crate::ingest::Ingress;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreError};
 
-/// Largest admin API body: a fleet document may carry 16 MiB modules in base64.
-const MAX_ADMIN_BODY: usize = 64 << 20;
-
 /// Settings the HTTP layer needs.
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -52,8 +52,12 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
     /// Longest request target (path and query), answered `414` beyond.
     pub max_url_bytes: usize,
-    /// Time a webhook body has to arrive once the headers are in, answered `408` beyond.
+    /// Time any request body has to arrive once the headers are in, answered `408` beyond.
     pub body_timeout: std::time::Duration,
+    /// Largest fleet document (create or replace), answered `413` beyond.
+    pub max_document_bytes: usize,
+    /// Failed sign-ins per client address, refused with `429` past their limit.
+    pub sign_ins: SignInGuard,
     /// The dashboard's browser sessions.
     pub sessions: Sessions,
 }
@@ -87,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         None => routes,
     };
     routes
+        .layer(middleware::from_fn_with_state(
+            state.settings.clone(),
+            limits::bounded_body,
+        ))
         .layer(middleware::from_fn(request_span))
         .layer(middleware::from_fn_with_state(
             state.settings.clone(),
@@ -168,7 +176,8 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(session::routes())
         .route_layer(middleware::from_fn(require_admin))
         .merge(session::open_routes())
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY));
+        // Sizes and read times are bounded by `limits::bounded_body` for every route.
+        .layer(axum::extract::DefaultBodyLimit::disable());
     let metrics = OpenApiRouter::new()
         .routes(routes!(ops::metrics))
         .route_layer(middleware::from_fn(require_admin));
@@ -231,9 +240,20 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 408: the body did not arrive within `--body-timeout-seconds`.
+    #[error("{0}")]
+    Timeout(String),
     /// 413.
     #[error("{0}")]
     TooLarge(String),
+    /// 429 with `Retry-After` in seconds: too many failed sign-ins from the client's address.
+    #[error("{message}")]
+    SlowDown {
+        /// What is refused and why.
+        message: String,
+        /// Seconds until the address may try again.
+        retry_after: u64,
+    },
     /// 429, with `Retry-After: 1`.
     #[error("{0}")]
     Busy(String),
@@ -260,7 +280,17 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::SlowDown { retry_after, .. } => {
+                let body = Json(json!({"error": self.to_string()}));
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, retry_after.to_string())],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Busy(_) => {
                 let body = Json(json!({"error": self.to_string()}));
                 return (
@@ -286,16 +316,8 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge(format!("request body over {MAX_ADMIN_BODY} bytes"))
-                } else {
-                    ApiError::BadRequest(format!("could not read the body: {e}"))
-                }
-            })?;
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = limits::read(req.into_body()).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -322,12 +344,17 @@ async fn require_admin(
 ) -> Response {
     // The token is compared as its sha256 with `subtle`: a wrong token's answer takes the same
     // time however much of the real one it shares.
-    match crate::auth::keys::bearer(req.headers()) {
-        Some(token) if crate::util::secret_matches(token, &settings.admin_token_hash) => {
+    if let Some(token) = crate::auth::keys::bearer(req.headers()) {
+        let client = sign_in_guard::peer_of(req.extensions());
+        // Checked before the token is compared, as at sign-in.
+        if let Err(refused) = settings.sign_ins.check(client) {
+            return refused.into_response();
+        }
+        if crate::util::secret_matches(token, &settings.admin_token_hash) {
             return next.run(req).await;
         }
-        Some(_) => return ApiError::Unauthorized("wrong admin token".into()).into_response(),
-        None => {}
+        settings.sign_ins.failed(client, "admin API bearer token");
+        return ApiError::Unauthorized("wrong admin token".into()).into_response();
     }
     let session = match settings.sessions.open(req.headers()).await {
         Ok(Some(session)) => session,

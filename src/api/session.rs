@@ -28,8 +28,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::sign_in_guard::ClientAddr;
 use super::{ApiError, AppState, ErrorBody, JsonBody};
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::store::{Store, StoreError};
 use crate::util::{now_ms, random_token, rfc3339, secret_matches, sha256_hex};
 
@@ -114,9 +115,10 @@ impl Sessions {
             csrf: random_token("", 43),
             tok: self.fingerprint().to_owned(),
         };
-        let sealed = self
-            .secrets
-            .seal(&serde_json::to_vec(&claims).unwrap_or_default());
+        let sealed = self.secrets.seal(
+            &SealContext::session_cookie(),
+            &serde_json::to_vec(&claims).unwrap_or_default(),
+        );
         let session = Session {
             csrf: claims.csrf,
             expires_at: claims.exp,
@@ -128,7 +130,13 @@ impl Sessions {
     /// current admin token (whether it was signed out is not looked at here).
     fn unsealed(&self, headers: &HeaderMap) -> Option<Session> {
         let value = cookie(headers, COOKIE)?;
-        let claims: Claims = serde_json::from_slice(&self.secrets.open(value).ok()?).ok()?;
+        let claims: Claims = serde_json::from_slice(
+            &self
+                .secrets
+                .open(&SealContext::session_cookie(), value)
+                .ok()?,
+        )
+        .ok()?;
         let valid = claims.exp > now_ms()
             && bool::from(claims.tok.as_bytes().ct_eq(self.fingerprint().as_bytes()));
         valid.then_some(Session {
@@ -236,14 +244,26 @@ impl From<Session> for SessionInfo {
 /// taken from the body only, never from the URL.
 #[utoipa::path(post, path = "/session", tag = "ops", request_body = SignIn,
     security(()),
-    responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody)))]
-async fn sign_in(State(s): State<AppState>, JsonBody(body): JsonBody<SignIn>) -> Response {
+    responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody),
+        (status = 408, description = "Body not received within `--body-timeout-seconds`", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins from this address; see `Retry-After`", body = ErrorBody)))]
+async fn sign_in(
+    State(s): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    JsonBody(body): JsonBody<SignIn>,
+) -> Response {
     let token = body.token.trim();
     if token.is_empty() {
         return ApiError::Unauthorized("missing admin token: send {\"token\": \"…\"}".into())
             .into_response();
     }
+    // Before the token is compared: a blocked address learns nothing from its guesses.
+    if let Err(refused) = s.settings.sign_ins.check(client) {
+        return refused.into_response();
+    }
     if !secret_matches(token, &s.settings.admin_token_hash) {
+        s.settings.sign_ins.failed(client, "POST /api/v1/session");
         return ApiError::Unauthorized("wrong admin token".into()).into_response();
     }
     let sessions = &s.settings.sessions;

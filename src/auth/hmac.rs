@@ -10,7 +10,10 @@
 //!   `whsec_`.
 //!
 //! Timestamps more than [`TOLERANCE_SECS`] away from now, in either direction, are refused, so a
-//! captured call cannot be replayed later. Every comparison is constant-time (`subtle`).
+//! captured call cannot be replayed later; within that window a replay is recognised by
+//! [`signed_key`] and answered as a repeat of the first call. GitHub's signature carries no
+//! timestamp: a captured GitHub call passes for ever unless the webhook deduplicates on
+//! `X-GitHub-Delivery`. Every comparison is constant-time (`subtle`).
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -164,6 +167,40 @@ pub fn verify(
     }
 }
 
+/// The signed identity of a call [`verify`] accepted, as a deduplication key (prefixed by the
+/// header it comes from, like the keys of [`crate::admission::call_key`]): Stripe's `t` with
+/// the digest of the body it signs — what every matching `v1` signs, so dropping or adding a
+/// `v1` does not make a new key — and the Standard Webhooks `webhook-id`. GitHub signs no
+/// identity: `None`.
+pub fn signed_key(scheme: HmacScheme, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match scheme {
+        HmacScheme::Github => None,
+        HmacScheme::Stripe => {
+            let t = header("stripe-signature")?
+                .split(',')
+                .find_map(|item| item.trim().strip_prefix("t="))?;
+            let t: i64 = t.trim().parse().ok()?;
+            Some(format!(
+                "stripe-signature:t={t},sha256={}",
+                crate::util::sha256_hex(body)
+            ))
+        }
+        HmacScheme::StandardWebhooks => {
+            let id = header("webhook-id")?;
+            let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
+            Some(if !id.is_empty() && id.len() <= 255 && printable {
+                format!("webhook-id:{id}")
+            } else {
+                format!(
+                    "webhook-id:sha256:{}",
+                    crate::util::sha256_hex(id.as_bytes())
+                )
+            })
+        }
+    }
+}
+
 /// A signed timestamp within the tolerance of now.
 fn fresh(timestamp: &str, now: i64) -> Result<(), AuthFailure> {
     let t: i64 = timestamp.trim().parse().map_err(|_| AuthFailure::Wrong)?;
@@ -218,6 +255,38 @@ mod tests {
 
     fn secret(s: &str) -> Vec<Secret> {
         vec![Secret::new(s.into())]
+    }
+
+    #[test]
+    fn the_signed_identity_is_the_replay_key() {
+        let stripe = |sig: &str| headers(&[("stripe-signature", sig)]);
+        let a = signed_key(HmacScheme::Stripe, &stripe("t=100,v1=aa,v1=bb"), b"x");
+        let b = signed_key(HmacScheme::Stripe, &stripe("v1=bb, t=100"), b"x");
+        assert!(
+            a.as_deref()
+                .is_some_and(|k| k.starts_with("stripe-signature:t=100,"))
+        );
+        assert_eq!(a, b, "the v1 list does not change the key");
+        assert_ne!(
+            a,
+            signed_key(HmacScheme::Stripe, &stripe("t=101,v1=aa"), b"x")
+        );
+        assert_ne!(
+            a,
+            signed_key(HmacScheme::Stripe, &stripe("t=100,v1=aa"), b"y")
+        );
+        let sw = headers(&[("webhook-id", "msg_1")]);
+        assert_eq!(
+            signed_key(HmacScheme::StandardWebhooks, &sw, b"x").as_deref(),
+            Some("webhook-id:msg_1")
+        );
+        let long = headers(&[("webhook-id", &"m".repeat(300))]);
+        let key = signed_key(HmacScheme::StandardWebhooks, &long, b"x").unwrap();
+        assert!(
+            key.starts_with("webhook-id:sha256:") && key.len() < 100,
+            "{key}"
+        );
+        assert_eq!(signed_key(HmacScheme::Github, &sw, b"x"), None);
     }
 
     /// GitHub's published example ("Validating webhook deliveries").

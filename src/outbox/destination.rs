@@ -3,8 +3,10 @@
 //!
 //! Variables go in the URL and in header values as `{{name}}` (spaces inside the braces are
 //! allowed); the name must be a declared variable of the fleet, and its value at the end of the
-//! run is used. In the URL a value is percent-encoded, so it cannot add path segments, a query
-//! or a host.
+//! run is used. Callers can set variables (a JSON body's keys override declared defaults), so a
+//! URL's scheme, host and port never come from one: such a URL is refused at save. In the path
+//! and query a value is percent-encoded, so it cannot add path segments, a query or a host, and
+//! a value that makes a `.` or `..` segment (which would climb the path) refuses the delivery.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -12,7 +14,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::fleet::FleetError;
 use crate::store::{DeliveryRequest, NewDelivery, RunStatus};
 
@@ -218,6 +220,66 @@ pub fn fill(template: &str, vars: &BTreeMap<String, String>, encode: fn(&str) ->
     out
 }
 
+/// Where a URL template's path starts: after `scheme://` and the authority (host, port and
+/// any credentials); `None` when it has no `://`.
+fn path_start(template: &str) -> Option<usize> {
+    let after = template.find("://")? + 3;
+    Some(
+        template[after..]
+            .find(['/', '?', '#'])
+            .map_or(template.len(), |i| after + i),
+    )
+}
+
+/// Refuses a URL template whose scheme, host or port would come from a variable.
+fn check_url_origin(template: &str, dest: &str) -> Result<(), FleetError> {
+    let end = path_start(template).unwrap_or(template.len());
+    if let Some(name) = placeholders(&template[..end]).first() {
+        return err(format!(
+            "destination {dest}: url takes its scheme, host or port from {{{{{name}}}}}; callers can set variables, so only the path and query may use them"
+        ));
+    }
+    Ok(())
+}
+
+/// A path segment the URL parser would resolve away (`.`, `..`, or either written with
+/// `%2e`), dropping the segment or the one before it.
+fn is_dot_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+    lower == "." || lower == ".."
+}
+
+/// Fills a destination URL: values percent-encoded; an error (no URL) when the scheme, host or
+/// port would come from a variable, or a value makes a `.` or `..` path segment.
+pub fn fill_url(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let Some(origin_end) = path_start(template) else {
+        return Err("url is not an absolute http:// or https:// URL".into());
+    };
+    if let Some(name) = placeholders(&template[..origin_end]).first() {
+        return Err(format!(
+            "url takes its scheme, host or port from {{{{{name}}}}}; refused"
+        ));
+    }
+    let path_end = template[origin_end..]
+        .find(['?', '#'])
+        .map_or(template.len(), |i| origin_end + i);
+    let mut out = template[..origin_end].to_owned();
+    for (i, segment) in template[origin_end..path_end].split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let filled = fill(segment, vars, url_encode);
+        if segment.contains("{{") && is_dot_segment(&filled) {
+            return Err(format!(
+                "a variable makes the path segment {filled:?}, which would change the path; nothing was sent"
+            ));
+        }
+        out.push_str(&filled);
+    }
+    out.push_str(&fill(&template[path_end..], vars, url_encode));
+    Ok(out)
+}
+
 fn url_encode(v: &str) -> String {
     form_urlencoded::byte_serialize(v.as_bytes())
         .collect::<String>()
@@ -276,6 +338,7 @@ impl DestinationDoc {
         }
         let n = &name;
         check_template(&self.url, "url", n, variables)?;
+        check_url_origin(&self.url, n)?;
         // The URL's shape is checked with every placeholder filled by a plain word.
         let probe = fill(&self.url, &BTreeMap::new(), |_| "x".to_owned());
         match reqwest::Url::parse(&probe) {
@@ -461,6 +524,7 @@ impl DestinationSpec {
 /// (the stored fleet), `"generate"` (signing secrets) makes a new `whsec_` secret. Returns the
 /// generated secrets by destination name: they are shown once, in the answer of this save.
 pub fn seal_secrets(
+    fleet_id: uuid::Uuid,
     destinations: &mut [DestinationSpec],
     previous: &[DestinationSpec],
     secrets: &SecretBox,
@@ -489,6 +553,7 @@ pub fn seal_secrets(
         ];
         for (field, value, stored) in fields {
             let Some(v) = value.as_deref() else { continue };
+            let place = SealContext::destination(fleet_id, &d.name, field);
             if v == SET {
                 match stored.and_then(Option::as_ref) {
                     Some(sealed) => *value = Some(sealed.clone()),
@@ -506,10 +571,10 @@ pub fn seal_secrets(
                     "{WHSEC}{}",
                     base64::engine::general_purpose::STANDARD.encode(key)
                 );
-                *value = Some(secrets.seal(secret.as_bytes()));
+                *value = Some(secrets.seal(&place, secret.as_bytes()));
                 generated.insert(d.name.clone(), secret);
             } else {
-                *value = Some(secrets.seal(v.as_bytes()));
+                *value = Some(secrets.seal(&place, v.as_bytes()));
             }
         }
     }
@@ -543,6 +608,10 @@ pub struct Planned {
     pub batches: u32,
     /// The body.
     pub body: Value,
+    /// Why nothing will be sent, when the URL with variables filled in is refused (see
+    /// [`fill_url`]); `url` is then the destination's template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// The requests a run's end makes: for each destination whose `on` matches, its rows (the
@@ -564,7 +633,10 @@ pub fn plan(
         }
         let chunks: Vec<&[Value]> = rows.chunks(d.batch_size as usize).collect();
         let batches = chunks.len() as u32;
-        let url = fill(&d.url, variables, url_encode);
+        let (url, refused) = match fill_url(&d.url, variables) {
+            Ok(url) => (url, None),
+            Err(e) => (d.url.clone(), Some(format!("destination {}: {e}", d.name))),
+        };
         for (b, chunk) in chunks.into_iter().enumerate() {
             out.push((
                 i,
@@ -575,6 +647,7 @@ pub fn plan(
                     batch: b as u32 + 1,
                     batches,
                     body: serde_json::json!({"sync_mode": d.sync_mode, "rows": chunk}),
+                    refused: refused.clone(),
                 },
             ));
         }
@@ -603,13 +676,19 @@ pub fn deliveries(
                 headers.insert(k.to_ascii_lowercase(), fill(v, variables, as_is));
             }
             let mut sealed_headers = BTreeMap::new();
-            for (header, value) in [("authorization", &d.authorization), ("x-api-key", &d.api_key)]
-            {
+            let id = uuid::Uuid::now_v7();
+            for (header, field, value) in [
+                ("authorization", "authorization", &d.authorization),
+                ("x-api-key", "api_key", &d.api_key),
+            ] {
                 let Some(sealed) = value else { continue };
-                match secrets.open_string(sealed) {
+                let place = SealContext::destination(fleet_id, &d.name, field);
+                match secrets.open_string(&place, sealed) {
                     Ok(clear) => {
                         let filled = fill(clear.expose(), variables, as_is);
-                        sealed_headers.insert(header.to_owned(), secrets.seal(filled.as_bytes()));
+                        let place = SealContext::delivery_header(id, header);
+                        sealed_headers
+                            .insert(header.to_owned(), secrets.seal(&place, filled.as_bytes()));
                     }
                     Err(_) => tracing::error!(
                         destination = %d.name, header,
@@ -618,7 +697,7 @@ pub fn deliveries(
                 }
             }
             NewDelivery {
-                id: uuid::Uuid::now_v7(),
+                id,
                 fleet_id,
                 destination: p.destination,
                 batch: p.batch,
@@ -634,6 +713,7 @@ pub fn deliveries(
                     max_attempts: d.max_attempts,
                     base_ms: d.backoff.base_ms,
                     max_ms: d.backoff.max_ms,
+                    refused: p.refused,
                 },
                 body: p.body.to_string(),
             }
@@ -664,6 +744,52 @@ mod tests {
         assert_eq!(fill("b {{branch}}", &vars(), as_is), "b feat/x y");
         let e = parse(serde_json::json!({"name": "a", "url": "https://h/{{nope}}"})).unwrap_err();
         assert!(e.0.contains("{{nope}}"), "{e}");
+    }
+
+    #[test]
+    fn hosts_and_ports_never_come_from_variables() {
+        for url in [
+            "http://{{branch}}/x",
+            "http://h.example:{{branch}}/x",
+            "http://{{branch}}.example",
+            "{{branch}}://h.example/x",
+            "http://u{{branch}}@h.example/x",
+        ] {
+            let e = parse(serde_json::json!({"name": "a", "url": url})).unwrap_err();
+            assert!(
+                e.0.contains("destination a: url") && e.0.contains("{{branch}}"),
+                "{url}: {e}"
+            );
+            assert!(fill_url(url, &vars()).is_err(), "{url}");
+        }
+        let d = parse(serde_json::json!({"name": "a", "url": "http://h.example/p?b={{branch}}"}))
+            .unwrap();
+        assert_eq!(
+            fill_url(&d.url, &vars()).unwrap(),
+            "http://h.example/p?b=feat%2Fx%20y"
+        );
+    }
+
+    #[test]
+    fn a_value_making_a_dot_segment_is_refused() {
+        let t = "http://h.example/a/{{v}}/b?q={{v}}";
+        let with = |v: &str| BTreeMap::from([("v".to_owned(), v.to_owned())]);
+        for bad in ["..", "."] {
+            let e = fill_url(t, &with(bad)).unwrap_err();
+            assert!(e.contains("path segment"), "{e}");
+        }
+        assert!(fill_url("http://h/%2E{{v}}/", &with(".")).is_err());
+        assert!(fill_url("http://h/.{{v}}/", &with(".")).is_err());
+        assert_eq!(
+            fill_url(t, &with("...")).unwrap(),
+            "http://h.example/a/.../b?q=..."
+        );
+        assert_eq!(
+            fill_url(t, &with("../x")).unwrap(),
+            "http://h.example/a/..%2Fx/b?q=..%2Fx"
+        );
+        // A query value of .. changes nothing.
+        assert!(fill_url("http://h/a?q={{v}}", &with("..")).is_ok());
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod sign;
 pub mod store;
 mod worker;
 
-pub use destination::{DestinationSpec, deliveries, parse_destinations, plan, seal_secrets};
+pub use destination::{
+    DestinationSpec, deliveries, fill_url, parse_destinations, plan, seal_secrets,
+};
 pub use egress::EgressPolicy;
-pub use worker::{Deliverer, OutboxConfig, OutboxHook};
+pub use worker::{Deliverer, OutboxConfig, OutboxHook, client};

@@ -66,6 +66,10 @@ pub struct DeliveryRequest {
     pub base_ms: u64,
     /// Largest backoff ceiling.
     pub max_ms: u64,
+    /// Why this delivery is never sent (the URL with variables filled in was refused); it fails
+    /// at its first attempt with this error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A delivery to create with a run's end.
@@ -194,6 +198,11 @@ pub trait Outbox: Send + Sync {
     async fn release_deliveries(&self) -> StoreResult<u64>;
     /// A run's deliveries (bodies not loaded), by destination and batch.
     async fn run_deliveries(&self, run_id: Uuid) -> StoreResult<Vec<Delivery>>;
+    /// Deliveries still pending whose request holds a value sealed by an earlier version
+    /// (`v1:`), for the start-up migration.
+    async fn deliveries_with_legacy_seals(&self) -> StoreResult<Vec<Delivery>>;
+    /// Replaces what a delivery sends (the migration's new seals).
+    async fn set_delivery_request(&self, id: Uuid, request: &DeliveryRequest) -> StoreResult<()>;
     /// Puts a failed delivery back to pending, due at `now`. `NotFound` for an unknown id,
     /// `Conflict` unless it is failed.
     async fn retry_delivery(&self, id: Uuid, now: i64) -> StoreResult<Delivery>;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::destination::DeliveryBackoff;
 use super::egress::{EgressPolicy, PolicyResolver};
-use crate::auth::secrets::SecretBox;
+use crate::auth::secrets::{SealContext, SecretBox};
 use crate::store::{AttemptRecord, Delivery, DeliveryAttempt, Store, Verdict};
 use crate::util::now_ms;
 
@@ -39,6 +39,9 @@ pub struct OutboxConfig {
     pub poll: Duration,
     /// Where deliveries may connect.
     pub egress: EgressPolicy,
+    /// The proxy every delivery goes through (`--egress-proxy`); `None`: none, whatever the
+    /// environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` say.
+    pub proxy: Option<String>,
 }
 
 impl OutboxConfig {
@@ -50,6 +53,7 @@ impl OutboxConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             poll: Duration::from_secs(1),
             egress,
+            proxy: None,
         }
     }
 }
@@ -80,8 +84,7 @@ struct Inner {
 }
 
 impl Deliverer {
-    /// Builds the worker and its HTTP client: one connection pool for every delivery, redirects
-    /// not followed, every resolved address checked against the egress policy.
+    /// Builds the worker and its HTTP client (see [`client`]).
     pub fn new(
         store: Arc<dyn Store>,
         secrets: SecretBox,
@@ -89,13 +92,7 @@ impl Deliverer {
         wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
         let policy = Arc::new(config.egress.clone());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
-            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let client = client(policy.clone(), config.proxy.as_deref())?;
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
@@ -303,6 +300,9 @@ impl Deliverer {
     /// The HTTP exchange.
     async fn send(&self, d: &Delivery) -> Sent {
         let inner = &self.inner;
+        if let Some(why) = &d.request.refused {
+            return Sent::Permanent(why.clone());
+        }
         let url = match reqwest::Url::parse(&d.request.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
             _ => {
@@ -342,7 +342,8 @@ impl Deliverer {
             }
         }
         for (k, sealed) in &d.request.sealed_headers {
-            let Ok(clear) = inner.secrets.open_string(sealed) else {
+            let place = SealContext::delivery_header(d.id, k);
+            let Ok(clear) = inner.secrets.open_string(&place, sealed) else {
                 return Sent::Permanent(format!(
                     "the stored {k} cannot be opened with this server's secret key"
                 ));
@@ -352,7 +353,9 @@ impl Deliverer {
             }
         }
         if let Some(sealed) = &d.request.signing_secret {
-            let Ok(secret) = inner.secrets.open_string(sealed) else {
+            // Copied from the destination as it was sealed there, so it opens for that place.
+            let place = SealContext::destination(d.fleet_id, &d.destination, "signing_secret");
+            let Ok(secret) = inner.secrets.open_string(&place, sealed) else {
                 return Sent::Permanent(
                     "the stored signing secret cannot be opened with this server's secret key"
                         .into(),
@@ -412,6 +415,28 @@ impl Deliverer {
             retry_after,
         }
     }
+}
+
+/// The delivery client: one connection pool for every delivery, redirects not followed, every
+/// resolved address checked against the egress policy. Proxy variables of the environment are
+/// ignored — a proxy resolves names itself, past the policy's resolver — so only an explicit
+/// `proxy` is used.
+pub fn client(policy: Arc<EgressPolicy>, proxy: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PolicyResolver(policy)))
+        .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .no_proxy();
+    let builder = match proxy {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url)
+                .map_err(|e| anyhow::anyhow!("--egress-proxy is not a proxy URL: {e}"))?,
+        ),
+        None => builder,
+    };
+    Ok(builder.build()?)
 }
 
 /// How an exchange ended.

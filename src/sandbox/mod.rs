@@ -5,6 +5,8 @@
 //! [`FailureReason`], never an error of the host. Runs are synchronous and CPU-bound: callers put
 //! them on a thread of their own, off any async reactor.
 
+mod hostcalls;
+mod json_cost;
 mod limits;
 pub mod memory;
 mod payload;
@@ -252,6 +254,9 @@ pub enum Program {
 pub struct SandboxConfig {
     /// Where compiled Wasm artifacts are kept between restarts; `None` keeps them in memory only.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The key that authenticates those artifacts (derived from the node's secret key); without
+    /// one, nothing is kept on disk.
+    pub cache_key: Option<wasm::ArtifactKey>,
     /// How many vessels may run at once (bounds the pooling allocator's slots).
     pub max_concurrent: u32,
 }
@@ -263,6 +268,8 @@ pub struct SandboxStats {
     pub wasm_compiled: u64,
     /// Wasm modules loaded from the on-disk cache instead.
     pub wasm_loaded_from_disk: u64,
+    /// Compiled Wasm modules on disk that failed their integrity check and were recompiled.
+    pub wasm_artifacts_rejected: u64,
     /// Lookups of a compiled Wasm program found in the in-memory cache.
     pub wasm_cache_hits: u64,
     /// Lookups of a compiled Wasm program not found there.
@@ -293,7 +300,7 @@ impl Sandbox {
 
     /// Counters for `/metrics`: Wasm modules compiled and loaded from disk since start.
     pub fn stats(&self) -> SandboxStats {
-        let (wasm_compiled, wasm_loaded_from_disk) = self.wasm.counts();
+        let (wasm_compiled, wasm_loaded_from_disk, wasm_artifacts_rejected) = self.wasm.counts();
         let [wasm, rhai] = self
             .lookups
             .each_ref()
@@ -301,6 +308,7 @@ impl Sandbox {
         SandboxStats {
             wasm_compiled,
             wasm_loaded_from_disk,
+            wasm_artifacts_rejected,
             wasm_cache_hits: wasm.0,
             wasm_cache_misses: wasm.1,
             rhai_cache_hits: rhai.0,
@@ -393,6 +401,27 @@ impl Collector {
 
     /// Takes a row in either accepted shape and stores the normal form.
     pub(crate) fn emit(&mut self, row: serde_json::Value) -> Result<(), CollectError> {
+        self.emit_costing(row, 0)
+    }
+
+    /// Output bytes still free.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// Refuses something too large to be looked at: the run will end with `output_limit`.
+    pub(crate) fn refuse(&mut self) -> CollectError {
+        self.overflowed = true;
+        CollectError::Limit(self.limit)
+    }
+
+    /// Like [`Collector::emit`], charging at least `held` bytes: what the row takes in memory
+    /// (see `json_cost`), where that is more than its JSON text.
+    pub(crate) fn emit_costing(
+        &mut self,
+        row: serde_json::Value,
+        held: u64,
+    ) -> Result<(), CollectError> {
         let serde_json::Value::Object(mut map) = row else {
             return Err(CollectError::Invalid("a row must be a JSON object".into()));
         };
@@ -411,7 +440,8 @@ impl Collector {
             out
         };
         let row = serde_json::Value::Object(row);
-        self.charge(row.to_string().len())?;
+        let text = json_text_len(&row);
+        self.charge(usize::try_from(held.max(text)).unwrap_or(usize::MAX))?;
         self.rows.push(row);
         Ok(())
     }
@@ -436,6 +466,24 @@ impl Collector {
         }
         let _ = self.charge(text.len());
     }
+}
+
+/// Length of a value's JSON text, found without building the text.
+fn json_text_len(value: &serde_json::Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {

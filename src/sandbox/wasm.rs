@@ -5,7 +5,9 @@
 //! compile again. Each run gets a fresh `Store` with:
 //! - fuel, for the deterministic budget and the `fuel_used` figure;
 //! - an epoch deadline, for wall-clock time (a ticker thread advances the epoch every
-//!   [`TICK`]), because fuel alone cannot stop a guest blocked in a slow host call;
+//!   [`TICK`]; the callback compares the clock with the run's deadline), because fuel does not
+//!   measure time. Epochs are only seen while guest code runs, so the WASI calls that can wait
+//!   are wharf's own and stop at the same deadline (`hostcalls`);
 //! - a resource limiter, so memory and tables cannot grow past the vessel's limit;
 //! - in-memory stdin/stdout/stderr, no preopened directories, no sockets, and an environment
 //!   made only of the run's variables and `WHARF_*` ids.
@@ -119,9 +121,10 @@ impl StdoutStream for TeePipe {
     }
 }
 
-/// The error a cancelled run's epoch callback ends the guest with.
+/// The error a cancelled run's epoch callback (or a host call it was waiting in) ends the
+/// guest with.
 #[derive(Debug)]
-struct Cancelled;
+pub(super) struct Cancelled;
 
 impl std::fmt::Display for Cancelled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,18 +134,36 @@ impl std::fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
+/// The error a host call ends the guest with when the run's deadline passes while it waits.
+#[derive(Debug)]
+pub(super) struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run's deadline passed in a host call")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
 /// A compiled, pre-linked module.
 pub struct WasmProgram {
     pre: InstancePre<HostState>,
 }
 
 /// Per-run state of a store.
-struct HostState {
+pub(super) struct HostState {
     wasi: WasiP1Ctx,
     limiter: Limiter,
     collector: Collector,
     /// The request metadata as JSON, served by `wharf.request`.
     request_json: Vec<u8>,
+    /// When the run's timeout passes; host calls that wait stop there.
+    pub(super) deadline: Instant,
+    /// The run's cancel flag, checked by host calls that wait.
+    pub(super) cancel: super::CancelFlag,
+    /// Zero of the guest's monotonic clock.
+    pub(super) clock_origin: Instant,
 }
 
 /// Refuses growth past the vessel's limits and remembers that it did, so the run can be
@@ -185,12 +206,29 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The key compiled modules kept on disk are authenticated with (see `load_artifact`); its
+/// bytes never appear in `Debug`.
+#[derive(Clone)]
+pub struct ArtifactKey(pub [u8; 32]);
+
+impl std::fmt::Debug for ArtifactKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArtifactKey([redacted])")
+    }
+}
+
+/// Bytes of the HMAC-SHA256 that ends every artifact file.
+const MAC_LEN: usize = 32;
+
 /// Compiles and runs Wasm vessels; owns the engine and the module caches.
 pub struct WasmRunner {
     engine: Engine,
     linker: Linker<HostState>,
     cache: moka::sync::Cache<String, Arc<WasmProgram>>,
-    cache_dir: Option<PathBuf>,
+    /// Where compiled modules are kept, and the key that vouches for them.
+    disk: Option<(PathBuf, ArtifactKey)>,
+    /// Artifacts found on disk that failed their check and were compiled again.
+    rejected: AtomicU64,
     /// Modules compiled by Cranelift since start.
     compiled: AtomicU64,
     /// Modules loaded from the on-disk cache since start (a restart that did not recompile).
@@ -213,6 +251,8 @@ impl WasmRunner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        super::hostcalls::shadow_blocking_calls(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         add_wharf_functions(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking wharf functions: {e}"))?;
         start_ticker(&engine);
@@ -223,17 +263,20 @@ impl WasmRunner {
             engine,
             linker,
             cache: moka::sync::Cache::builder().max_capacity(1_000).build(),
-            cache_dir: config.cache_dir.clone(),
+            disk: config.cache_dir.clone().zip(config.cache_key.clone()),
+            rejected: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
         })
     }
 
-    /// Modules compiled, and modules loaded from the disk cache, since start.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Modules compiled, modules loaded from the disk cache, and artifacts on disk refused by
+    /// their check, since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.compiled.load(Ordering::Relaxed),
             self.loaded.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
         )
     }
 
@@ -282,26 +325,44 @@ impl WasmRunner {
         Ok(program)
     }
 
-    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
-        self.cache_dir
+    fn artifact_path(&self, sha256: &str) -> Option<(PathBuf, &ArtifactKey)> {
+        self.disk
             .as_ref()
-            .map(|d| d.join(format!("{sha256}.cwasm")))
+            .map(|(dir, key)| (dir.join(format!("{sha256}.cwasm")), key))
     }
 
-    /// A module from the on-disk cache, if present and made by a compatible engine.
+    /// A module from the on-disk cache, if present, vouched for by its MAC, and made by a
+    /// compatible engine. An artifact is native code: one that does not carry a valid MAC for
+    /// this module under this node's key (altered, truncated, written by someone else, or
+    /// another module's artifact under this name) is refused and the module compiled again.
     fn load_artifact(&self, sha256: &str) -> Option<Module> {
-        let path = self.artifact_path(sha256)?;
-        if !path.exists() {
+        let (path, key) = self.artifact_path(sha256)?;
+        // Read once: the bytes checked are the bytes loaded, whatever happens to the file.
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "cannot read a compiled Wasm module; recompiling");
+                return None;
+            }
+        };
+        let Some(code) = verified(key, sha256, &bytes) else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sha256,
+                "compiled Wasm module on disk failed its integrity check; recompiling"
+            );
             return None;
-        }
+        };
         // A file from another wasmtime version or CPU is refused here and then recompiled.
-        Engine::detect_precompiled_file(&path).ok().flatten()?;
+        Engine::detect_precompiled(code)?;
         let started = Instant::now();
-        // SAFETY: the file is one this process family wrote into its own data folder from a
-        // module it compiled (`store_artifact`), named by the sha256 of the source; wasmtime
-        // additionally checks that the engine configuration and version match.
+        // SAFETY: these bytes carry an HMAC-SHA256, under a key derived from this node's secret
+        // key, that this process family wrote for exactly this module (`store_artifact`) and that
+        // was checked above on this very buffer; wasmtime additionally checks that the engine
+        // configuration and version match.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Module::deserialize_file(&self.engine, &path) };
+        let loaded = unsafe { Module::deserialize(&self.engine, code) };
         match loaded {
             Ok(module) => {
                 tracing::info!(
@@ -319,13 +380,15 @@ impl WasmRunner {
     }
 
     fn store_artifact(&self, sha256: &str, module: &Module) {
-        let Some(path) = self.artifact_path(sha256) else {
+        let Some((path, key)) = self.artifact_path(sha256) else {
             return;
         };
         let result = module
             .serialize()
             .map_err(|e| e.to_string())
-            .and_then(|bytes| {
+            .and_then(|mut bytes| {
+                let mac = artifact_mac(key, sha256, &bytes);
+                bytes.extend_from_slice(&mac);
                 // Write then rename, so a crash never leaves a half-written artifact behind.
                 let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
                 std::fs::write(&tmp, bytes)
@@ -344,7 +407,8 @@ impl WasmRunner {
         let cap = limits.output_bytes as usize;
         let stdout = MemoryOutputPipe::new(cap);
         let stderr = MemoryOutputPipe::new(cap);
-        let wasi = wasi_context(input, &stdout, &stderr);
+        let wasi = wasi_context(input, &stdout, &stderr, started);
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
         let state = HostState {
             wasi,
             limiter: Limiter {
@@ -353,14 +417,18 @@ impl WasmRunner {
             },
             collector: Collector::new(limits.output_bytes, None),
             request_json: serde_json::to_vec(&*input.request).unwrap_or_default(),
+            deadline,
+            cancel: input.cancel.clone(),
+            clock_origin: started,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel);
         // One callback per tick checks both the timeout and a cancel: a cancelled run stops
-        // within a tick, at the cost of one callback per 10 ms of guest time.
-        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
-        let (cancel, mut elapsed) = (input.cancel.clone(), 0u64);
+        // within a tick, at the cost of one callback per 10 ms of guest time. The timeout is
+        // read from the clock, not counted in callbacks: time a guest spent in a host call
+        // (where no callback runs) counts too.
+        let cancel = input.cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
             if cancel.is_cancelled() {
@@ -371,8 +439,7 @@ impl WasmRunner {
             if ctx.data().collector.overflowed {
                 return Err(Trap::Interrupt.into());
             }
-            elapsed += 1;
-            if elapsed >= ticks {
+            if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
             Ok(wasmtime::UpdateDeadline::Continue(1))
@@ -404,6 +471,35 @@ impl WasmRunner {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         }
     }
+}
+
+/// The MAC of an artifact: HMAC-SHA256 over the module's sha256 and the artifact's bytes, so
+/// that an artifact is good for the one module it was compiled from.
+fn artifact_mac(key: &ArtifactKey, sha256: &str, code: &[u8]) -> [u8; MAC_LEN] {
+    use hmac::Mac as _;
+    let mut mac = artifact_hmac(key, sha256);
+    mac.update(code);
+    mac.finalize().into_bytes().into()
+}
+
+fn artifact_hmac(key: &ArtifactKey, sha256: &str) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac as _;
+    // Any key length is accepted by HMAC; this cannot fail.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key.0)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(sha256.as_bytes());
+    mac.update(&[0]);
+    mac
+}
+
+/// The compiled code of an artifact file, if its MAC holds (checked in constant time).
+fn verified<'a>(key: &ArtifactKey, sha256: &str, file: &'a [u8]) -> Option<&'a [u8]> {
+    use hmac::Mac as _;
+    let split = file.len().checked_sub(MAC_LEN)?;
+    let (code, tag) = file.split_at(split);
+    let mut mac = artifact_hmac(key, sha256);
+    mac.update(code);
+    mac.verify_slice(tag).ok().map(|()| code)
 }
 
 /// The engine settings every wharf engine uses (fuel, epochs, pooling with `pool_slots`); public
@@ -453,6 +549,7 @@ fn wasi_context(
     input: &VesselInput,
     stdout: &MemoryOutputPipe,
     stderr: &MemoryOutputPipe,
+    origin: Instant,
 ) -> WasiP1Ctx {
     let ids = &input.ids;
     let mut b = WasiCtxBuilder::new();
@@ -463,7 +560,8 @@ fn wasi_context(
     b.stdin(MemoryInputPipe::new(input.body.clone()))
         .stdout(tee(stdout, LogStream::Stdout))
         .stderr(tee(stderr, LogStream::Stderr))
-        .arg(&ids.vessel);
+        .arg(&ids.vessel)
+        .monotonic_clock(super::hostcalls::RunClock { origin });
     for (k, v) in &input.variables {
         b.env(k, v);
     }
@@ -556,6 +654,13 @@ fn judge(
     let Err(e) = result else {
         return (Some(0), None, None);
     };
+    if e.downcast_ref::<TimedOut>().is_some() {
+        return (
+            None,
+            Some(FailureReason::Timeout),
+            Some(format!("timed out after {} ms", limits.timeout_ms)),
+        );
+    }
     if e.downcast_ref::<Cancelled>().is_some() {
         return (
             None,
@@ -598,6 +703,12 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          val_ptr: i32,
          val_len: i32|
          -> wasmtime::Result<i32> {
+            // Sized before anything is copied out of the guest.
+            let wanted = u64::from(name_len as u32) + u64::from(val_len as u32);
+            if wanted > caller.data().collector.remaining() {
+                caller.data_mut().collector.refuse();
+                return Ok(-2);
+            }
             let name = guest_bytes(&mut caller, name_ptr, name_len)?;
             let value = guest_bytes(&mut caller, val_ptr, val_len)?;
             let (Ok(name), Ok(value)) = (String::from_utf8(name), String::from_utf8(value)) else {
@@ -614,11 +725,31 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "wharf",
         "emit",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let bytes = guest_bytes(&mut caller, ptr, len)?;
-            let Ok(row) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            // Sized, then measured, then parsed: a row's text is read in place, and it becomes
+            // values only once what they will take in memory has been charged.
+            if u64::from(len as u32) > caller.data().collector.remaining() {
+                caller.data_mut().collector.refuse();
+                return Ok(-2);
+            }
+            let memory = guest_memory(&mut caller)?;
+            let (mem, state) = memory.data_and_store_mut(&mut caller);
+            let start = ptr as u32 as usize;
+            let text = mem
+                .get(start..start.saturating_add(len as u32 as usize))
+                .ok_or_else(|| {
+                    wasmtime::format_err!("pointer {ptr} with length {len} is outside guest memory")
+                })?;
+            let Ok(held) = super::json_cost::parsed_cost(text) else {
                 return Ok(-1);
             };
-            Ok(match caller.data_mut().collector.emit(row) {
+            if held > state.collector.remaining() {
+                state.collector.refuse();
+                return Ok(-2);
+            }
+            let Ok(row) = serde_json::from_slice::<serde_json::Value>(text) else {
+                return Ok(-1);
+            };
+            Ok(match state.collector.emit_costing(row, held) {
                 Ok(()) => 0,
                 Err(super::CollectError::Invalid(_)) => -1,
                 Err(super::CollectError::Limit(_)) => -2,
@@ -648,7 +779,9 @@ fn add_wharf_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<wasmtime::Memory> {
+pub(super) fn guest_memory(
+    caller: &mut Caller<'_, HostState>,
+) -> wasmtime::Result<wasmtime::Memory> {
     match caller.get_export("memory") {
         Some(wasmtime::Extern::Memory(m)) => Ok(m),
         _ => Err(wasmtime::format_err!(

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::Events;
 use super::planner::{Plan, State};
-use super::pool::VesselPool;
+use super::pool::{RunError, VesselPool};
 use crate::fleet::{FleetSpec, Retry, VesselSpec};
 use crate::sandbox::{
     CancelFlag, FailureReason, Limits, Payload, Program, RequestMeta, RunIds, Sandbox, VesselInput,
@@ -21,6 +21,12 @@ use crate::sandbox::{
 };
 use crate::store::{Lease, RunStatus, Store, VesselAttempt, VesselRun};
 use crate::util::{now_ms, rfc3339};
+
+/// How long past a vessel's timeout the executor still waits for its thread. The sandbox ends a
+/// guest by its deadline itself (epoch checks, host calls that wait in slices); this backstop
+/// holds when something it does not interrupt (a long call into a built-in, a stuck host call)
+/// does not return.
+pub const BACKSTOP_GRACE: Duration = Duration::from_secs(1);
 
 /// What executing a fleet needs.
 #[derive(Clone)]
@@ -518,15 +524,19 @@ async fn run_vessel(
         }
     };
     let sandbox = ctx.sandbox.clone();
+    let timeout_ms = input.limits.timeout_ms;
     // When the vessel got a thread: time spent waiting for one is not slowness of the vessel.
     let started = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let job = ctx.pool.run({
-        let started = started.clone();
-        move || {
-            let _ = started.set(Instant::now());
-            sandbox.run(&program, &input)
-        }
-    });
+    let job = ctx.pool.run_within(
+        {
+            let started = started.clone();
+            move || {
+                let _ = started.set(Instant::now());
+                sandbox.run(&program, &input)
+            }
+        },
+        Duration::from_millis(timeout_ms) + BACKSTOP_GRACE,
+    );
     tokio::pin!(job);
     let result = match held {
         None => job.await,
@@ -551,7 +561,25 @@ async fn run_vessel(
             }
             outcome
         }
-        Err(panic) => {
+        Err(RunError::Overran { limit, replaced }) => {
+            tracing::error!(
+                ?limit,
+                replaced,
+                "a vessel ran past its timeout and grace; the host stopped waiting for it"
+            );
+            ctx.metrics.vessel_abandoned();
+            let mut outcome = VesselOutcome::not_run(
+                VesselStatus::Failed,
+                Some(FailureReason::Timeout),
+                Some(format!(
+                    "timed out after {timeout_ms} ms; the vessel did not stop within {} ms more, so the host stopped waiting for it",
+                    BACKSTOP_GRACE.as_millis()
+                )),
+            );
+            outcome.duration_ms = limit.as_secs_f64() * 1000.0;
+            outcome
+        }
+        Err(RunError::Panicked(panic)) => {
             tracing::error!(error = %panic, "a vessel run panicked");
             VesselOutcome::not_run(
                 VesselStatus::Failed,

@@ -460,6 +460,91 @@ async fn standard_webhooks_signed_by_the_library_pass_and_secrets_rotate_with_gr
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
+/// The run id of a 201 answer.
+fn run_of(got: &(StatusCode, String)) -> String {
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let body: Value = serde_json::from_str(&got.1).unwrap();
+    body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_replayed_stripe_call_is_answered_as_its_first_run() {
+    let app = spawn_app().await;
+    let (_, fleet, hook) = org_fleet(&app, json!({"mode": "hmac", "scheme": "stripe"})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
+    let header = stripe_header(secret, now(), body);
+    let first = call(&app, url, &[("stripe-signature", &header)], body).await;
+    let run = run_of(&first);
+    // The captured call again, as it was; with an Idempotency-Key of the replayer's choosing;
+    // with its v1 list padded. Each is the first call's answer, and no run is added.
+    let (t_part, v1) = header.split_once(',').unwrap();
+    let padded = format!("{t_part},v1={},{v1}", "0".repeat(64));
+    for headers in [
+        vec![("stripe-signature", header.as_str())],
+        vec![
+            ("stripe-signature", header.as_str()),
+            ("idempotency-key", "replay-1"),
+        ],
+        vec![("stripe-signature", padded.as_str())],
+    ] {
+        let again = call(&app, url, &headers, body).await;
+        assert_eq!(run_of(&again), run, "{headers:?}");
+        assert_eq!(again.1, first.1, "the first call's answer, byte for byte");
+    }
+    assert_eq!(runs(&app, &fleet).await, 1);
+    // Another event, or the same one signed anew (Stripe's own retry), is a new run.
+    let other = r#"{"id":"evt_other","type":"charge.succeeded"}"#;
+    let h = stripe_header(secret, now(), other);
+    assert_ne!(
+        run_of(&call(&app, url, &[("stripe-signature", &h)], other).await),
+        run
+    );
+    let h = stripe_header(secret, now() - 10, body);
+    assert_ne!(
+        run_of(&call(&app, url, &[("stripe-signature", &h)], body).await),
+        run
+    );
+    assert_eq!(runs(&app, &fleet).await, 3);
+}
+
+#[tokio::test]
+async fn a_replayed_standard_webhooks_call_is_a_repeat_even_with_an_idempotency_key() {
+    let app = spawn_app().await;
+    let (_, fleet, hook) =
+        org_fleet(&app, json!({"mode": "hmac", "scheme": "standard-webhooks"})).await;
+    let secret = hook["secret"].as_str().unwrap();
+    let url = hook["url"].as_str().unwrap();
+    let body = r#"{"type":"invoice.paid"}"#;
+    let t = now().to_string();
+    let sig = standard_signature(secret, "msg_replayed", now(), body);
+    let signed = [
+        ("webhook-id", "msg_replayed"),
+        ("webhook-timestamp", t.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    let first = call(&app, url, &signed, body).await;
+    let run = run_of(&first);
+    let again = call(&app, url, &signed, body).await;
+    assert_eq!(again.1, first.1);
+    // An unsigned Idempotency-Key does not make the replay a new call.
+    let mut keyed = signed.to_vec();
+    keyed.push(("idempotency-key", "replay-2"));
+    assert_eq!(run_of(&call(&app, url, &keyed, body).await), run);
+    assert_eq!(runs(&app, &fleet).await, 1);
+    // A new message id is a new run.
+    let sig2 = standard_signature(secret, "msg_next", now(), body);
+    let t2 = now().to_string();
+    let next = [
+        ("webhook-id", "msg_next"),
+        ("webhook-timestamp", t2.as_str()),
+        ("webhook-signature", sig2.as_str()),
+    ];
+    assert_ne!(run_of(&call(&app, url, &next, body).await), run);
+    assert_eq!(runs(&app, &fleet).await, 2);
+}
+
 #[tokio::test]
 async fn secret_rotation_needs_an_hmac_webhook() {
     let app = spawn_app().await;
@@ -585,7 +670,8 @@ async fn provider_secret_headers_and_secret_query_keys_are_stored_redacted() {
 /// only health, the OpenAPI document and webhook ingress are public.
 #[tokio::test]
 async fn every_admin_route_needs_the_token() {
-    let app = spawn_app().await;
+    // Each route is called with a wrong token: the limit on failed sign-ins would answer 429.
+    let app = spawn_with(|c| c.max_failed_sign_ins = 0).await;
     let (_, doc) = wharf::api::documented();
     let doc = serde_json::to_value(&doc).unwrap();
     let public = ["/healthz", "/api/v1/openapi.json", "/webhooks/{webhook_id}"];
@@ -594,17 +680,7 @@ async fn every_admin_route_needs_the_token() {
         if public.contains(&path.as_str()) {
             continue;
         }
-        let concrete = path
-            .split('/')
-            .map(|seg| {
-                if seg.starts_with('{') {
-                    "00000000-0000-0000-0000-000000000000"
-                } else {
-                    seg
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let concrete = crate::helpers::concrete_path(path);
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             for auth in [None, Some("Bearer wrong-token"), Some("Basic x")] {
@@ -851,6 +927,15 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     secrets.push(wrong_admin.clone());
     let res = session(json!({"token": wrong_admin})).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let wrong_bearer = "wrong-bearer-admin-token-long-enough-0123456789".to_owned();
+    secrets.push(wrong_bearer.clone());
+    let res = client
+        .get(format!("{}/api/v1/orgs", server.base))
+        .bearer_auth(&wrong_bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res = session(json!({"token": ADMIN_TOKEN})).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = res.headers()["set-cookie"].to_str().unwrap();
@@ -896,4 +981,120 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             "{secret:?} appears in the log"
         );
     }
+    // Both failed sign-ins are logged at warn, with the client's address.
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("failed sign-in") && l.contains("WARN"))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|l| l.contains("127.0.0.1")), "{failed:?}");
+}
+
+/// A client from 127.0.0.1 that sent ten wrong admin tokens (at sign-in and as bearer tokens)
+/// is answered 429 with `Retry-After`, even with the right token, before its token is compared;
+/// another address (127.0.0.2) still signs in and calls the API.
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_client_address() {
+    let app = spawn_app().await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    for i in 0..10 {
+        let wrong = format!("wrong-admin-token-number-{i}-0123456789abcdef");
+        let res = if i % 2 == 0 {
+            first
+                .post(app.url("/api/v1/session"))
+                .json(&json!({"token": wrong}))
+                .send()
+                .await
+        } else {
+            first
+                .get(app.url("/api/v1/orgs"))
+                .bearer_auth(&wrong)
+                .send()
+                .await
+        };
+        assert_eq!(res.unwrap().status(), StatusCode::UNAUTHORIZED, "try {i}");
+    }
+    let refused = [
+        first
+            .post(app.url("/api/v1/session"))
+            .json(&json!({"token": ADMIN_TOKEN})),
+        first.get(app.url("/api/v1/orgs")).bearer_auth(ADMIN_TOKEN),
+        first.get(app.url("/api/v1/orgs")).bearer_auth("wrong"),
+    ];
+    for req in refused {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("failed sign-ins"),
+            "{body}"
+        );
+    }
+    let res = second
+        .post(app.url("/api/v1/session"))
+        .json(&json!({"token": ADMIN_TOKEN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = second
+        .get(app.url("/api/v1/orgs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// A given admin token shorter than 32 bytes stops the binary at start with a clear error.
+#[tokio::test]
+async fn a_short_admin_token_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("WHARF_ADMIN_TOKEN", "only-27-bytes-0123456789abc")
+        .env("WHARF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with a 27-byte admin token");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("27 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("only-27-bytes"), "the token is echoed: {err}");
 }

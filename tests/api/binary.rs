@@ -85,6 +85,11 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id, to watch the process from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, then reap: no chance to finish anything.
     pub fn kill(self) {
         drop(self);
@@ -114,6 +119,20 @@ impl Proc {
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// POSTs `body` to a webhook URL, expects `201`; returns the run id.
+    pub async fn trigger(&self, url: &str, body: &str) -> String {
+        let res = self
+            .client
+            .post(url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("webhook call answered");
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
     }
 
     /// A new org and project, a fleet from `doc` in it and the fleet's webhook; returns (fleet

@@ -151,15 +151,7 @@ async fn a_run_taken_over_after_a_kill_carries_over_ended_vessels() {
         {"name": "c", "kind": "rhai", "source": "0"}
     ]});
     let (_, url) = server.fleet_with_hook(doc).await;
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let body: Value = res.json().await.unwrap();
-    let id = body["data"]["fleet_run_id"].as_str().unwrap().to_owned();
+    let id = server.trigger(&url, "{}").await;
     // Wait until b is recorded as running (after its first 100 ms), then kill the node.
     let before = loop {
         let (_, run) = server.get(&format!("/runs/{id}")).await;

@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use wharf::config::Config;
+
 use crate::helpers::{TestApp, spawn_in, spawn_with};
 
 /// What the receiver answers to one request.
@@ -137,6 +139,12 @@ impl Receiver {
     }
 }
 
+/// Deliveries may reach the test's receivers on this host: internal addresses are denied
+/// unless allowed by name.
+fn allow_local(c: &mut Config) {
+    c.egress_allow = wharf::outbox::EgressPolicy::parse_list("127.0.0.1").unwrap();
+}
+
 /// A fleet emitting `rows` rows (row 0 with an operation and a primary key), with a declared
 /// `branch` variable, sending to `destinations`.
 fn fleet(rows: u32, destinations: Value) -> Value {
@@ -179,7 +187,7 @@ fn all_status(list: &[Value], status: &str) -> bool {
 #[tokio::test]
 async fn rows_are_sent_in_batches_with_exact_body_and_headers_and_secrets_stay_hidden() {
     let (recv, base) = Receiver::start().await;
-    let app = spawn_with(|_| {}).await;
+    let app = spawn_with(allow_local).await;
     let dest = json!([{"name": "crm", "url": format!("{base}/hook/{{{{branch}}}}"),
         "authorization": "Bearer s3cret-token-{{branch}}", "api_key": "key-123",
         "headers": {"X-Source": "wharf-{{branch}}"},
@@ -269,7 +277,7 @@ async fn server_errors_are_retried_with_growing_backoff_until_delivered() {
         "/h",
         &[Reply::Status(500), Reply::Status(503), Reply::Status(500)],
     );
-    let app = spawn_with(|_| {}).await;
+    let app = spawn_with(allow_local).await;
     let dest = json!([{"name": "d", "url": format!("{base}/h"), "max_attempts": 5,
         "backoff": {"base_ms": 100, "max_ms": 10000}}]);
     let (_, url) = app.fleet_with_hook(fleet(1, dest)).await;
@@ -315,7 +323,7 @@ async fn retry_after_is_honoured_and_a_400_is_not_retried_until_retried_by_hand(
     let (recv, base) = Receiver::start().await;
     recv.script("/slow", &[Reply::RetryAfter(1)]);
     recv.script("/bad", &[Reply::Status(400)]);
-    let app = spawn_with(|_| {}).await;
+    let app = spawn_with(allow_local).await;
     let dest = json!([
         {"name": "slow", "url": format!("{base}/slow"), "backoff": {"base_ms": 10, "max_ms": 20}},
         {"name": "bad", "url": format!("{base}/bad"), "method": "PUT",
@@ -396,7 +404,11 @@ async fn a_receiver_that_never_answers_times_out_is_retried_and_holds_up_no_one_
     let (recv, base) = Receiver::start().await;
     recv.always("/hang", Reply::Hang);
     // Two slots in all, so one per destination: the hanging one keeps one busy.
-    let app = spawn_with(|c| c.max_deliveries = 2).await;
+    let app = spawn_with(|c| {
+        allow_local(c);
+        c.max_deliveries = 2;
+    })
+    .await;
     let dest = json!([
         {"name": "hang", "url": format!("{base}/hang"), "timeout_ms": 400, "max_attempts": 2,
          "backoff": {"base_ms": 10, "max_ms": 10}, "batch_size": 1},
@@ -443,7 +455,7 @@ async fn a_receiver_that_never_answers_times_out_is_retried_and_holds_up_no_one_
 async fn signatures_verify_with_standard_webhooks_in_rust_and_python() {
     let (recv, base) = Receiver::start().await;
     recv.script("/signed", &[Reply::Status(500)]);
-    let app = spawn_with(|_| {}).await;
+    let app = spawn_with(allow_local).await;
     let dest = json!([{"name": "s", "url": format!("{base}/signed"), "signing_secret": "generate",
         "backoff": {"base_ms": 10, "max_ms": 20}}]);
     let project = app.project().await;
@@ -521,7 +533,7 @@ async fn signatures_verify_with_standard_webhooks_in_rust_and_python() {
 async fn a_restart_resumes_a_waiting_retry_at_its_time_and_sends_no_delivered_batch_again() {
     let (recv, base) = Receiver::start().await;
     recv.script("/later", &[Reply::RetryAfter(3)]);
-    let app = spawn_with(|_| {}).await;
+    let app = spawn_with(allow_local).await;
     let dest = json!([
         {"name": "ok", "url": format!("{base}/ok")},
         {"name": "later", "url": format!("{base}/later")}
@@ -539,7 +551,7 @@ async fn a_restart_resumes_a_waiting_retry_at_its_time_and_sends_no_delivered_ba
     deliveries_when(&app, &run, waiting, Duration::from_secs(20)).await;
     let data = app.stop().await;
 
-    let app = spawn_in(data, |_| {}).await;
+    let app = spawn_in(data, allow_local).await;
     let list = deliveries_when(
         &app,
         &run,
@@ -643,16 +655,7 @@ async fn an_egress_denied_address_is_refused_recorded_and_logged_without_secrets
         {"name": "named", "url": format!("http://localhost:{port}/b"), "api_key": "very-secret-2"}
     ]);
     let (_, url) = server.fleet_with_hook(fleet(1, dest)).await;
-    let res = reqwest::Client::new()
-        .post(&url)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let run = res.json::<Value>().await.unwrap()["data"]["fleet_run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let run = server.trigger(&url, "{}").await;
     let started = Instant::now();
     let list = loop {
         let (_, body) = server.get(&format!("/runs/{run}/deliveries")).await;
@@ -697,4 +700,197 @@ fn wharf_run_shows_what_destinations_would_be_sent_and_sends_nothing() {
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["deliveries"].as_array().unwrap().len(), 2);
     assert!(!stdout.contains("not-shown"));
+}
+
+/// A fleet with declared `variables` whose one vessel emits a row, sending to `destinations`.
+fn fleet_with_vars(variables: Value, destinations: Value) -> Value {
+    json!({"name": "steer", "variables": variables,
+        "vessels": [{"name": "v", "kind": "rhai", "source": "emit(#{n: 1});"}],
+        "destinations": destinations})
+}
+
+/// The run's deliveries once none is pending; each must be `failed` after one attempt whose
+/// error contains `error`.
+async fn failed_at_once(app: &TestApp, run: &str, n: usize, error: &str) {
+    let done = |l: &[Value]| l.len() == n && l.iter().all(|d| d["status"] != "pending");
+    let list = deliveries_when(app, run, done, Duration::from_secs(30)).await;
+    for d in &list {
+        assert_eq!(d["status"], "failed", "{d:#}");
+        let attempts = d["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "refused at once: {d:#}");
+        assert!(
+            attempts[0]["status_code"].is_null(),
+            "nothing answered: {d:#}"
+        );
+        let e = attempts[0]["error"].as_str().unwrap_or("");
+        assert!(e.contains(error), "{}: {e}", d["destination"]);
+    }
+}
+
+#[tokio::test]
+async fn an_anonymous_caller_cannot_choose_the_host_or_climb_the_path() {
+    let (recv, base) = Receiver::start().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let app = spawn_with(allow_local).await;
+    let project = app.project().await;
+    // The host or port from a variable: a body key would choose where rows go. Refused at save.
+    for (url, name) in [
+        (format!("http://{{{{host}}}}:{port}/steal"), "host"),
+        ("http://example.com:{{host}}/x".to_owned(), "host"),
+        (format!("http://{{{{host}}}}.example:{port}/x"), "host"),
+    ] {
+        let doc = fleet_with_vars(
+            json!({"host": "example.com"}),
+            json!([{"name": "internal", "url": url}]),
+        );
+        let (s, body) = app.post(&format!("/projects/{project}/fleets"), doc).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {body}");
+        let e = body["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("destination internal: url") && e.contains(&format!("{{{{{name}}}}}")),
+            "{url}: {e}"
+        );
+    }
+
+    // A path variable is fine; a caller's `..` (or `.`) refuses the delivery, nothing is sent.
+    let doc = fleet_with_vars(
+        json!({"seg": "ok"}),
+        json!([{"name": "p", "url": format!("{base}/a/{{{{seg}}}}/b"), "max_attempts": 3}]),
+    );
+    let (s, fleet) = app.post(&format!("/projects/{project}/fleets"), doc).await;
+    assert_eq!(s, StatusCode::CREATED, "{fleet}");
+    let fleet_id = fleet["id"].as_str().unwrap();
+    let (s, hook) = app
+        .post(
+            &format!("/fleets/{fleet_id}/webhook"),
+            json!({"auth": "none"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let url = hook["url"].as_str().unwrap();
+    for value in ["..", "."] {
+        let run = app
+            .trigger_ok(url, &json!({"seg": value}).to_string())
+            .await;
+        failed_at_once(&app, &run, 1, "path segment").await;
+    }
+    let run = app.trigger_ok(url, r#"{"seg":"x y"}"#).await;
+    let done = |l: &[Value]| all_status(l, "delivered");
+    deliveries_when(&app, &run, done, Duration::from_secs(20)).await;
+    let paths: Vec<String> = recv
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.path.clone())
+        .collect();
+    assert_eq!(paths, ["/a/x%20y/b"], "only the plain value was sent");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn internal_addresses_are_denied_by_default_and_reached_when_allowed() {
+    let (recv, base) = Receiver::start().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let internal = [
+        ("loopback", format!("http://127.0.0.1:{port}/loopback")),
+        ("named", format!("http://localhost:{port}/named")),
+        ("private", format!("http://10.0.0.1:{port}/private")),
+        ("mapped", format!("http://[::ffff:127.0.0.1]:{port}/mapped")),
+        ("nat64", format!("http://[64:ff9b::7f00:1]:{port}/nat64")),
+        ("v6loopback", format!("http://[::1]:{port}/v6loopback")),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+        ),
+        (
+            "aws6",
+            "http://[fd00:ec2::254]/latest/meta-data/".to_owned(),
+        ),
+    ];
+    let dests: Vec<Value> = internal
+        .iter()
+        .map(|(name, url)| json!({"name": name, "url": url, "max_attempts": 1, "timeout_ms": 2000}))
+        .collect();
+    let doc = fleet_with_vars(json!({}), Value::Array(dests));
+
+    let app = spawn_with(|_| {}).await;
+    let (_, url) = app.fleet_with_hook(doc.clone()).await;
+    let run = app.trigger_ok(&url, "{}").await;
+    failed_at_once(&app, &run, internal.len(), "egress policy refused").await;
+    assert!(recv.hits.lock().unwrap().is_empty());
+    app.stop().await;
+
+    // Named by --egress-allow, this host's receiver is reached (by address and by name).
+    let app = spawn_with(allow_local).await;
+    let (_, url) = app.fleet_with_hook(doc).await;
+    let run = app.trigger_ok(&url, "{}").await;
+    let done =
+        |l: &[Value]| l.len() == internal.len() && l.iter().all(|d| d["status"] != "pending");
+    let list = deliveries_when(&app, &run, done, Duration::from_secs(30)).await;
+    let status = |name: &str| {
+        list.iter()
+            .find(|d| d["destination"] == name)
+            .map(|d| d["status"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(status("loopback"), "delivered");
+    assert_eq!(status("named"), "delivered");
+    for still_denied in ["private", "v6loopback", "metadata", "aws6"] {
+        assert_eq!(status(still_denied), "failed", "{still_denied}");
+    }
+    assert_eq!(recv.hits("/loopback").len(), 1);
+    assert_eq!(recv.hits("/named").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_variables_of_the_environment_are_ignored_and_egress_proxy_is_used() {
+    // A listener standing in for a proxy: it records whatever reaches it and answers 200.
+    let (proxy, proxy_base) = Receiver::start().await;
+    let dest = json!([{"name": "out", "url": "http://wharf-egress-test.invalid/rows",
+        "max_attempts": 1, "timeout_ms": 3000}]);
+    let doc = fleet_with_vars(json!({}), dest);
+
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env(var, &proxy_base);
+        }
+        cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    })
+    .await;
+    let (_, url) = server.fleet_with_hook(doc.clone()).await;
+    let run = server.trigger(&url, "{}").await;
+    let started = Instant::now();
+    loop {
+        let (_, body) = server.get(&format!("/runs/{run}/deliveries")).await;
+        let list = body["deliveries"].as_array().cloned().unwrap_or_default();
+        if list.len() == 1 && list[0]["status"] != "pending" {
+            assert_eq!(list[0]["status"], "failed", "{list:#?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{list:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.hits.lock().unwrap().is_empty(),
+        "a delivery went through the environment's proxy"
+    );
+    drop(server);
+
+    // Given explicitly, the proxy carries every delivery.
+    let app = spawn_with(|c| c.egress_proxy = Some(proxy_base.clone())).await;
+    let (_, url) = app.fleet_with_hook(doc).await;
+    let run = app.trigger_ok(&url, "{}").await;
+    let done = |l: &[Value]| all_status(l, "delivered");
+    deliveries_when(&app, &run, done, Duration::from_secs(20)).await;
+    assert_eq!(proxy.hits("/rows").len(), 1);
+    app.stop().await;
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wharf::config::Config;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789-abcdefghij";
 
 pub struct TestApp {
     pub base: String,
@@ -194,4 +194,20 @@ impl TestApp {
 /// A fleet document with one Rhai vessel.
 pub fn rhai_fleet(script: &str) -> Value {
     json!({"name": "test", "vessels": [{"name": "main", "kind": "rhai", "source": script}]})
+}
+
+/// A route template of the OpenAPI document (`/api/v1/fleets/{fleet}`) as a path to call, each
+/// parameter a nil UUID.
+pub fn concrete_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                "00000000-0000-0000-0000-000000000000"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }

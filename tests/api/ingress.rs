@@ -216,3 +216,64 @@ async fn secrets_in_headers_are_redacted_and_query_kept() {
     assert_eq!(run["variables"]["q"], "42");
     assert!(!run.to_string().contains("super-secret"));
 }
+
+#[tokio::test]
+async fn a_full_backlog_answers_429_with_retry_after_and_other_fleets_are_unaffected() {
+    // No workers: every accepted call stays queued.
+    let app = spawn_with(|c| {
+        c.workers = 0;
+        c.max_queued_per_fleet = 5;
+    })
+    .await;
+    let (fleet, url) = app.fleet_with_hook(rhai_fleet("1")).await;
+    // Simultaneous calls share commits; the cap is decided inside them, so none overshoots.
+    let calls = (0..20).map(|_| app.trigger(&url, "application/json", "{}"));
+    let answers = futures::future::join_all(calls).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 5, "{answers:?}");
+    for (s, body, headers) in answers.iter().filter(|(s, _, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(headers["retry-after"], "5");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains("5 runs queued") && message.contains("--max-queued-per-fleet"),
+            "{message}"
+        );
+        assert!(body["request"]["id"].is_string());
+    }
+    let (_, runs) = app.get(&format!("/fleets/{fleet}/runs")).await;
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        5,
+        "refusals store nothing"
+    );
+    let (_, other) = app.fleet_with_hook(rhai_fleet("1")).await;
+    let (s, body, _) = app.trigger(&other, "application/json", "{}").await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "another fleet is unaffected: {body}"
+    );
+}
+
+#[tokio::test]
+async fn low_free_disk_answers_503_with_retry_after_and_stores_nothing() {
+    // A threshold no volume can meet stands in for a nearly full disk.
+    let app = spawn_with(|c| c.min_free_disk = u64::MAX / 2).await;
+    let (fleet, url) = app.fleet_with_hook(rhai_fleet("1")).await;
+    let (s, body, headers) = app.trigger(&url, "application/json", "{}").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "30");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("low on disk space") && message.contains("--min-free-disk"),
+        "{message}"
+    );
+    let (_, runs) = app.get(&format!("/fleets/{fleet}/runs")).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 0);
+    // The admin API and health check still answer.
+    assert_eq!(app.healthz().await, StatusCode::OK);
+}

@@ -228,3 +228,193 @@ fn wharf_run_keeps_a_100000_deep_payload_as_a_string() {
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["variables"]["kind"], "string", "{report}");
 }
+
+/// Sends one raw request (the head, then `body`) and, unless `stall`, nothing more; returns the
+/// answer read until the server closes the connection or `within` passes.
+async fn raw(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    head: &str,
+    body: &[u8],
+    within: Duration,
+) -> String {
+    let mut stream = TcpStream::connect(host(app)).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n{head}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The server may answer (and close) before the whole body is written.
+    let _ = stream.write_all(body).await;
+    read_until_closed(&mut stream, within).await.0
+}
+
+/// Every route that takes a body, walked from the OpenAPI document, answers `413` to one byte
+/// past its limit (declared, or streamed in chunks) and `408` to a body that stalls, and takes a
+/// body at its limit; sign-in (which takes no credentials) included, and no `5xx` anywhere.
+#[tokio::test]
+async fn every_route_with_a_body_answers_413_past_its_limit_and_408_when_it_stalls() {
+    let app = spawn_with(|c| {
+        c.body_timeout_seconds = 1;
+        c.max_body_bytes = 8 << 10;
+        c.max_document_bytes = 128 << 10;
+    })
+    .await;
+    let (_, hook) = app.fleet_with_hook(rhai_fleet("0")).await;
+    let hook_path = hook.trim_start_matches(&app.base).to_owned();
+    let (_, doc) = wharf::api::documented();
+    let doc = serde_json::to_value(&doc).unwrap();
+    let auth = format!("authorization: Bearer {ADMIN_TOKEN}\r\n");
+    let mut walked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let (target, limit) = match (method.as_str(), path.as_str()) {
+                (_, "/webhooks/{webhook_id}") => (hook_path.clone(), 8 << 10),
+                (_, "/api/v1/fleets/{fleet}/dry-run") => (path.clone(), 8 << 10),
+                ("POST", "/api/v1/session") => (path.clone(), wharf::api::MAX_SIGN_IN_BODY),
+                ("POST", "/api/v1/projects/{project}/fleets")
+                | ("PUT", "/api/v1/fleets/{fleet}") => (path.clone(), 128 << 10),
+                _ => (path.clone(), wharf::api::MAX_ADMIN_BODY),
+            };
+            let target = crate::helpers::concrete_path(&target);
+            let what = format!("{method} {path}");
+            let at = |n: usize| format!("{auth}content-length: {n}\r\n");
+            let within = Duration::from_secs(5);
+
+            let fits = raw(
+                &app,
+                &method,
+                &target,
+                &at(limit),
+                &vec![b' '; limit],
+                within,
+            )
+            .await;
+            assert!(fits.starts_with("HTTP/1.1 "), "{what}: {fits}");
+            assert!(
+                !fits.starts_with("HTTP/1.1 413")
+                    && !fits.starts_with("HTTP/1.1 408")
+                    && !fits.starts_with("HTTP/1.1 5"),
+                "{what} refused a body at its limit of {limit}: {fits}"
+            );
+
+            let over = vec![b' '; limit + 1];
+            let declared = raw(&app, &method, &target, &at(limit + 1), &over, within).await;
+            assert!(
+                declared.starts_with("HTTP/1.1 413"),
+                "{what}, declared: {declared}"
+            );
+
+            let mut chunked = format!("{:x}\r\n", over.len()).into_bytes();
+            chunked.extend_from_slice(&over);
+            chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+            let streamed = raw(
+                &app,
+                &method,
+                &target,
+                &format!("{auth}transfer-encoding: chunked\r\n"),
+                &chunked,
+                within,
+            )
+            .await;
+            assert!(
+                streamed.starts_with("HTTP/1.1 413"),
+                "{what}, streamed: {streamed}"
+            );
+
+            let started = Instant::now();
+            let stalled = raw(&app, &method, &target, &at(100), b"{\"a\":", within).await;
+            assert!(
+                stalled.starts_with("HTTP/1.1 408"),
+                "{what}, stalled, after {:?}: {stalled}",
+                started.elapsed()
+            );
+            assert!(
+                stalled.contains("not received within 1 s"),
+                "{what}: {stalled}"
+            );
+            walked.push(what);
+        }
+    }
+    assert!(walked.len() >= 10, "routes walked: {walked:?}");
+    for route in ["POST /api/v1/session", "POST /webhooks/{webhook_id}"] {
+        assert!(
+            walked.iter().any(|w| w == route),
+            "{route} not walked: {walked:?}"
+        );
+    }
+    assert_eq!(app.healthz().await, StatusCode::OK);
+}
+
+/// One client address holding its whole `--max-connections-per-client` (stalled sign-ins that
+/// hold their connections) has its further connections closed at once, and another address
+/// (127.0.0.2: all of 127/8 is local) is still served `/healthz` and ingress. The real binary,
+/// configured through the environment.
+#[tokio::test]
+async fn a_client_at_its_connection_cap_leaves_room_for_another() {
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+        cmd.env("WHARF_MAX_CONNECTIONS", "40")
+            .env("WHARF_MAX_CONNECTIONS_PER_CLIENT", "20");
+    })
+    .await;
+    let (_, hook) = server.fleet_with_hook(rhai_fleet("0")).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let stall = b"POST /api/v1/session HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n{";
+    let mut held = Vec::new();
+    for _ in 0..45 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(stall).await;
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The connections past the cap were closed without an answer.
+    let mut closed = 0;
+    for s in &mut held {
+        let (answer, was_closed) = read_until_closed(s, Duration::from_millis(50)).await;
+        if was_closed {
+            assert!(answer.is_empty(), "{answer}");
+            closed += 1;
+        }
+    }
+    // The test's admin calls may keep one pooled connection from 127.0.0.1 open too.
+    let open = held.len() - closed;
+    assert!(
+        (19..=20).contains(&open),
+        "{open} connections held open, {closed} closed, with a cap of 20"
+    );
+
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = other
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("another client is served /healthz");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = other
+        .post(&hook)
+        .body("{}")
+        .send()
+        .await
+        .expect("another client is served ingress");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The first address is still at its cap.
+    let first = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert!(
+        first
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_err()
+    );
+    drop(held);
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admission;
+mod at_rest;
 mod auth;
 mod binary;
 mod cli;
@@ -11,6 +12,7 @@ mod destinations;
 mod events;
 mod examples;
 mod helpers;
+mod hostcalls;
 mod ingress;
 mod isolation;
 mod limits;

@@ -126,15 +126,7 @@ async fn a_node_killed_mid_run_leaves_its_runs_to_the_other_after_the_lease() {
     let (_, url) = a.fleet_with_hook(doc).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let res = reqwest::Client::new()
-            .post(&url)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let body: serde_json::Value = res.json().await.unwrap();
-        ids.push(body["data"]["fleet_run_id"].as_str().unwrap().to_owned());
+        ids.push(a.trigger(&url, "{}").await);
     }
     for id in &ids {
         let started = std::time::Instant::now();

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -113,4 +114,51 @@ async fn slow_vessels_do_not_starve_quick_ones() {
         let run = app.finished_run(id).await;
         assert_eq!(run["vessels"][0]["reason"], "timeout", "{run}");
     }
+}
+
+#[tokio::test]
+async fn a_flooded_fleet_does_not_starve_another() {
+    let app = spawn_with(|c| c.workers = 2).await;
+    // A few milliseconds of work per run: 3,000 of them are a backlog of many seconds.
+    let (flooded, a_url) = app
+        .fleet_with_hook(rhai_fleet("let n = 0; while n < 10000 { n += 1; }"))
+        .await;
+    let (_, b_url) = app
+        .fleet_with_hook(rhai_fleet("set_var(\"ok\", \"yes\");"))
+        .await;
+    let calls = futures::stream::iter(0..3000)
+        .map(|_| app.trigger(&a_url, "application/json", "{}"))
+        .buffer_unordered(32);
+    let answers: Vec<_> = calls.collect().await;
+    let mut a_runs: Vec<String> = answers
+        .iter()
+        .map(|(s, b, _)| {
+            assert_eq!(*s, StatusCode::CREATED, "{b}");
+            b["data"]["fleet_run_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Run ids are time-ordered: the last is the newest of the flood.
+    a_runs.sort();
+    let newest_a = a_runs.last().unwrap();
+    let started = Instant::now();
+    let b = app.trigger_ok(&b_url, "{}").await;
+    let run = app
+        .wait_run(&b, |r| r["status"] == "succeeded", Duration::from_secs(10))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(run["variables"]["ok"], "yes");
+    // Claimed oldest first, B could not have started before every earlier run of A.
+    let (_, last_a) = app.get(&format!("/runs/{newest_a}")).await;
+    assert_eq!(
+        last_a["status"], "queued",
+        "B waited {waited:?}: A's backlog was already drained"
+    );
+    let (_, queued) = app
+        .get(&format!("/fleets/{flooded}/runs?status=queued&limit=500"))
+        .await;
+    let left = queued["runs"].as_array().unwrap().len();
+    assert!(
+        left >= 100,
+        "A still has a backlog ({left}+ queued) after B's {waited:?}"
+    );
 }

@@ -94,6 +94,7 @@ fn call(fleet_id: Uuid, policy: Policy) -> Ingest {
         concurrency_key: None,
         call_key: None,
         rate_limit: None,
+        max_queued: None,
     }
 }
 
@@ -1198,6 +1199,7 @@ fn new_delivery(fleet_id: Uuid, destination: &str, batch: u32) -> wharf::store::
             max_attempts: 3,
             base_ms: 10,
             max_ms: 100,
+            refused: None,
         },
         body: format!("{{\"batch\":{batch}}}"),
     }
@@ -1480,5 +1482,210 @@ async fn session_sign_outs_are_kept_until_they_expire_then_pruned() {
         let pruned = store.prune(None, now + 60_001, 100).await.unwrap();
         assert_eq!(pruned.sessions, 1);
         assert!(!store.session_revoked(&a).await.unwrap());
+    }
+}
+
+/// A `parallel` fleet in an existing project (so in that project's org).
+async fn fleet_in(store: &Arc<dyn Store>, project: Uuid) -> Uuid {
+    let doc: FleetDoc = serde_json::from_value(json!({
+        "name": "f", "vessels": [{"name": "v", "kind": "rhai", "source": "1"}]
+    }))
+    .unwrap();
+    let parsed = doc.parse().unwrap();
+    store.put_code(&parsed.code).await.unwrap();
+    store.create_fleet(project, &parsed.spec).await.unwrap().id
+}
+
+/// How many of the claimed runs belong to `fleet`.
+fn of(claimed: &[wharf::store::Claimed], fleet: Uuid) -> usize {
+    claimed.iter().filter(|c| c.run.fleet_id == fleet).count()
+}
+
+#[tokio::test]
+async fn claims_share_slots_across_fleets_whatever_one_fleets_backlog() {
+    for (_dir, store) in stores().await {
+        let flooded = fleet(&store, "parallel").await;
+        let quiet = fleet(&store, "parallel").await;
+        let backlog = enqueue(&store, flooded, Policy::Parallel, 300).await;
+        // The flooded fleet holds every slot: one claim at a time, as a busy node claims.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.extend(store.claim(NODE, 1, FAR).await.unwrap());
+        }
+        assert_eq!(of(&held, flooded), 4);
+        let [late] = enqueue(&store, quiet, Policy::Parallel, 1).await[..] else {
+            panic!()
+        };
+        // The next free slot goes to the fleet with nothing running, not to the oldest run.
+        let next = store.claim(NODE, 1, FAR).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            next[0].run.id,
+            late,
+            "behind a backlog of {}",
+            backlog.len()
+        );
+        // A lone fleet still fills a whole batch, in arrival order.
+        let batch = store.claim(NODE, 8, FAR).await.unwrap();
+        let ids: Vec<Uuid> = batch.iter().map(|c| c.run.id).collect();
+        assert_eq!(ids, backlog[4..12].to_vec());
+    }
+}
+
+#[tokio::test]
+async fn claims_are_shared_per_org_first_then_per_fleet() {
+    for (_dir, store) in stores().await {
+        // Org X has two flooded fleets; org Y has one.
+        let org = store.create_org("x").await.unwrap();
+        let project = store.create_project(org.id, "p").await.unwrap();
+        let (x1, x2) = (
+            fleet_in(&store, project.id).await,
+            fleet_in(&store, project.id).await,
+        );
+        let y = fleet(&store, "parallel").await;
+        enqueue(&store, x1, Policy::Parallel, 20).await;
+        enqueue(&store, x2, Policy::Parallel, 20).await;
+        enqueue(&store, y, Policy::Parallel, 20).await;
+        // One batch: half the slots to each org, X's half shared by its fleets.
+        let batch = store.claim(NODE, 8, FAR).await.unwrap();
+        assert_eq!(of(&batch, y), 4, "org Y gets as many as org X");
+        assert_eq!((of(&batch, x1), of(&batch, x2)), (2, 2));
+        // Claims one at a time keep the shares even, counting what is running.
+        let mut more = Vec::new();
+        for _ in 0..8 {
+            more.extend(store.claim(NODE, 1, FAR).await.unwrap());
+        }
+        assert_eq!(of(&more, y), 4);
+        assert_eq!((of(&more, x1), of(&more, x2)), (2, 2));
+        // An ended run frees its fleet's share: the next slot goes back to it.
+        let y_run = batch.iter().find(|c| c.run.fleet_id == y).unwrap();
+        assert!(finish_one(&store, y_run.lease).await.unwrap());
+        let next = store.claim(NODE, 1, FAR).await.unwrap();
+        assert_eq!(next[0].run.fleet_id, y);
+    }
+}
+
+#[tokio::test]
+async fn a_fleets_backlog_is_capped_inside_the_committing_transaction() {
+    for (_dir, store) in stores().await {
+        let f = fleet(&store, "parallel").await;
+        let other = fleet(&store, "parallel").await;
+        let capped = |f, n| call_with(f, Policy::Parallel, |c| c.max_queued = Some(n));
+        // One batch: the cap holds within it too.
+        let got = store
+            .enqueue((0..5).map(|_| capped(f, 3)).collect())
+            .await
+            .unwrap();
+        let full = Admission::Backlogged { max_queued: 3 };
+        assert_eq!(got, [vec![Admission::Queued; 3], vec![full; 2]].concat());
+        assert_eq!(enqueue_one(&store, capped(f, 3)).await, full);
+        assert_eq!(
+            enqueue_one(&store, capped(other, 3)).await,
+            Admission::Queued,
+            "other fleets are unaffected"
+        );
+        // Only queued runs count: one claimed makes room for one more.
+        let c = store.claim(NODE, 1, FAR).await.unwrap();
+        assert_eq!(c[0].run.fleet_id, f);
+        assert_eq!(enqueue_one(&store, capped(f, 3)).await, Admission::Queued);
+        assert_eq!(enqueue_one(&store, capped(f, 3)).await, full);
+        // Held runs of a `queue` fleet are queued runs too.
+        let serial = fleet(&store, "queue").await;
+        let held = |f| call_with(f, Policy::Queue, |c| c.max_queued = Some(2));
+        assert_eq!(enqueue_one(&store, held(serial)).await, Admission::Queued);
+        assert_eq!(enqueue_one(&store, held(serial)).await, Admission::Queued);
+        assert_eq!(
+            enqueue_one(&store, held(serial)).await,
+            Admission::Backlogged { max_queued: 2 }
+        );
+        let queued = store.queue_stats().await.unwrap().queued;
+        assert_eq!(queued, 3 + 1 + 2, "refused calls stored nothing");
+    }
+}
+
+// ---- values sealed by earlier versions -------------------------------------------------------
+
+#[tokio::test]
+async fn rows_holding_values_sealed_by_an_earlier_version_are_found_and_rewritten() {
+    use wharf::store::{HmacAuth, SealedSecret, WebhookAuth, WebhookChange};
+    for (_dir, store) in stores().await {
+        let plain = fleet(&store, "parallel").await;
+        let in_spec = fleet(&store, "parallel").await;
+        let in_hook = fleet(&store, "parallel").await;
+        assert!(store.fleets_with_legacy_seals().await.unwrap().is_empty());
+        // A destination credential in the document, as an earlier version sealed it.
+        let mut doc = store.fleet(in_spec).await.unwrap().spec;
+        doc.destinations = serde_json::from_value(json!([
+            {"name": "crm", "url": "https://crm.example.com/", "method": "POST",
+             "authorization": "v1:AAAA", "sync_mode": "insert", "batch_size": 500,
+             "timeout_ms": 10000, "max_attempts": 8, "backoff": {"base_ms": 1000, "max_ms": 300000},
+             "on": "success"}
+        ]))
+        .unwrap();
+        store.replace_fleet(in_spec, &doc).await.unwrap();
+        // A webhook's HMAC secret, likewise.
+        store
+            .create_webhook(
+                in_hook,
+                "wh_legacy",
+                &WebhookAuth::None,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let auth = |sealed: &str| {
+            WebhookAuth::Hmac(HmacAuth {
+                scheme: wharf::auth::hmac::HmacScheme::Github,
+                secrets: vec![SealedSecret {
+                    sealed: sealed.into(),
+                    created_at: 1,
+                    expires_at: None,
+                }],
+            })
+        };
+        let change = |sealed: &str| WebhookChange {
+            auth: Some(auth(sealed)),
+            ..Default::default()
+        };
+        store
+            .update_webhook(in_hook, &change("v1:BBBB"))
+            .await
+            .unwrap();
+        let mut found = store.fleets_with_legacy_seals().await.unwrap();
+        found.sort();
+        let mut want = vec![in_spec, in_hook];
+        want.sort();
+        assert_eq!(found, want, "not {plain}");
+        store
+            .update_webhook(in_hook, &change("v2:CCCC"))
+            .await
+            .unwrap();
+        assert_eq!(store.fleets_with_legacy_seals().await.unwrap(), [in_spec]);
+
+        // A pending delivery's sealed header; a delivered one is left alone.
+        let mut legacy = new_delivery(plain, "crm", 1);
+        legacy
+            .request
+            .sealed_headers
+            .insert("authorization".into(), "v1:DDDD".into());
+        let id = legacy.id;
+        finish_with(&store, plain, vec![legacy, new_delivery(plain, "crm", 2)]).await;
+        let pending = store.deliveries_with_legacy_seals().await.unwrap();
+        assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), [id]);
+        let mut request = pending[0].request.clone();
+        request
+            .sealed_headers
+            .insert("authorization".into(), "v2:EEEE".into());
+        store.set_delivery_request(id, &request).await.unwrap();
+        assert!(
+            store
+                .deliveries_with_legacy_seals()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let run = store.run_deliveries(pending[0].run_id).await.unwrap();
+        let stored = run.iter().find(|d| d.id == id).unwrap();
+        assert_eq!(stored.request.sealed_headers["authorization"], "v2:EEEE");
     }
 }

@@ -199,8 +199,12 @@ impl Catalog for PostgresStore {
             .ok_or(StoreError::NotFound("code"))
     }
 
-    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
-        let id = Uuid::new_v4();
+    async fn create_fleet_with_id(
+        &self,
+        project_id: Uuid,
+        id: Uuid,
+        spec: &FleetSpec,
+    ) -> StoreResult<Fleet> {
         let now = now_ms();
         let n = sqlx::query(
             "INSERT INTO fleets (id, project_id, spec, created_at, updated_at)
@@ -413,6 +417,15 @@ impl Catalog for PostgresStore {
         tx.commit().await?;
         self.forget_webhooks();
         Ok(())
+    }
+
+    async fn fleets_with_legacy_seals(&self) -> StoreResult<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM fleets WHERE spec LIKE '%\"v1:%'
+             UNION SELECT fleet_id FROM webhooks WHERE auth LIKE '%\"v1:%'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {

@@ -210,6 +210,25 @@ impl Outbox for PostgresStore {
         rows.iter().map(|r| delivery_from(r, false)).collect()
     }
 
+    async fn deliveries_with_legacy_seals(&self) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM deliveries d
+             WHERE d.status = 'pending' AND d.request LIKE '%\"v1:%'"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| delivery_from(r, false)).collect()
+    }
+
+    async fn set_delivery_request(&self, id: Uuid, request: &DeliveryRequest) -> StoreResult<()> {
+        sqlx::query("UPDATE deliveries SET request = $2 WHERE id = $1")
+            .bind(id)
+            .bind(serde_json::to_string(request)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn retry_delivery(&self, id: Uuid, now: i64) -> StoreResult<Delivery> {
         let mut tx = self.pool.begin().await?;
         let status: Option<String> =

@@ -29,6 +29,41 @@ fn serial_slots(rows: &[PgRow]) -> StoreResult<BTreeMap<Uuid, BTreeSet<Option<St
     Ok(slots)
 }
 
+/// The candidates of a fair claim: each ready fleet's oldest ready runs (at most `$1`), with
+/// the fleet's org, locked with `SKIP LOCKED` so that nodes claiming at once take different runs.
+/// [`fair_pick`] then ranks them; those not taken are unlocked when the claim commits.
+///
+/// Every step is an index seek: the fleets with ready runs by skipping along
+/// `runs_ready_by_fleet`, at most `$1` runs of each from it. A fleet's runs are looked up with
+/// `fleet_id >= x AND fleet_id <= x` rather than `= x`, so that only `runs_ready_by_fleet` can
+/// give them in `seq` order: with `= x`, the planner, which assumes a fleet's runs are spread
+/// evenly, walks the primary key instead and reads the whole backlog of another fleet first.
+const FAIR_CANDIDATES: &str = "WITH RECURSIVE
+    ready(fleet_id) AS (
+        (SELECT fleet_id FROM runs WHERE status = 'queued' AND NOT held
+         ORDER BY fleet_id, seq LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.fleet_id FROM runs r WHERE r.status = 'queued' AND NOT r.held
+                    AND r.fleet_id > ready.fleet_id ORDER BY r.fleet_id, r.seq LIMIT 1)
+        FROM ready WHERE ready.fleet_id IS NOT NULL
+    )
+    SELECT c.seq, ready.fleet_id, COALESCE(p.org_id, ready.fleet_id) AS org
+    FROM ready
+    CROSS JOIN LATERAL (
+        SELECT seq FROM runs
+        WHERE fleet_id >= ready.fleet_id AND fleet_id <= ready.fleet_id
+          AND status = 'queued' AND NOT held
+        ORDER BY fleet_id, seq LIMIT $1 FOR UPDATE SKIP LOCKED) c
+    LEFT JOIN fleets f ON f.id = ready.fleet_id
+    LEFT JOIN projects p ON p.id = f.project_id";
+
+/// Runs running per fleet (on every node), with the fleet's org; from `runs_leased`.
+const BUSY: &str = "SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id) AS org, COUNT(*) AS n
+    FROM runs r
+    LEFT JOIN fleets f ON f.id = r.fleet_id
+    LEFT JOIN projects p ON p.id = f.project_id
+    WHERE r.status = 'running' GROUP BY 1, 2";
+
 impl PostgresStore {
     /// Locks the fleets (ascending) and releases the next held run of each (fleet, key).
     async fn release_many(
@@ -100,6 +135,35 @@ impl PostgresStore {
         Ok(seen)
     }
 
+    /// How many runs each of the batch's capped fleets has queued (held ones included). Read
+    /// under the fleets' locks, so no other enqueue can add to them before this one commits.
+    async fn backlogs(
+        tx: &mut sqlx::PgConnection,
+        batch: &[Ingest],
+    ) -> StoreResult<HashMap<Uuid, u64>> {
+        let fleets: BTreeSet<Uuid> = batch
+            .iter()
+            .filter(|i| i.max_queued.is_some())
+            .map(|i| i.request.fleet_id)
+            .collect();
+        if fleets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        sqlx::query(
+            "SELECT fleet_id, COUNT(*) AS n FROM runs
+             WHERE fleet_id = ANY($1) AND status = 'queued' GROUP BY fleet_id",
+        )
+        .bind(fleets.into_iter().collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let n: i64 = r.try_get("n")?;
+            Ok((r.try_get("fleet_id")?, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+    }
+
     /// The rate-limit states of the batch's limited fleets.
     async fn rate_states(
         tx: &mut sqlx::PgConnection,
@@ -145,12 +209,14 @@ impl Queue for PostgresStore {
                 i.policy.policy != Policy::Parallel
                     || i.call_key.is_some()
                     || i.rate_limit.is_some()
+                    || i.max_queued.is_some()
             })
             .map(|i| i.request.fleet_id)
             .collect();
         for fleet_id in &guarded {
             lock_fleet(&mut tx, *fleet_id).await?;
         }
+        let mut queued = Self::backlogs(&mut tx, &batch).await?;
         let mut seen = Self::seen_keys(&mut tx, &batch, now).await?;
         let mut tats = Self::rate_states(&mut tx, &batch).await?;
         let mut paced: HashMap<Uuid, i64> = HashMap::new();
@@ -166,6 +232,12 @@ impl Queue for PostgresStore {
                 .and_then(|k| seen.get(&(fleet_id, k.clone())))
             {
                 out.push(*first);
+                continue;
+            }
+            if let Some(cap) = item.max_queued
+                && queued.get(&fleet_id).copied().unwrap_or(0) >= cap
+            {
+                out.push(Admission::Backlogged { max_queued: cap });
                 continue;
             }
             let tat = match item.rate_limit {
@@ -213,6 +285,7 @@ impl Queue for PostgresStore {
                     },
                 );
             }
+            *queued.entry(fleet_id).or_default() += 1;
             rows.push((item, held));
             out.push(Admission::Queued);
         }
@@ -330,18 +403,39 @@ impl Queue for PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        let mut candidates = Vec::new();
+        for row in sqlx::query(FAIR_CANDIDATES)
+            .bind(max as i64)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            candidates.push((
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<Uuid, _>("fleet_id")?,
+                row.try_get::<Uuid, _>("org")?,
+            ));
+        }
+        let mut busy_fleets = BTreeMap::new();
+        let mut busy_orgs = BTreeMap::new();
+        if !candidates.is_empty() {
+            for row in sqlx::query(BUSY).fetch_all(&mut *tx).await? {
+                let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+                busy_fleets.insert(row.try_get::<Uuid, _>("fleet_id")?, n);
+                *busy_orgs.entry(row.try_get::<Uuid, _>("org")?).or_insert(0) += n;
+            }
+        }
+        let chosen = fair_pick(candidates, &busy_fleets, &busy_orgs, max);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = $1,
                     lease_token = (random() * 9000000000000000000)::bigint, lease_until = $2,
                     started_at = $3
-             WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND NOT held
-                           ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+             WHERE seq = ANY($4) AND status = 'queued' AND NOT held
              RETURNING seq, lease_token, {RUN_COLUMNS}"
         )))
         .bind(node)
         .bind(lease_until)
         .bind(now_ms())
-        .bind(max as i64)
+        .bind(&chosen)
         .fetch_all(&mut *tx)
         .await?;
         let mut runs = rows

@@ -199,8 +199,12 @@ impl Catalog for SqliteStore {
         .await
     }
 
-    async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {
-        let id = Uuid::new_v4();
+    async fn create_fleet_with_id(
+        &self,
+        project_id: Uuid,
+        id: Uuid,
+        spec: &FleetSpec,
+    ) -> StoreResult<Fleet> {
         let doc = serde_json::to_string(spec)?;
         self.write(move |c| {
             let now = now_ms();
@@ -406,6 +410,22 @@ impl Catalog for SqliteStore {
             .await;
         self.forget_webhooks();
         done
+    }
+
+    async fn fleets_with_legacy_seals(&self) -> StoreResult<Vec<Uuid>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id FROM fleets WHERE spec LIKE '%\"v1:%'
+                 UNION SELECT fleet_id FROM webhooks WHERE auth LIKE '%\"v1:%'",
+            )?;
+            let ids = stmt
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.iter()
+                .map(|id| Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .collect()
+        })
+        .await
     }
 
     async fn fleet_webhook(&self, fleet_id: Uuid) -> StoreResult<Option<Webhook>> {

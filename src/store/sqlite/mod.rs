@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0006_outbox.sql"),
     include_str!("../../../migrations/sqlite/0007_auth.sql"),
     include_str!("../../../migrations/sqlite/0008_sessions.sql"),
+    include_str!("../../../migrations/sqlite/0009_fair_claims.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     /// Fleet id → fleet, for claims. Only the writer thread fills and clears it, inside the
     /// same transactions that change fleets, so a claim never sees a stale document.
     fleets: moka::sync::Cache<Uuid, Arc<Fleet>>,
+    /// How claims choose among ready runs.
+    claim_order: ClaimOrder,
 }
 
 /// Maps a driver error into the store's own error.
@@ -66,6 +69,25 @@ impl From<rusqlite::Error> for StoreError {
             other => backend(other),
         }
     }
+}
+
+/// Creates the database file readable by its owner only (mode 0600) before SQLite opens it,
+/// and closes an existing one and its `-wal`/`-shm` files the same way: SQLite gives the
+/// journal files it creates the mode of the database file, so the whole store stays private
+/// whatever the process umask.
+fn restrict_files(path: &Path) -> StoreResult<()> {
+    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        crate::util::restrict_file(Path::new(&file)).map_err(io)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -90,7 +112,14 @@ impl SqliteStore {
             }),
             webhooks: super::cache::WebhookCache::new(),
             fleets: moka::sync::Cache::new(10_000),
+            claim_order: ClaimOrder::default(),
         })
+    }
+
+    /// The same store, claiming in `order` (to measure fairness against arrival order).
+    pub fn with_claim_order(mut self, order: ClaimOrder) -> Self {
+        self.claim_order = order;
+        self
     }
 
     /// Runs `f` on a read-only connection, off the reactor.
@@ -130,6 +159,7 @@ impl SqliteStore {
 }
 
 fn open_writer(path: &Path) -> StoreResult<Connection> {
+    restrict_files(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -196,6 +196,31 @@ impl Outbox for SqliteStore {
         .await
     }
 
+    async fn deliveries_with_legacy_seals(&self) -> StoreResult<Vec<Delivery>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM deliveries
+                 WHERE status = 'pending' AND request LIKE '%\"v1:%'"
+            ))?;
+            Ok(stmt
+                .query_map([], |row| delivery_from(row, false))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_delivery_request(&self, id: Uuid, request: &DeliveryRequest) -> StoreResult<()> {
+        let request = serde_json::to_string(request)?;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE deliveries SET request = ?2 WHERE id = ?1",
+                params![id.to_string(), request],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn retry_delivery(&self, id: Uuid, now: i64) -> StoreResult<Delivery> {
         self.write(move |c| {
             let status: Option<String> = c

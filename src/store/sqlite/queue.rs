@@ -5,11 +5,13 @@
 //! The `queue` policy is kept by the `held` flag rather than by a check at claim time: a run of
 //! a `queue` fleet that arrives while another of the fleet's runs is queued or running is stored
 //! held, and the end of the fleet's active run releases the oldest held one. Claims then walk
-//! only claimable runs (the `runs_ready` partial index), whatever backlog a busy `queue` fleet
+//! only claimable runs (the `runs_ready_by_fleet` partial index), whatever backlog a busy `queue` fleet
 //! has, and one claim can take many runs without ever taking two of one `queue` fleet.
 //!
 //! A keyed policy is the same thing per (fleet, key value): every check and release matches the
 //! run's `concurrency_key` too (`IS`, so that runs without a key match each other).
+
+use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -28,6 +30,107 @@ fn release_next(c: &Connection, fleet_id: &str, key: Option<&str>) -> StoreResul
     )?
     .execute(params![fleet_id, key])?;
     Ok(())
+}
+
+/// The `seq` of the (at most `max`) ready runs a fair claim takes, in the order
+/// [`fair_pick`] ranks them.
+///
+/// Index-backed throughout: the fleets with ready runs are found by skipping along
+/// `runs_ready_by_fleet` (one seek per fleet), at most `max` runs are read from each, and the
+/// running counts come from `runs_leased`, which holds only running runs. The cost grows with
+/// the number of fleets that have ready runs and the batch size, never with the length of a
+/// backlog. The limits are part of the text, not parameters (see the oldest-first claim).
+fn fair_choice(c: &Connection, max: usize) -> StoreResult<Vec<i64>> {
+    let ready: Vec<(String, String)> = c
+        .prepare_cached(
+            "WITH RECURSIVE ready(fleet_id) AS (
+                 SELECT (SELECT fleet_id FROM runs INDEXED BY runs_ready_by_fleet
+                         WHERE status = 'queued' AND held = 0 ORDER BY fleet_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.fleet_id FROM runs r INDEXED BY runs_ready_by_fleet
+                         WHERE r.status = 'queued' AND r.held = 0 AND r.fleet_id > ready.fleet_id
+                         ORDER BY r.fleet_id LIMIT 1)
+                 FROM ready WHERE ready.fleet_id IS NOT NULL
+             )
+             SELECT ready.fleet_id, COALESCE(p.org_id, ready.fleet_id) FROM ready
+             LEFT JOIN fleets f ON f.id = ready.fleet_id
+             LEFT JOIN projects p ON p.id = f.project_id
+             WHERE ready.fleet_id IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut busy_fleets = BTreeMap::new();
+    let mut busy_orgs = BTreeMap::new();
+    let mut busy = c.prepare_cached(
+        "SELECT r.fleet_id, COALESCE(p.org_id, r.fleet_id), COUNT(*)
+         FROM runs r INDEXED BY runs_leased
+         LEFT JOIN fleets f ON f.id = r.fleet_id
+         LEFT JOIN projects p ON p.id = f.project_id
+         WHERE r.status = 'running' GROUP BY r.fleet_id",
+    )?;
+    let rows = busy.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (fleet, org, n) = row?;
+        let n = u64::try_from(n).unwrap_or(0);
+        busy_fleets.insert(fleet, n);
+        *busy_orgs.entry(org).or_insert(0) += n;
+    }
+    // First a share of the batch from each fleet, one run more than an even split; a fleet
+    // whose whole share was picked may deserve more (its rivals have more running), and only
+    // such fleets are read again, up to the batch. A fleet that had runs left over does not:
+    // its further runs rank after every run it had left, so the pick stays the same (bar ties
+    // between equal turns). With many fleets this reads about a batch of runs, not a batch of
+    // each.
+    let share = max.div_ceil(ready.len()) + 1;
+    let read = |fleets: &[(String, String)], limit: usize| -> StoreResult<Vec<Candidate<String>>> {
+        let mut oldest = c.prepare_cached(&format!(
+            "SELECT seq FROM runs INDEXED BY runs_ready_by_fleet
+             WHERE fleet_id = ?1 AND status = 'queued' AND held = 0 ORDER BY seq LIMIT {limit}"
+        ))?;
+        let mut out = Vec::new();
+        for (fleet, org) in fleets {
+            for seq in oldest.query_map([fleet], |r| r.get::<_, i64>(0))? {
+                out.push((seq?, fleet.clone(), org.clone()));
+            }
+        }
+        Ok(out)
+    };
+    let mut candidates = read(&ready, share.min(max))?;
+    let picked = fair_pick(candidates.clone(), &busy_fleets, &busy_orgs, max);
+    if share >= max {
+        return Ok(picked);
+    }
+    let chosen: std::collections::HashSet<i64> = picked.iter().copied().collect();
+    let mut read_of: BTreeMap<&str, (usize, usize)> = BTreeMap::new(); // fleet → (read, picked)
+    for (seq, fleet, _) in &candidates {
+        let e = read_of.entry(fleet.as_str()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += usize::from(chosen.contains(seq));
+    }
+    let full: Vec<(String, String)> = ready
+        .iter()
+        .filter(|(fleet, _)| {
+            read_of
+                .get(fleet.as_str())
+                .is_some_and(|(read, picked)| *read == share && picked == read)
+        })
+        .cloned()
+        .collect();
+    if full.is_empty() {
+        return Ok(picked);
+    }
+    candidates.retain(|(_, fleet, _)| !full.iter().any(|(f, _)| f == fleet));
+    candidates.extend(read(&full, max)?);
+    Ok(fair_pick(candidates, &busy_fleets, &busy_orgs, max))
 }
 
 /// The first call's ids, if the fleet saw `key` in the last 24 h.
@@ -84,6 +187,13 @@ impl Queue for SqliteStore {
                     "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
                         AND status IN ('queued', 'running') AND (?2 = 0 OR serial = 1))",
                 )?;
+                // Counted once per fleet and batch (the count walks the fleet's backlog), then
+                // kept in step as the batch inserts.
+                let mut backlog = c.prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM runs
+                        WHERE fleet_id = ?1 AND status = 'queued' LIMIT ?2)",
+                )?;
+                let mut queued: HashMap<Uuid, u64> = HashMap::new();
                 let now = now_ms();
                 let mut out = Vec::with_capacity(batch.len());
                 for (item, (headers, query)) in batch.iter().zip(encoded) {
@@ -95,6 +205,23 @@ impl Queue for SqliteStore {
                     {
                         out.push(first);
                         continue;
+                    }
+                    if let Some(cap) = item.max_queued {
+                        let n = match queued.get(&r.fleet_id) {
+                            Some(n) => *n,
+                            None => {
+                                let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+                                let n: i64 =
+                                    backlog.query_row(params![fleet_id, limit], |x| x.get(0))?;
+                                let n = u64::try_from(n).unwrap_or(0);
+                                queued.insert(r.fleet_id, n);
+                                n
+                            }
+                        };
+                        if n >= cap {
+                            out.push(Admission::Backlogged { max_queued: cap });
+                            continue;
+                        }
                     }
                     let paced = match item.rate_limit {
                         None => None,
@@ -139,6 +266,9 @@ impl Queue for SqliteStore {
                         r.received_at,
                         key,
                     ])?;
+                    if let Some(n) = queued.get_mut(&r.fleet_id) {
+                        *n += 1;
+                    }
                     // Only a call that is queued counts against the limit.
                     if let Some(tat_us) = paced {
                         c.prepare_cached(
@@ -169,22 +299,52 @@ impl Queue for SqliteStore {
         }
         let node = node.to_owned();
         let fleets = self.fleets.clone();
+        let order = self.claim_order;
         self.write(move |c| {
-            // The limit is part of the text, not a parameter: SQLite re-prepares a statement
-            // whenever the value of a bound LIMIT changes (measured: every claim, ~14 % of the
-            // writer's time). One cached statement per batch size instead; sizes are few.
-            let mut claim = c.prepare_cached(&format!(
-                "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?1,
-                        lease_token = random(), lease_until = ?2, started_at = ?3
-                 WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND held = 0
-                               ORDER BY seq LIMIT {max})
-                 RETURNING seq, lease_token, {RUN_COLUMNS}"
-            ))?;
-            let mut runs: Vec<(i64, i64, RunRecord)> = claim
-                .query_map(params![node, lease_until, now_ms()], |row| {
-                    Ok((row.get("seq")?, row.get("lease_token")?, run_from(row)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut runs: Vec<(i64, i64, RunRecord)> = Vec::with_capacity(max);
+            let read = |row: &rusqlite::Row<'_>| {
+                Ok((row.get("seq")?, row.get("lease_token")?, run_from(row)?))
+            };
+            let now = now_ms();
+            match order {
+                ClaimOrder::Fair => {
+                    let chosen = fair_choice(c, max)?;
+                    if !chosen.is_empty() {
+                        // One statement for the batch: the chosen runs as a JSON array.
+                        let mut claim = c.prepare_cached(&format!(
+                            "UPDATE runs SET status = 'running', attempt = attempt + 1,
+                                    lease_owner = ?1, lease_token = random(), lease_until = ?2,
+                                    started_at = ?3
+                             WHERE seq IN (SELECT value FROM json_each(?4))
+                               AND status = 'queued' AND held = 0
+                             RETURNING seq, lease_token, {RUN_COLUMNS}"
+                        ))?;
+                        runs = claim
+                            .query_map(
+                                params![node, lease_until, now, serde_json::to_string(&chosen)?],
+                                read,
+                            )?
+                            .collect::<rusqlite::Result<_>>()?;
+                    }
+                }
+                ClaimOrder::OldestFirst => {
+                    // The limit is part of the text, not a parameter: SQLite re-prepares a
+                    // statement whenever the value of a bound LIMIT changes (measured: every
+                    // claim, ~14 % of the writer's time). One cached statement per batch size
+                    // instead; sizes are few.
+                    let mut claim = c.prepare_cached(&format!(
+                        "UPDATE runs SET status = 'running', attempt = attempt + 1,
+                                lease_owner = ?1, lease_token = random(), lease_until = ?2,
+                                started_at = ?3
+                         WHERE seq IN (SELECT seq FROM runs WHERE status = 'queued' AND held = 0
+                                       ORDER BY seq LIMIT {max})
+                         RETURNING seq, lease_token, {RUN_COLUMNS}"
+                    ))?;
+                    runs = claim
+                        .query_map(params![node, lease_until, now], read)?
+                        .collect::<rusqlite::Result<_>>()?;
+                }
+            }
             runs.sort_unstable_by_key(|(seq, _, _)| *seq);
             let mut request = c.prepare_cached(&format!(
                 "SELECT {REQUEST_COLUMNS}, body FROM requests WHERE id = ?1"
