@@ -50,6 +50,7 @@ const HELD_SLACK: i64 = 256 << 10;
 static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
     Sandbox::new(&SandboxConfig {
         cache_dir: None,
+        cache_key: None,
         max_concurrent: 1,
     })
     .expect("the sandbox builds")
