@@ -15,6 +15,8 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
 use super::memory;
 use super::payload::Payload;
+
+mod guard;
 use super::{
     CancelFlag, CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus,
 };
@@ -55,6 +57,9 @@ struct RunState {
     heap_limit: i64,
     /// The most blocks held beyond `base` at one operation.
     blocks_peak: i64,
+    /// A built-in refused to allocate past the limit where Rhai lets no error through
+    /// (formatting); the run ends with it at the next operation.
+    refused: Option<String>,
 }
 
 thread_local! {
@@ -76,6 +81,8 @@ enum Stop {
     Memory,
     Blocks,
     Cancelled,
+    /// A built-in would have allocated past the memory limit; what it was, in words.
+    Refused(String),
 }
 
 /// Compiles and runs Rhai vessels; holds the AST cache.
@@ -143,6 +150,7 @@ impl RhaiRunner {
             base: memory::held(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
             blocks_peak: 0,
+            refused: None,
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
@@ -161,6 +169,7 @@ impl RhaiRunner {
             collector,
             ops,
             blocks_peak,
+            refused,
             ..
         } = CURRENT.take().unwrap_or_else(|| RunState {
             collector: Collector::default(),
@@ -170,11 +179,22 @@ impl RhaiRunner {
             base: memory::Held::default(),
             heap_limit: 0,
             blocks_peak: 0,
+            refused: None,
         });
         if blocks_peak > RETIRE_AFTER_BLOCKS {
             memory::retire_thread();
         }
         let ops_used = ops;
+        // A refusal the script's last operations left behind ends the run as if the next
+        // operation had seen it.
+        let result = match refused {
+            Some(message) => Err(EvalAltResult::ErrorTerminated(
+                Dynamic::from(Stop::Refused(message)),
+                Position::NONE,
+            )
+            .into()),
+            None => result,
+        };
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
         VesselOutcome {
             status: if reason.is_none() {
@@ -212,9 +232,13 @@ fn run_engine() -> Engine {
     engine
         .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
         .set_max_call_levels(MAX_CALL_LEVELS);
+    guard::register(&mut engine);
     engine.on_progress(|n| {
         with_run(|run| {
             run.ops = n;
+            if let Some(message) = run.refused.take() {
+                return Some(Dynamic::from(Stop::Refused(message)));
+            }
             // At every operation: one operation can allocate at most one value, which Rhai's
             // own size limits bound, so a script never holds much more than its limit.
             let held = memory::held().since(run.base);
@@ -259,6 +283,10 @@ fn run_engine() -> Engine {
     engine.register_fn(
         "set_var",
         |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            // Serialising writes out every shared copy a value holds; size it first.
+            if value.is_map() || value.is_array() {
+                guard::admit_json("set_var", &value)?;
+            }
             let result = memory::uncounted(|| {
                 let value = dynamic_to_var(value.clone());
                 with_run(|run| run.collector.set_var(name, value))
@@ -270,12 +298,15 @@ fn run_engine() -> Engine {
         },
     );
     engine.register_fn("emit", |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        if deeper_than(&row, MAX_ROW_DEPTH) {
+            return Err(collect_error(format!(
+                "emit: the row is nested deeper than {MAX_ROW_DEPTH} levels"
+            )));
+        }
+        // The row becomes a JSON tree holding its own copy of every shared string; size it
+        // first.
+        guard::admit_tree("emit", &row)?;
         let result = memory::uncounted(|| {
-            if deeper_than(&row, MAX_ROW_DEPTH) {
-                return Err(collect_error(format!(
-                    "emit: the row is nested deeper than {MAX_ROW_DEPTH} levels"
-                )));
-            }
             let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
             with_run(|run| run.collector.emit(row))
                 .unwrap_or(Ok(()))
@@ -428,6 +459,9 @@ fn judge(
                     limits.memory_bytes
                 )),
             ),
+            Some(Stop::Refused(message)) => {
+                (None, Some(FailureReason::MemoryLimit), Some(message))
+            }
             Some(Stop::Output) | None => (
                 None,
                 Some(FailureReason::OutputLimit),
