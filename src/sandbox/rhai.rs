@@ -154,11 +154,7 @@ impl RhaiRunner {
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
-            engine
-                .set_max_operations(limits.fuel)
-                .set_max_string_size(limits.memory_bytes as usize)
-                .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
-                .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
+            engine.set_max_operations(limits.fuel);
             let mut scope = build_scope(input);
             // The input the script starts with is not its own doing; what it holds from here on
             // is counted against `memory_bytes`.
@@ -229,9 +225,17 @@ fn bare_engine() -> Engine {
 /// that act on the run in progress ([`CURRENT`]). Per-run limits are set before each run.
 fn run_engine() -> Engine {
     let mut engine = bare_engine();
+    // Sizes are held by the heap count and by the functions of `guard`, which size a value
+    // before making it, against what the run has left. Rhai's own limits on the size of
+    // strings, arrays and maps are left off: they are checked after a value is made, and
+    // where one of them fails while a value is formatted (`+` with a non-string, string
+    // interpolation), Rhai formats the value again without any check, writing out every
+    // shared copy it holds. The fast operators are off so that `+` and `+=` on strings reach
+    // the checked versions in `guard` rather than Rhai's built-in ones.
     engine
         .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
-        .set_max_call_levels(MAX_CALL_LEVELS);
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_fast_operators(false);
     guard::register(&mut engine);
     engine.on_progress(|n| {
         with_run(|run| {
@@ -459,9 +463,7 @@ fn judge(
                     limits.memory_bytes
                 )),
             ),
-            Some(Stop::Refused(message)) => {
-                (None, Some(FailureReason::MemoryLimit), Some(message))
-            }
+            Some(Stop::Refused(message)) => (None, Some(FailureReason::MemoryLimit), Some(message)),
             Some(Stop::Output) | None => (
                 None,
                 Some(FailureReason::OutputLimit),

@@ -41,7 +41,11 @@ pub fn reproductions() -> Vec<(&'static str, String, &'static str)> {
             format!("{SHARED_MAP} set_var(\"m\", m);"),
             "set_var",
         ),
-        ("shared map through emit", format!("{SHARED_MAP} emit(m);"), "emit"),
+        (
+            "shared map through emit",
+            format!("{SHARED_MAP} emit(m);"),
+            "emit",
+        ),
         (
             "shared map through interpolation",
             format!("{SHARED_MAP} let text = `${{m}}`; text.len()"),
@@ -139,7 +143,8 @@ async fn one_rhai_call_keeps_the_host_within_the_vessel_memory_limit() {
     // counted against a run.
     let mut hooks = Vec::new();
     for (name, script, refused) in reproductions() {
-        let doc = json!({"name": "peak", "vessels": [{"name": "v", "kind": "rhai", "source": script}]});
+        let doc =
+            json!({"name": "peak", "vessels": [{"name": "v", "kind": "rhai", "source": script}]});
         let (_, url) = server.fleet_with_hook(doc).await;
         hooks.push((name, url, refused));
     }

@@ -174,8 +174,7 @@ fn tree_cost(value: &Dynamic, left: &mut u128) -> bool {
             .all(|(k, v)| take(left, JSON_ENTRY + k.len() as u128) && tree_cost(v, left));
     }
     if let Some(f) = value.read_lock::<FnPtr>() {
-        return take(left, f.fn_name().len() as u128)
-            && f.iter_curry().all(|v| tree_cost(v, left));
+        return take(left, f.fn_name().len() as u128) && f.iter_curry().all(|v| tree_cost(v, left));
     }
     // Numbers, booleans, characters and unit are in the node; anything else becomes the short
     // name of its type.
@@ -205,7 +204,9 @@ fn format_checked(
 pub(super) fn register(engine: &mut Engine) {
     register_formatting(engine);
     register_strings(engine);
+    register_concatenation(engine);
     register_splits(engine);
+    register_builders(engine);
 }
 
 fn register_formatting(engine: &mut Engine) {
@@ -388,14 +389,11 @@ fn split_checked(
 
 fn register_splits(engine: &mut Engine) {
     engine
-        .register_fn(
-            "to_chars",
-            |s: &str| -> Result<Array, Box<EvalAltResult>> {
-                let chars = s.chars().count() as u128;
-                admit("to_chars", chars * DYNAMIC)?;
-                Ok(s.chars().map(Into::into).collect())
-            },
-        )
+        .register_fn("to_chars", |s: &str| -> Result<Array, Box<EvalAltResult>> {
+            let chars = s.chars().count() as u128;
+            admit("to_chars", chars * DYNAMIC)?;
+            Ok(s.chars().map(Into::into).collect())
+        })
         .register_fn(
             "split",
             |s: &mut ImmutableString| -> Result<Array, Box<EvalAltResult>> {
@@ -431,4 +429,149 @@ fn register_splits(engine: &mut Engine) {
         .register_fn("split_rev", |s: &mut ImmutableString, d: char, n: i64| {
             split_checked(s, d.encode_utf8(&mut [0; 4]), Some(n), true)
         });
+}
+
+/// Joins two strings once the result is admitted.
+fn concat_checked(a: &str, b: &str) -> Result<ImmutableString, Box<EvalAltResult>> {
+    admit(
+        "joining strings",
+        (a.len() + b.len()) as u128 + STRING_BLOCK,
+    )?;
+    let mut joined = String::with_capacity(a.len() + b.len());
+    joined.push_str(a);
+    joined.push_str(b);
+    Ok(joined.into())
+}
+
+/// Appends `b` to `a` in place once the result is admitted.
+fn append_checked(a: &mut ImmutableString, b: &str) -> Result<(), Box<EvalAltResult>> {
+    if b.is_empty() {
+        return Ok(());
+    }
+    if a.is_empty() {
+        *a = b.into();
+        return Ok(());
+    }
+    *a = concat_checked(a, b)?;
+    Ok(())
+}
+
+fn register_concatenation(engine: &mut Engine) {
+    // These replace Rhai's built-in operators on strings, which the engine reaches only with
+    // its fast operators off (see `run_engine`). A string joined with anything else is
+    // formatted first, by the functions above.
+    engine
+        .register_fn("+", |a: ImmutableString, b: ImmutableString| {
+            if b.is_empty() {
+                return Ok(a);
+            }
+            if a.is_empty() {
+                return Ok(b);
+            }
+            concat_checked(&a, &b)
+        })
+        .register_fn("+", |a: ImmutableString, b: char| {
+            concat_checked(&a, b.encode_utf8(&mut [0; 4]))
+        })
+        .register_fn("+", |a: char, b: ImmutableString| {
+            concat_checked(a.encode_utf8(&mut [0; 4]), &b)
+        });
+    for name in ["+=", "append"] {
+        engine
+            .register_fn(name, |a: &mut ImmutableString, b: ImmutableString| {
+                append_checked(a, &b)
+            })
+            .register_fn(name, |a: &mut ImmutableString, b: char| {
+                append_checked(a, b.encode_utf8(&mut [0; 4]))
+            });
+    }
+}
+
+/// A length from a script, as Rhai reads it: nothing below zero.
+fn wanted(len: i64) -> usize {
+    usize::try_from(len).unwrap_or(0)
+}
+
+/// What a deep copy of `value` allocates, taken from `left`; false once it is used up. Strings
+/// are shared, not copied; arrays, maps and blobs are copied with everything in them.
+fn copy_cost(value: &Dynamic, left: &mut u128) -> bool {
+    if let Some(array) = value.read_lock::<Array>() {
+        return take(left, array.len() as u128 * DYNAMIC)
+            && array.iter().all(|item| copy_cost(item, left));
+    }
+    if let Some(blob) = value.read_lock::<rhai::Blob>() {
+        return take(left, blob.len() as u128);
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return map
+            .values()
+            .all(|v| take(left, JSON_ENTRY) && copy_cost(v, left));
+    }
+    if let Some(f) = value.read_lock::<FnPtr>() {
+        return f
+            .iter_curry()
+            .all(|v| take(left, DYNAMIC) && copy_cost(v, left));
+    }
+    true
+}
+
+fn register_builders(engine: &mut Engine) {
+    // Rhai's own size limits on arrays, maps and strings are off (see `RhaiRunner::run`), and
+    // with them the checks these made before allocating.
+    engine
+        .register_fn(
+            "blob",
+            |len: i64| -> Result<rhai::Blob, Box<EvalAltResult>> {
+                let len = wanted(len);
+                admit("blob", len as u128)?;
+                Ok(vec![0; len])
+            },
+        )
+        .register_fn(
+            "blob",
+            |len: i64, value: i64| -> Result<rhai::Blob, Box<EvalAltResult>> {
+                let len = wanted(len);
+                admit("blob", len as u128)?;
+                Ok(vec![(value & 0xff) as u8; len])
+            },
+        )
+        .register_fn(
+            "pad",
+            |blob: &mut rhai::Blob, len: i64, value: i64| -> Result<(), Box<EvalAltResult>> {
+                let len = wanted(len);
+                if len > blob.len() {
+                    admit("pad", len as u128)?;
+                    blob.resize(len, (value & 0xff) as u8);
+                }
+                Ok(())
+            },
+        )
+        .register_fn(
+            "pad",
+            |array: &mut Array, len: i64, item: Dynamic| -> Result<(), Box<EvalAltResult>> {
+                let len = wanted(len);
+                if len <= array.len() {
+                    return Ok(());
+                }
+                let added = (len - array.len()) as u128;
+                // Every copy of the item is a deep copy of it.
+                let room = room();
+                let mut one = room;
+                let each = if copy_cost(&item, &mut one) {
+                    room - one
+                } else {
+                    room.saturating_add(1)
+                };
+                admit("pad", len as u128 * DYNAMIC + added.saturating_mul(each))?;
+                array.resize(len, item);
+                Ok(())
+            },
+        )
+        .register_fn(
+            "to_array",
+            |blob: &mut rhai::Blob| -> Result<Array, Box<EvalAltResult>> {
+                admit("to_array", blob.len() as u128 * DYNAMIC)?;
+                Ok(blob.iter().map(|&b| Dynamic::from_int(b.into())).collect())
+            },
+        );
 }
