@@ -51,6 +51,9 @@ struct RunState {
     ops: u64,
     deadline: Instant,
     cancel: CancelFlag,
+    /// Operations the script may take (Rhai's own count, checked here rather than by Rhai so
+    /// that running out ends the run as every other stop does).
+    fuel: u64,
     /// What the thread held when the script started; the script may hold `heap_limit` bytes
     /// (and [`MAX_HELD_BLOCKS`] blocks) beyond it.
     base: memory::Held,
@@ -76,6 +79,7 @@ fn with_run<T>(f: impl FnOnce(&mut RunState) -> T) -> Option<T> {
 #[derive(Debug, Clone)]
 enum Stop {
     Exit(i64),
+    Fuel,
     Timeout,
     Output,
     Memory,
@@ -147,6 +151,7 @@ impl RhaiRunner {
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
             cancel: input.cancel.clone(),
+            fuel: limits.fuel,
             base: memory::held(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
             blocks_peak: 0,
@@ -154,12 +159,25 @@ impl RhaiRunner {
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
-            engine.set_max_operations(limits.fuel);
             let mut scope = build_scope(input);
             // The input the script starts with is not its own doing; what it holds from here on
             // is counted against `memory_bytes`.
             with_run(|run| run.base = memory::held());
-            engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+            let engine = &*engine;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+            }));
+            match ran {
+                Ok(result) => result,
+                Err(payload) => match payload.downcast::<Stop>() {
+                    Ok(stop) => Err(EvalAltResult::ErrorTerminated(
+                        Dynamic::from(*stop),
+                        Position::NONE,
+                    )
+                    .into()),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+            }
         });
         let RunState {
             collector,
@@ -172,6 +190,7 @@ impl RhaiRunner {
             ops: 0,
             deadline: started,
             cancel: CancelFlag::default(),
+            fuel: 0,
             base: memory::Held::default(),
             heap_limit: 0,
             blocks_peak: 0,
@@ -238,37 +257,51 @@ fn run_engine() -> Engine {
         .set_fast_operators(false);
     guard::register(&mut engine);
     engine.on_progress(|n| {
-        with_run(|run| {
+        let stop = with_run(|run| {
             run.ops = n;
-            if let Some(message) = run.refused.take() {
-                return Some(Dynamic::from(Stop::Refused(message)));
+            if n > run.fuel {
+                return Some(Stop::Fuel);
             }
-            // At every operation: one operation can allocate at most one value, which Rhai's
-            // own size limits bound, so a script never holds much more than its limit.
+            if let Some(message) = run.refused.take() {
+                return Some(Stop::Refused(message));
+            }
+            // At every operation: what one operation can allocate is sized first (`guard`) or
+            // is a small multiple of what the script holds, so it never holds much more than
+            // its limit.
             let held = memory::held().since(run.base);
             if held.bytes > run.heap_limit {
-                return Some(Dynamic::from(Stop::Memory));
+                return Some(Stop::Memory);
             }
             // One operation adds at most one level of nesting, so values stay shallower than
             // the cap allows.
             run.blocks_peak = run.blocks_peak.max(held.blocks);
             if held.blocks > MAX_HELD_BLOCKS {
-                return Some(Dynamic::from(Stop::Blocks));
+                return Some(Stop::Blocks);
             }
             if n % CLOCK_EVERY == 0 {
                 if Instant::now() >= run.deadline {
-                    return Some(Dynamic::from(Stop::Timeout));
+                    return Some(Stop::Timeout);
                 }
                 if run.collector.overflowed {
-                    return Some(Dynamic::from(Stop::Output));
+                    return Some(Stop::Output);
                 }
                 if run.cancel.is_cancelled() {
-                    return Some(Dynamic::from(Stop::Cancelled));
+                    return Some(Stop::Cancelled);
                 }
             }
             None
         })
-        .flatten()
+        .flatten();
+        // A stop is unwound to `RhaiRunner::run` rather than returned to Rhai as an error:
+        // where the operation is the call of a formatting function (string interpolation,
+        // `+` with a non-string), Rhai takes any error as the function failing and formats the
+        // value itself, unchecked, writing out every shared copy it holds; a script could aim
+        // its fuel at that operation. `resume_unwind` skips the panic hook; Rhai restores its
+        // state on unwinding (its own guards are drop-based).
+        if let Some(stop) = stop {
+            std::panic::resume_unwind(Box::new(stop));
+        }
+        None
     });
     // What the collector keeps or sends on (log lines, variables, rows) is output, bounded by
     // `output_bytes`, and is left out of the heap count; the script's own values passed in are
@@ -438,6 +471,11 @@ fn judge(
     match err.unwrap_inner() {
         EvalAltResult::ErrorTerminated(token, _) => match token.clone().try_cast::<Stop>() {
             Some(Stop::Exit(code)) => exit(code),
+            Some(Stop::Fuel) => (
+                None,
+                Some(FailureReason::FuelExhausted),
+                Some(format!("fuel of {} operations exhausted", limits.fuel)),
+            ),
             Some(Stop::Timeout) => (
                 None,
                 Some(FailureReason::Timeout),
