@@ -17,10 +17,11 @@
 //! the refusal on the run, which the next operation's check (or the end of the run) turns into
 //! `memory_limit`.
 //!
-//! What is not shadowed, and why it is bounded: Rhai's built-in operators on strings, arrays and
-//! blobs (`+`, `+=`), `blob(n)`, array and blob `pad` check their result against the engine's
-//! size limits (`memory_bytes`) before they allocate; everything else returns at most a small
-//! multiple of what it is given, which the script already holds.
+//! Rhai's own size limits on strings, arrays and maps are off (they are checked after a value
+//! is made, and a failed check while formatting made Rhai format the value unchecked), so the
+//! checks they made before allocating (`blob(n)`, array and blob `pad`) are made here too.
+//! What is not shadowed returns at most a small multiple of what it is given, which the script
+//! already holds: joining arrays or blobs, copying a value, changing a string's case.
 
 use std::fmt;
 use std::io;
