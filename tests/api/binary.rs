@@ -85,7 +85,7 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The process id, to read its `/proc` entries.
+    /// The process id, to watch the process from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
