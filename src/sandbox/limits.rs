@@ -9,7 +9,7 @@ pub struct LimitsDoc {
     /// Instructions (Wasm) or operations (Rhai).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
-    /// Linear memory (Wasm), or the heap a Rhai script holds (and its largest string), in bytes.
+    /// Linear memory (Wasm), or the heap a Rhai script holds, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
     /// Wall-clock timeout.
@@ -25,7 +25,7 @@ pub struct LimitsDoc {
 pub struct Limits {
     /// Instructions (Wasm) or operations (Rhai).
     pub fuel: u64,
-    /// Linear memory (Wasm), or the heap a Rhai script holds (and its largest string), in bytes.
+    /// Linear memory (Wasm), or the heap a Rhai script holds, in bytes.
     pub memory_bytes: u64,
     /// Wall-clock timeout in milliseconds.
     pub timeout_ms: u64,

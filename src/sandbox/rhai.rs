@@ -15,6 +15,8 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
 use super::memory;
 use super::payload::Payload;
+
+mod guard;
 use super::{
     CancelFlag, CodeError, Collector, FailureReason, VesselInput, VesselOutcome, VesselStatus,
 };
@@ -49,12 +51,18 @@ struct RunState {
     ops: u64,
     deadline: Instant,
     cancel: CancelFlag,
+    /// Operations the script may take (Rhai's own count, checked here rather than by Rhai so
+    /// that running out ends the run as every other stop does).
+    fuel: u64,
     /// What the thread held when the script started; the script may hold `heap_limit` bytes
     /// (and [`MAX_HELD_BLOCKS`] blocks) beyond it.
     base: memory::Held,
     heap_limit: i64,
     /// The most blocks held beyond `base` at one operation.
     blocks_peak: i64,
+    /// A built-in refused to allocate past the limit where Rhai lets no error through
+    /// (formatting); the run ends with it at the next operation.
+    refused: Option<String>,
 }
 
 thread_local! {
@@ -71,11 +79,14 @@ fn with_run<T>(f: impl FnOnce(&mut RunState) -> T) -> Option<T> {
 #[derive(Debug, Clone)]
 enum Stop {
     Exit(i64),
+    Fuel,
     Timeout,
     Output,
     Memory,
     Blocks,
     Cancelled,
+    /// A built-in would have allocated past the memory limit; what it was, in words.
+    Refused(String),
 }
 
 /// Compiles and runs Rhai vessels; holds the AST cache.
@@ -140,41 +151,65 @@ impl RhaiRunner {
             ops: 0,
             deadline: started + Duration::from_millis(limits.timeout_ms),
             cancel: input.cancel.clone(),
+            fuel: limits.fuel,
             base: memory::held(),
             heap_limit: limits.memory_bytes.min(i64::MAX as u64) as i64,
             blocks_peak: 0,
+            refused: None,
         }));
         let result = ENGINE.with_borrow_mut(|slot| {
             let engine = slot.get_or_insert_with(run_engine);
-            engine
-                .set_max_operations(limits.fuel)
-                .set_max_string_size(limits.memory_bytes as usize)
-                .set_max_array_size((limits.memory_bytes / 64).max(1) as usize)
-                .set_max_map_size((limits.memory_bytes / 64).max(1) as usize);
             let mut scope = build_scope(input);
             // The input the script starts with is not its own doing; what it holds from here on
             // is counted against `memory_bytes`.
             with_run(|run| run.base = memory::held());
-            engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+            let engine = &*engine;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+            }));
+            match ran {
+                Ok(result) => result,
+                Err(payload) => match payload.downcast::<Stop>() {
+                    Ok(stop) => Err(EvalAltResult::ErrorTerminated(
+                        Dynamic::from(*stop),
+                        Position::NONE,
+                    )
+                    .into()),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+            }
         });
         let RunState {
             collector,
             ops,
             blocks_peak,
+            refused,
             ..
         } = CURRENT.take().unwrap_or_else(|| RunState {
             collector: Collector::default(),
             ops: 0,
             deadline: started,
             cancel: CancelFlag::default(),
+            fuel: 0,
             base: memory::Held::default(),
             heap_limit: 0,
             blocks_peak: 0,
+            refused: None,
         });
         if blocks_peak > RETIRE_AFTER_BLOCKS {
             memory::retire_thread();
         }
         let ops_used = ops;
+        // A refusal the script's last operations left behind ends the run as if the next
+        // operation had seen it.
+        let result = match refused {
+            Some(message) => Err(EvalAltResult::ErrorTerminated(
+                Dynamic::from(Stop::Refused(message)),
+                Position::NONE,
+            )
+            .into()),
+            None => result,
+        };
         let (exit_code, reason, error) = judge(result, collector.overflowed, limits);
         VesselOutcome {
             status: if reason.is_none() {
@@ -209,38 +244,64 @@ fn bare_engine() -> Engine {
 /// that act on the run in progress ([`CURRENT`]). Per-run limits are set before each run.
 fn run_engine() -> Engine {
     let mut engine = bare_engine();
+    // Sizes are held by the heap count and by the functions of `guard`, which size a value
+    // before making it, against what the run has left. Rhai's own limits on the size of
+    // strings, arrays and maps are left off: they are checked after a value is made, and
+    // where one of them fails while a value is formatted (`+` with a non-string, string
+    // interpolation), Rhai formats the value again without any check, writing out every
+    // shared copy it holds. The fast operators are off so that `+` and `+=` on strings reach
+    // the checked versions in `guard` rather than Rhai's built-in ones.
     engine
         .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
-        .set_max_call_levels(MAX_CALL_LEVELS);
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_fast_operators(false);
+    guard::register(&mut engine);
     engine.on_progress(|n| {
-        with_run(|run| {
+        let stop = with_run(|run| {
             run.ops = n;
-            // At every operation: one operation can allocate at most one value, which Rhai's
-            // own size limits bound, so a script never holds much more than its limit.
+            if n > run.fuel {
+                return Some(Stop::Fuel);
+            }
+            if let Some(message) = run.refused.take() {
+                return Some(Stop::Refused(message));
+            }
+            // At every operation: what one operation can allocate is sized first (`guard`) or
+            // is a small multiple of what the script holds, so it never holds much more than
+            // its limit.
             let held = memory::held().since(run.base);
             if held.bytes > run.heap_limit {
-                return Some(Dynamic::from(Stop::Memory));
+                return Some(Stop::Memory);
             }
             // One operation adds at most one level of nesting, so values stay shallower than
             // the cap allows.
             run.blocks_peak = run.blocks_peak.max(held.blocks);
             if held.blocks > MAX_HELD_BLOCKS {
-                return Some(Dynamic::from(Stop::Blocks));
+                return Some(Stop::Blocks);
             }
             if n % CLOCK_EVERY == 0 {
                 if Instant::now() >= run.deadline {
-                    return Some(Dynamic::from(Stop::Timeout));
+                    return Some(Stop::Timeout);
                 }
                 if run.collector.overflowed {
-                    return Some(Dynamic::from(Stop::Output));
+                    return Some(Stop::Output);
                 }
                 if run.cancel.is_cancelled() {
-                    return Some(Dynamic::from(Stop::Cancelled));
+                    return Some(Stop::Cancelled);
                 }
             }
             None
         })
-        .flatten()
+        .flatten();
+        // A stop is unwound to `RhaiRunner::run` rather than returned to Rhai as an error:
+        // where the operation is the call of a formatting function (string interpolation,
+        // `+` with a non-string), Rhai takes any error as the function failing and formats the
+        // value itself, unchecked, writing out every shared copy it holds; a script could aim
+        // its fuel at that operation. `resume_unwind` skips the panic hook; Rhai restores its
+        // state on unwinding (its own guards are drop-based).
+        if let Some(stop) = stop {
+            std::panic::resume_unwind(Box::new(stop));
+        }
+        None
     });
     // What the collector keeps or sends on (log lines, variables, rows) is output, bounded by
     // `output_bytes`, and is left out of the heap count; the script's own values passed in are
@@ -259,6 +320,10 @@ fn run_engine() -> Engine {
     engine.register_fn(
         "set_var",
         |name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            // Serialising writes out every shared copy a value holds; size it first.
+            if value.is_map() || value.is_array() {
+                guard::admit_json("set_var", &value)?;
+            }
             let result = memory::uncounted(|| {
                 let value = dynamic_to_var(value.clone());
                 with_run(|run| run.collector.set_var(name, value))
@@ -270,12 +335,15 @@ fn run_engine() -> Engine {
         },
     );
     engine.register_fn("emit", |row: Dynamic| -> Result<(), Box<EvalAltResult>> {
+        if deeper_than(&row, MAX_ROW_DEPTH) {
+            return Err(collect_error(format!(
+                "emit: the row is nested deeper than {MAX_ROW_DEPTH} levels"
+            )));
+        }
+        // The row becomes a JSON tree holding its own copy of every shared string; size it
+        // first.
+        guard::admit_tree("emit", &row)?;
         let result = memory::uncounted(|| {
-            if deeper_than(&row, MAX_ROW_DEPTH) {
-                return Err(collect_error(format!(
-                    "emit: the row is nested deeper than {MAX_ROW_DEPTH} levels"
-                )));
-            }
             let row: serde_json::Value = rhai::serde::from_dynamic(&row)?;
             with_run(|run| run.collector.emit(row))
                 .unwrap_or(Ok(()))
@@ -403,6 +471,11 @@ fn judge(
     match err.unwrap_inner() {
         EvalAltResult::ErrorTerminated(token, _) => match token.clone().try_cast::<Stop>() {
             Some(Stop::Exit(code)) => exit(code),
+            Some(Stop::Fuel) => (
+                None,
+                Some(FailureReason::FuelExhausted),
+                Some(format!("fuel of {} operations exhausted", limits.fuel)),
+            ),
             Some(Stop::Timeout) => (
                 None,
                 Some(FailureReason::Timeout),
@@ -428,6 +501,7 @@ fn judge(
                     limits.memory_bytes
                 )),
             ),
+            Some(Stop::Refused(message)) => (None, Some(FailureReason::MemoryLimit), Some(message)),
             Some(Stop::Output) | None => (
                 None,
                 Some(FailureReason::OutputLimit),

@@ -418,3 +418,40 @@ async fn deeply_nested_rhai_values_cannot_overflow_a_stack() {
     assert_eq!(v["rows"].as_array().map_or(0, Vec::len), 0, "{v}");
     still_answers(&app).await;
 }
+
+#[tokio::test]
+async fn one_rhai_call_cannot_allocate_past_the_memory_limit() {
+    let app = spawn_app().await;
+    // Each built-in works out the size of what it would make before making it: a `replace`
+    // that squares a string (a terabyte for the second one, which aborted the process) and a
+    // map of one shared string written out through `set_var`, `emit`, interpolation, `print`,
+    // `+` and `to_json` each end the run with `memory_limit`, naming what was refused.
+    for (name, script, refused) in crate::peak_rhai::reproductions() {
+        let v = run_rhai(&app, &script, json!({})).await;
+        assert_eq!(v["reason"], "memory_limit", "{name}: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.contains(refused) && error.contains("bytes left of the memory limit"),
+            "{name}: {error}"
+        );
+    }
+    // The same calls within the limit still work, and give what Rhai's own functions give.
+    let v = run_rhai(
+        &app,
+        r#"let s = "ab"; s.replace("a", "xyz"); let p = "1"; p.pad(4, '0');
+           let m = #{b: [1, "two"], a: ()}; let parts = "a,b".split(",");
+           set_var("out", `${s} ${p} ${m} ${parts} ${m.to_json()} ${"hé".to_chars()}`);
+           set_var("m", m); emit(m); print(m); 0"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let run_vars = &v["variables"];
+    assert_eq!(
+        run_vars["out"],
+        r#"xyzb 1000 #{"a": (), "b": [1, "two"]} ["a", "b"] {"a":null,"b":[1,"two"]} ['h', 'é']"#,
+        "{v}"
+    );
+    assert_eq!(run_vars["m"], r#"{"a":null,"b":[1,"two"]}"#, "{v}");
+    still_answers(&app).await;
+}

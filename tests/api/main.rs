@@ -19,6 +19,7 @@ mod limits;
 mod listing;
 mod nodes;
 mod ops;
+mod peak_rhai;
 mod queue;
 mod restart;
 mod rhai;
