@@ -6,7 +6,9 @@
 //!   a cached `InstancePre`, a fresh `Store` with a bare WASI context, `_start`.
 //! - Rhai: a script reading three fields of a 1 KB JSON payload and setting three variables,
 //!   through `Sandbox::run` against the floor: a cached AST, `serde_json` → `Dynamic`, one
-//!   `run_ast_with_scope` on a plain engine.
+//!   `run_ast_with_scope` on a plain engine. And a loop of 200 integer additions and string
+//!   appends against a plain engine with Rhai's fast operators on, which wharf turns off so that
+//!   its sized `+` and `+=` are called.
 //! - The allocator: an allocation and free of 64 bytes through wharf's counting allocator (which
 //!   keeps each thread's heap count for Rhai's memory limit) against the system allocator.
 //!
@@ -43,6 +45,15 @@ const SCRIPT: &str = r#"
 set_var("repository", payload.repository.full_name);
 set_var("pusher", payload.pusher.name);
 set_var("branch", payload["ref"]);
+"#;
+
+/// A loop of integer additions and string appends: what fast operators are for.
+const OPERATORS: &str = r#"
+let s = "";
+let n = 0;
+for i in 0..200 { n += i * 2; s += "x"; }
+set_var("n", n);
+set_var("len", s.len);
 "#;
 
 /// A GitHub-style push payload of about 1 KB.
@@ -164,6 +175,37 @@ fn main() {
         floor,
     );
     met &= measure::report("Rhai vessel on a 1 KB JSON payload", w, "raw Rhai", f, 1.5);
+
+    // Operators and string growth: wharf turns Rhai's fast operators off and sizes `+`/`+=`
+    // before they allocate, so a script made of them pays for that; the floor is a plain
+    // engine with its fast operators on.
+    let program = sandbox
+        .compile(VesselKind::Rhai, "script", OPERATORS.as_bytes())
+        .unwrap();
+    let out = sandbox.run(&program, &input);
+    assert_eq!(
+        out.variables.get("n").map(String::as_str),
+        Some("39800"),
+        "{out:?}"
+    );
+    let ast = engine.compile(OPERATORS).unwrap();
+    let floor = || {
+        engine.run_ast(&ast).unwrap();
+        vars.lock().unwrap().clear();
+    };
+    let (w, f) = measure::interleaved(
+        15,
+        500,
+        || assert!(sandbox.run(&program, &input).exit_code == Some(0)),
+        floor,
+    );
+    met &= measure::report(
+        "Rhai vessel of 200 additions and appends",
+        w,
+        "raw Rhai, fast operators",
+        f,
+        1.5,
+    );
 
     let (c, s) = measure::interleaved(
         15,
