@@ -11,6 +11,7 @@ mod crash;
 mod destinations;
 mod events;
 mod examples;
+mod full_disk;
 mod helpers;
 mod hostcalls;
 mod ingress;
