@@ -180,7 +180,7 @@ fn main() {
     // before they allocate, so a script made of them pays for that; the floor is a plain
     // engine with its fast operators on.
     let program = sandbox
-        .compile(VesselKind::Rhai, "script", OPERATORS.as_bytes())
+        .compile(VesselKind::Rhai, "operators", OPERATORS.as_bytes())
         .unwrap();
     let out = sandbox.run(&program, &input);
     assert_eq!(

@@ -524,7 +524,7 @@ fn admin_token(config: &Config) -> anyhow::Result<(String, Option<String>)> {
     }
     // 48 alphanumerics: about 285 bits, over the 256 of `MIN_ADMIN_TOKEN_BYTES` random bytes.
     let token = random_token("wharf_admin_", 48);
-    crate::util::write_private(&path, sha256_hex(token.as_bytes()).as_bytes())
+    crate::auth::secrets::write_private(&path, sha256_hex(token.as_bytes()).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok((sha256_hex(token.as_bytes()), Some(token)))
 }

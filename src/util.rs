@@ -67,16 +67,3 @@ pub fn restrict_file(path: &std::path::Path) -> std::io::Result<()> {
     let _ = path;
     Ok(())
 }
-
-/// Creates `path` with `bytes`, readable and writable by its owner only (mode 0600 from the
-/// first byte, not chmod after), synced; fails if the file exists.
-pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}

@@ -84,7 +84,7 @@ impl SecretBox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng);
                 let text = base64::engine::general_purpose::STANDARD.encode(key);
-                crate::util::write_private(&path, text.as_bytes()).map_err(io)?;
+                write_private(&path, text.as_bytes()).map_err(io)?;
                 Self::from_key(&key).map_err(SecretError::BadKey)
             }
             Err(e) => Err(io(e)),
@@ -222,6 +222,20 @@ impl SealContext {
     pub fn session_cookie() -> Self {
         SealContext("wharf/v2/session-cookie".into())
     }
+}
+
+/// Creates `path` with `bytes`, readable and writable by its owner only (mode 0600 from the
+/// first byte, not chmod after), synced; fails if the file exists. Here rather than in
+/// `crate::util` because the signature fuzz targets compile this file on its own.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// A secret in memory: `Debug` and `Display` print `[redacted]` and it has no `Serialize`, so
