@@ -121,11 +121,12 @@ impl Proc {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    /// POSTs `body` to a webhook URL, expects `201`; returns the run id.
+    /// POSTs `body` (as JSON) to a webhook URL, expects `201`; returns the run id.
     pub async fn trigger(&self, url: &str, body: &str) -> String {
         let res = self
             .client
             .post(url)
+            .header("content-type", "application/json")
             .body(body.to_owned())
             .send()
             .await
@@ -133,6 +134,39 @@ impl Proc {
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.unwrap();
         body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The run once it has ended (neither queued nor running), within a minute.
+    pub async fn finished(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (s, run) = self.get(&format!("/runs/{id}")).await;
+            assert_eq!(s, StatusCode::OK, "{run}");
+            if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+                return run;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "run {id} did not end: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the process's peak resident memory afresh (`/proc/<pid>/clear_refs`).
+    pub fn reset_peak(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+    }
+
+    /// The process's peak resident memory since its last reset (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
     }
 
     /// A new org and project, a fleet from `doc` in it and the fleet's webhook; returns (fleet

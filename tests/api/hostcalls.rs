@@ -10,7 +10,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::binary::{Proc, free_port, start_with};
+use crate::binary::{free_port, start_with};
 use crate::helpers::*;
 
 fn b64(wat_src: &str) -> String {
@@ -164,55 +164,12 @@ fn setter(bytes: u32) -> String {
     )
 }
 
-/// The process's peak resident memory since its last reset, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-fn reset_peak(pid: u32) {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-}
-
-async fn finished(server: &Proc, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (s, run) = server.get(&format!("/runs/{id}")).await;
-        assert_eq!(s, StatusCode::OK, "{run}");
-        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
-            return run;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{run}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn trigger(server: &Proc, url: &str) -> String {
-    let res = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let _ = server;
-    let body: Value = res.json().await.unwrap();
-    body["data"]["fleet_run_id"].as_str().unwrap().to_owned()
-}
-
 const MIB: u64 = 1 << 20;
 
 #[tokio::test]
 async fn emitting_a_huge_row_or_variable_keeps_the_host_within_the_vessel_memory_limit() {
     let data = tempfile::tempdir().unwrap();
     let mut server = start_with(data.path(), free_port(), |_| {}).await;
-    let pid = server.pid();
     let limits = json!({"memory_bytes": 64 * MIB, "output_bytes": 16 * MIB, "fuel": 1_000_000_000u64, "timeout_ms": 30_000});
     // The reproduction: a 48 MiB array, three times the output limit. Then one just under the
     // output limit, whose values would take about sixteen times its text once parsed.
@@ -227,12 +184,12 @@ async fn emitting_a_huge_row_or_variable_keeps_the_host_within_the_vessel_memory
             .fleet_with_hook(wasm_doc("emit", &guest, limits.clone()))
             .await;
         // Compile, warm the pooling allocator's slot and the server's buffers first.
-        finished(&server, &trigger(&server, &url).await).await;
+        server.finished(&server.trigger(&url, "{}").await).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        reset_peak(pid);
-        let base = peak_rss(pid);
-        let run = finished(&server, &trigger(&server, &url).await).await;
-        let rise = peak_rss(pid).saturating_sub(base);
+        server.reset_peak();
+        let base = server.peak_rss();
+        let run = server.finished(&server.trigger(&url, "{}").await).await;
+        let rise = server.peak_rss().saturating_sub(base);
         eprintln!(
             "{bytes} bytes emitted or set: peak rose by {} KiB",
             rise / 1024

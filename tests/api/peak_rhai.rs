@@ -2,9 +2,6 @@
 //! that allocated hundreds of MB (or asked for a terabyte and aborted the process) before the
 //! per-operation check saw them, run through the real binary while its peak RSS is watched.
 
-use std::time::{Duration, Instant};
-
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::binary::{Proc, free_port, start};
@@ -87,43 +84,10 @@ pub fn reproductions() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-/// A value of `/proc/<pid>/status`, in bytes.
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// Triggers `url` and waits for the run to end; returns its only vessel run.
 async fn run_once(server: &Proc, url: &str) -> Value {
-    let client = reqwest::Client::new();
-    let res = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let answer: Value = res.json().await.unwrap();
-    let id = answer["data"]["fleet_run_id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    loop {
-        let (s, run) = server.get(&format!("/runs/{id}")).await;
-        assert_eq!(s, StatusCode::OK, "{run}");
-        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
-            return run["vessels"][0].clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "run {id} did not end: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = server.trigger(url, "{}").await;
+    server.finished(&id).await["vessels"][0].clone()
 }
 
 /// The host's peak RSS rises by less than the vessel's 16 MiB (the default `memory_bytes`) plus
@@ -138,7 +102,6 @@ async fn one_rhai_call_keeps_the_host_within_the_vessel_memory_limit() {
     const SLACK: u64 = 8 << 20;
     let data = tempfile::tempdir().unwrap();
     let mut server = start(data.path(), free_port()).await;
-    let pid = server.pid();
     // Every fleet is made first, so that what the server allocates for the admin calls is not
     // counted against a run.
     let mut hooks = Vec::new();
@@ -164,10 +127,10 @@ async fn one_rhai_call_keeps_the_host_within_the_vessel_memory_limit() {
     let (_, warm_url) = server.fleet_with_hook(warm).await;
     run_once(&server, &warm_url).await;
     for (name, url, refused) in hooks {
-        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-        let before = status_bytes(pid, "VmHWM:");
+        server.reset_peak();
+        let before = server.peak_rss();
         let vessel = run_once(&server, &url).await;
-        let peak = status_bytes(pid, "VmHWM:");
+        let peak = server.peak_rss();
         assert!(server.alive(), "{name}: the server died");
         let rise = peak.saturating_sub(before);
         eprintln!("{name}: peak RSS rose by {} KiB", rise >> 10);
