@@ -7,29 +7,8 @@
 //! - [`hmac`]: the providers' HMAC signature schemes.
 //! - [`redact`]: what of a call is stored and shown with its secrets replaced.
 
-pub mod hmac;
 pub mod keys;
 pub mod redact;
-pub mod secrets;
 
-/// The answer to a call whose credentials do not pass, in the two messages webhook senders
-/// know (the Zoovu model): nothing more specific, so a caller learns nothing about which part
-/// was wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// No credentials in the form the webhook expects.
-    Missing,
-    /// Credentials were given and do not pass: an unknown, revoked or other org's key, a wrong
-    /// signature, a timestamp outside the tolerance.
-    Wrong,
-}
-
-impl AuthFailure {
-    /// The `error` of the `401` answer, byte for byte.
-    pub fn message(self) -> &'static str {
-        match self {
-            AuthFailure::Missing => "Missing authorization header",
-            AuthFailure::Wrong => "Wrong authentication credentials",
-        }
-    }
-}
+/// Sealing and signatures are the core's (the store and the fuzz targets use them too).
+pub use wharf_core::auth::{AuthFailure, hmac, secrets};

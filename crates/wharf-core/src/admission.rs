@@ -155,7 +155,7 @@ impl Deduplicate {
                 let name = map["header"]
                     .as_str()
                     .ok_or_else(|| format!("deduplicate.header must be a string, not {v}"))?;
-                let name = axum::http::HeaderName::from_bytes(name.as_bytes())
+                let name = http::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("deduplicate.header {name:?} is not a header name"))?;
                 if SECRET_HEADERS.contains(&name.as_str()) {
                     return Err(format!(

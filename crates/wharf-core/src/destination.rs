@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::auth::secrets::{SealContext, SecretBox};
 use crate::fleet::FleetError;
-use crate::store::{DeliveryRequest, NewDelivery, RunStatus};
+use crate::records::{DeliveryRequest, NewDelivery, RunStatus};
 
 /// What a `GET` shows instead of a stored secret; sent back, it keeps the stored value.
 pub const SET: &str = "set";
@@ -341,7 +341,7 @@ impl DestinationDoc {
         check_url_origin(&self.url, n)?;
         // The URL's shape is checked with every placeholder filled by a plain word.
         let probe = fill(&self.url, &BTreeMap::new(), |_| "x".to_owned());
-        match reqwest::Url::parse(&probe) {
+        match url::Url::parse(&probe) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
                 if !u.username().is_empty() || u.password().is_some() {
                     return err(format!(
@@ -394,7 +394,7 @@ impl DestinationDoc {
         }
         for (header, value) in &self.headers {
             let lower = header.to_ascii_lowercase();
-            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 return err(format!(
                     "destination {n}: headers: {header:?} is not a valid header name"
                 ));

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sandbox::{LimitsDoc, VesselKind, value_to_var};
+use crate::vessel::{LimitsDoc, VesselKind, value_to_var};
 
 /// Largest Wasm module a fleet may carry, decoded.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for Concurrency {
     }
 }
 
-/// When a vessel runs, given how the vessels it needs ended (see [`crate::scheduler::planner`]).
+/// When a vessel runs, given how the vessels it needs ended (see [`crate::planner`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum When {
@@ -276,7 +276,7 @@ pub struct FleetSpec {
     pub graph: u32,
     /// Where the run's rows are sent after it (DESIGN §4b); secrets sealed once stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub destinations: Vec<crate::outbox::DestinationSpec>,
+    pub destinations: Vec<crate::destination::DestinationSpec>,
 }
 
 /// Specs stored with this `graph` have explicit `needs`. Specs stored before it (graph 0) meant
@@ -295,7 +295,7 @@ struct StoredSpec {
     #[serde(default)]
     graph: u32,
     #[serde(default)]
-    destinations: Vec<crate::outbox::DestinationSpec>,
+    destinations: Vec<crate::destination::DestinationSpec>,
 }
 
 impl From<StoredSpec> for FleetSpec {
@@ -432,7 +432,7 @@ impl FleetDoc {
         }
         let vessels = run_order(vessels)?;
         self.concurrency.check(&variables)?;
-        let destinations = crate::outbox::parse_destinations(self.destinations, &variables)?;
+        let destinations = crate::destination::parse_destinations(self.destinations, &variables)?;
         let spec = FleetSpec {
             name,
             variables,
@@ -636,7 +636,7 @@ impl FleetSpec {
             "destinations": self
                 .destinations
                 .iter()
-                .map(crate::outbox::DestinationSpec::to_document)
+                .map(crate::destination::DestinationSpec::to_document)
                 .collect::<Vec<_>>(),
         })
     }

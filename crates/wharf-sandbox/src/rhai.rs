@@ -404,7 +404,7 @@ fn dynamic_to_var(value: Dynamic) -> String {
 fn build_scope(input: &VesselInput) -> Scope<'static> {
     let mut scope = Scope::new();
     let body: &[u8] = &input.body;
-    let payload = match Payload::<Dynamic>::parse(&input.request.content_type, body) {
+    let payload = match parse_payload(&input.request.content_type, body) {
         Payload::Json(v) => v,
         Payload::Form(fields) => {
             let map: Map = fields
@@ -543,6 +543,14 @@ fn judge(
     }
 }
 
+/// A body as a script's `payload` gets it: JSON straight into Rhai values (parsed once, into the
+/// form that is used), else as [`Payload`] decides.
+pub fn parse_payload(content_type: &str, body: &[u8]) -> Payload<Dynamic> {
+    Payload::parse_with(content_type, body, |bytes| {
+        serde_json::from_slice::<Dynamic>(bytes).ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,5 +677,75 @@ mod tests {
             .compile("x", b"let a = 1;\nlet = ;")
             .unwrap_err();
         assert!(err.0.contains("line 2"), "{}", err.0);
+    }
+}
+
+/// Bodies parse alike into JSON values (variable overrides) and Rhai values (`payload`).
+#[cfg(test)]
+mod payload_tests {
+    use super::parse_payload;
+    use serde_json::Value;
+    use wharf_core::vessel::{Payload, PayloadKind};
+
+    #[test]
+    fn json_nested_past_the_recursion_limit_is_raw_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            Payload::<Value>::parse("application/json", deep.as_bytes()).kind(),
+            PayloadKind::Raw
+        );
+        let dynamic = parse_payload("application/json", deep.as_bytes());
+        assert!(matches!(dynamic, Payload::Raw));
+        let shallow = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(
+            parse_payload("application/json", shallow.as_bytes()),
+            Payload::Json(_)
+        ));
+    }
+
+    /// Found by the `json_to_rhai` fuzz target: the same number must come out the same
+    /// whether a body becomes JSON values (variable overrides) or Rhai values (`payload`).
+    #[test]
+    fn a_float_parses_alike_into_json_and_into_rhai() {
+        let direct = parses_alike(b"\t\t636E66\r\r\r\r");
+        assert_eq!(direct.as_f64(), Some(636e66));
+    }
+
+    /// Parses a JSON body both ways and checks that the Rhai value converts back to the JSON
+    /// value; returns the JSON value.
+    fn parses_alike(body: &[u8]) -> Value {
+        let Payload::Json(direct) = Payload::<Value>::parse("application/json", body) else {
+            panic!("JSON expected");
+        };
+        let Payload::Json(dynamic) = parse_payload("application/json", body)
+        else {
+            panic!("JSON expected");
+        };
+        let back: Value = rhai::serde::from_dynamic(&dynamic).unwrap();
+        assert_eq!(back, direct);
+        direct
+    }
+
+    /// Found by the `json_to_rhai` fuzz target: an integer past `i64::MAX` is a float in a Rhai
+    /// script, so it is the same float in variable overrides, not exact digits the script never
+    /// sees.
+    #[test]
+    fn an_integer_past_i64_is_the_same_float_in_json_and_in_rhai() {
+        let direct = parses_alike(b"     14444444444444444444");
+        assert_eq!(direct.as_f64(), Some(14444444444444444444.0));
+        assert!(direct.as_u64().is_none());
+
+        let nested: Payload = Payload::parse(
+            "application/json",
+            br#"{"id":[18446744073709551615],"ok":9223372036854775807}"#,
+        );
+        let object = nested.object().unwrap();
+        assert_eq!(object["id"][0].as_f64(), Some(18446744073709551615.0));
+        assert!(object["id"][0].as_u64().is_none());
+        assert_eq!(
+            object["ok"].as_i64(),
+            Some(i64::MAX),
+            "i64 integers stay exact"
+        );
     }
 }

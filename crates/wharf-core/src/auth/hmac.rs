@@ -15,7 +15,7 @@
 //! timestamp: a captured GitHub call passes for ever unless the webhook deduplicates on
 //! `X-GitHub-Delivery`. Every comparison is constant-time (`subtle`).
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -383,7 +383,7 @@ mod tests {
         let check = |scheme, pairs: &[(&'static str, &[u8])], now| {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {
-                h.insert(*k, axum::http::HeaderValue::from_bytes(v).unwrap());
+                h.insert(*k, http::HeaderValue::from_bytes(v).unwrap());
             }
             verify(scheme, &s, &h, b"{}", now)
         };
