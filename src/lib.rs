@@ -32,23 +32,24 @@
 //! Dependencies point inward: `api → ingest / scheduler → sandbox`, and everything may use
 //! `store`.
 
-pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod disk;
-pub mod fleet;
 pub mod ingest;
 pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod retention;
-pub mod sandbox;
 pub mod scheduler;
 pub mod server;
-pub mod store;
 pub mod util;
+
+// The crates below the server, under the names the server's modules use for them.
+pub use wharf_core::{admission, fleet};
+pub use wharf_sandbox as sandbox;
+pub use wharf_store as store;
 
 /// The system allocator, counting per thread what each holds, so that a Rhai vessel is held to
 /// its memory limit as a whole (see `sandbox::memory`). Declared here, in the library, so the

@@ -1,26 +1,9 @@
-//! The part of `wharf::auth` the signature targets need, mounted as `auth` so that
-//! `src/auth/hmac.rs` compiles from its source file unchanged: its `super::secrets::Secret` is
-//! the real `src/auth/secrets.rs`, its `super::AuthFailure` the copy below (`src/auth/mod.rs`
-//! also declares modules the targets do not build).
+//! What the signature targets share: the real `wharf_core::auth` (schemes, secrets, the failure
+//! answers) and the checks every scheme must pass, so each target states only its own.
 
-#[path = "../../src/auth/hmac.rs"]
-#[allow(dead_code)]
-pub mod hmac;
-
-#[path = "../../src/auth/secrets.rs"]
-#[allow(dead_code)]
-pub mod secrets;
+pub use wharf_core::auth::{AuthFailure, hmac, secrets};
 
 use secrets::Secret;
-
-/// `wharf::auth::AuthFailure`, variant for variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// No credentials in the form the webhook expects.
-    Missing,
-    /// Credentials were given and do not pass.
-    Wrong,
-}
 
 /// The `Secret`s of `given`, after `check_secret` has seen each one: the check runs on what an
 /// operator types, so it must not panic on any text.

@@ -6,14 +6,12 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-#[path = "../../src/sandbox/payload.rs"]
-#[allow(dead_code)]
-mod payload;
-
-use payload::Payload;
+use wharf_core::vessel::Payload;
 
 fuzz_target!(|data: &[u8]| {
-    let Payload::Json(dynamic) = Payload::<rhai::Dynamic>::parse("application/json", data) else {
+    let Payload::Json(dynamic) = Payload::<rhai::Dynamic>::parse_with("application/json", data, |b| {
+        serde_json::from_slice(b).ok()
+    }) else {
         return;
     };
     let _ = dynamic.to_string();

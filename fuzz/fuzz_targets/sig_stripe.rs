@@ -8,12 +8,6 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
-// `hmac.rs` takes its `HeaderMap` from `axum::http`; the target has the `http` crate only.
-extern crate self as axum;
-mod http {
-    pub use ::http::HeaderMap;
-}
-
 #[path = "auth_shim.rs"]
 mod auth;
 

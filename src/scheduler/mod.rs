@@ -13,7 +13,6 @@
 mod dispatch;
 pub mod events;
 mod execute;
-pub mod planner;
 pub mod pool;
 
 use std::sync::Arc;
@@ -26,6 +25,8 @@ use crate::sandbox::{RequestMeta, RunIds, Sandbox, VesselKind};
 use crate::store::{Store, StoreError};
 pub use execute::{FleetOutcome, RunContext, initial_variables};
 pub use pool::{PoolSize, VesselPool};
+/// Which vessel runs when: a pure rule of the core.
+pub use wharf_core::planner;
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]

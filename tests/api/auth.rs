@@ -418,7 +418,7 @@ async fn standard_webhooks_signed_by_the_library_pass_and_secrets_rotate_with_gr
     let (s, text) = send(signed(given, now())).await;
     assert_eq!(s, StatusCode::CREATED, "{text}");
     // Clear of the 300 s edge: the test's clock and the server's read whole seconds a moment
-    // apart (the exact edge is a unit test in src/auth/hmac.rs).
+    // apart (the exact edge is a unit test in crates/wharf-core/src/auth/hmac.rs).
     assert_401(send(signed(given, now() - 305)).await, WRONG);
     assert_401(send(signed(given, now() + 305)).await, WRONG);
     assert_401(

@@ -14,8 +14,8 @@
 //! of vessels are bit masks.
 
 use crate::fleet::{FleetSpec, When};
-use crate::vessel::VesselStatus;
 use crate::records::RunStatus;
+use crate::vessel::VesselStatus;
 
 /// Where a vessel is in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,11 +11,15 @@ pub mod memory;
 pub mod rhai;
 pub mod wasm;
 
+/// The counting allocator in this crate's own tests, as the server installs it for the whole
+/// process: a Rhai vessel is held to its memory limit through it.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: memory::CountingAlloc = memory::CountingAlloc;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-use serde::{Deserialize, Serialize};
 
 /// The contract's data — kinds, statuses, reasons, outcomes, limits, payloads — is the domain's;
 /// re-exported so that a runner and its callers name it from here.
@@ -241,7 +245,7 @@ impl Collector {
     }
 
     pub(crate) fn set_var(&mut self, name: &str, value: String) -> Result<(), CollectError> {
-        crate::fleet::check_variable_name(name).map_err(CollectError::Invalid)?;
+        wharf_core::fleet::check_variable_name(name).map_err(CollectError::Invalid)?;
         self.charge(name.len() + value.len())?;
         self.variables.insert(name.to_owned(), value);
         Ok(())

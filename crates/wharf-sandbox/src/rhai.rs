@@ -14,7 +14,7 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 
 use super::memory;
-use super::payload::Payload;
+use wharf_core::vessel::Payload;
 
 mod guard;
 use super::{
@@ -554,14 +554,14 @@ pub fn parse_payload(content_type: &str, body: &[u8]) -> Payload<Dynamic> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::{Limits, RequestMeta, RunIds};
+    use crate::{Limits, RequestMeta, RunIds};
     use std::collections::BTreeMap;
 
     fn run(script: &str, body: &str, limits: Limits) -> VesselOutcome {
         let runner = RhaiRunner::new();
         let ast = runner
             .compile(
-                &crate::util::sha256_hex(script.as_bytes()),
+                &wharf_core::util::sha256_hex(script.as_bytes()),
                 script.as_bytes(),
             )
             .unwrap();
@@ -717,8 +717,7 @@ mod payload_tests {
         let Payload::Json(direct) = Payload::<Value>::parse("application/json", body) else {
             panic!("JSON expected");
         };
-        let Payload::Json(dynamic) = parse_payload("application/json", body)
-        else {
+        let Payload::Json(dynamic) = parse_payload("application/json", body) else {
             panic!("JSON expected");
         };
         let back: Value = rhai::serde::from_dynamic(&dynamic).unwrap();

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+
 use uuid::Uuid;
 
 use wharf_core::fleet::{FleetSpec, NewCode};

@@ -19,10 +19,15 @@ use wasm_encoder::{
     CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection, ImportSection,
     MemorySection, MemoryType, Module, TypeSection, ValType,
 };
-use wharf::sandbox::{
+use wharf_sandbox::{
     CancelFlag, FailureReason, Limits, RequestMeta, RunIds, Sandbox, SandboxConfig, VesselInput,
     VesselKind, VesselStatus, memory,
 };
+
+/// The allocator that counts what each thread holds, as the server installs it, so a Rhai
+/// vessel's memory limit and the leak check below see what a real run does.
+#[global_allocator]
+static ALLOCATOR: memory::CountingAlloc = memory::CountingAlloc;
 
 /// The limits every generated vessel runs under: small, so that each run is short and a host
 /// cost out of proportion to them stands out.

@@ -15,9 +15,9 @@
 //! timestamp: a captured GitHub call passes for ever unless the webhook deduplicates on
 //! `X-GitHub-Delivery`. Every comparison is constant-time (`subtle`).
 
-use http::HeaderMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;

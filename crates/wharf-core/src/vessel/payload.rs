@@ -63,7 +63,9 @@ impl<T: JsonForm> Payload<T> {
     /// Parses a body (see [`Payload::parse_with`]), JSON into `T`.
     pub fn parse(content_type: &str, body: &[u8]) -> Payload<T> {
         Payload::parse_with(content_type, body, |bytes| {
-            serde_json::from_slice::<T>(bytes).ok().map(JsonForm::settle)
+            serde_json::from_slice::<T>(bytes)
+                .ok()
+                .map(JsonForm::settle)
         })
     }
 }

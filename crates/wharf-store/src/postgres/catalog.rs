@@ -2,7 +2,7 @@
 //! `wharf_catalog`, so every node drops its cached resolutions.
 
 use super::*;
-use crate::util::now_ms;
+use wharf_core::util::now_ms;
 
 #[async_trait]
 impl Catalog for PostgresStore {

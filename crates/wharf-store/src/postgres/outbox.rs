@@ -2,7 +2,7 @@
 //! fenced lease, so two nodes never send one delivery at once and never wait on each other.
 
 use super::*;
-use crate::util::now_ms;
+use wharf_core::util::now_ms;
 
 /// Inserts deliveries (with their run ids) in the finishing transaction, in one statement.
 pub(super) async fn insert(

@@ -7,9 +7,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
-use crate::admission::{KEY_TTL_MS, Pace};
-use crate::fleet::Policy;
-use crate::util::now_ms;
+use wharf_core::admission::{KEY_TTL_MS, Pace};
+use wharf_core::fleet::Policy;
+use wharf_core::util::now_ms;
 
 /// A fleet's runs that one policy decision looks at: the fleet and a key value.
 type Slot = (Uuid, Option<String>);

@@ -3,7 +3,7 @@
 //! each other, and none of them waits on a row an admission or a worker holds.
 
 use super::*;
-use crate::admission::KEY_TTL_MS;
+use wharf_core::admission::KEY_TTL_MS;
 
 #[async_trait]
 impl Retention for PostgresStore {

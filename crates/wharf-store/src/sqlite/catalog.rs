@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::util::now_ms;
+use wharf_core::util::now_ms;
 
 #[async_trait]
 impl Catalog for SqliteStore {

@@ -28,15 +28,15 @@ use writer::Writer;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../../migrations/sqlite/0002_queue_engine.sql"),
-    include_str!("../../../migrations/sqlite/0003_scheduling.sql"),
-    include_str!("../../../migrations/sqlite/0004_admission.sql"),
-    include_str!("../../../migrations/sqlite/0005_listing.sql"),
-    include_str!("../../../migrations/sqlite/0006_outbox.sql"),
-    include_str!("../../../migrations/sqlite/0007_auth.sql"),
-    include_str!("../../../migrations/sqlite/0008_sessions.sql"),
-    include_str!("../../../migrations/sqlite/0009_fair_claims.sql"),
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_queue_engine.sql"),
+    include_str!("../../migrations/sqlite/0003_scheduling.sql"),
+    include_str!("../../migrations/sqlite/0004_admission.sql"),
+    include_str!("../../migrations/sqlite/0005_listing.sql"),
+    include_str!("../../migrations/sqlite/0006_outbox.sql"),
+    include_str!("../../migrations/sqlite/0007_auth.sql"),
+    include_str!("../../migrations/sqlite/0008_sessions.sql"),
+    include_str!("../../migrations/sqlite/0009_fair_claims.sql"),
 ];
 
 /// Read-only connections: at most this many reads run at once (more wait their turn rather than
@@ -85,7 +85,7 @@ fn restrict_files(path: &Path) -> StoreResult<()> {
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
-        crate::util::restrict_file(Path::new(&file)).map_err(io)?;
+        crate::files::restrict_file(Path::new(&file)).map_err(io)?;
     }
     Ok(())
 }

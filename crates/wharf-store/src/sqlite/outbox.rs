@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::util::now_ms;
+use wharf_core::util::now_ms;
 
 use super::*;
 

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::admission::{KEY_TTL_MS, Pace};
-use crate::fleet::Policy;
-use crate::util::now_ms;
+use wharf_core::admission::{KEY_TTL_MS, Pace};
+use wharf_core::fleet::Policy;
+use wharf_core::util::now_ms;
 
 /// The oldest held run of a `queue` fleet (or of one key of it) becomes claimable: its
 /// predecessor ended.

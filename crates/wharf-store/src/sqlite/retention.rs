@@ -2,7 +2,7 @@
 //! ingest calls waiting behind it wait for a few milliseconds at most.
 
 use super::*;
-use crate::admission::KEY_TTL_MS;
+use wharf_core::admission::KEY_TTL_MS;
 
 #[async_trait]
 impl Retention for SqliteStore {

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::backend;
-use crate::store::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
 
 /// The most jobs committed in one transaction; bounds how long one transaction holds callers.
 const MAX_JOBS: usize = 1024;
