@@ -20,7 +20,7 @@ use std::time::Instant;
 use wharf::fleet::Concurrency;
 use wharf::fleet::FleetDoc;
 use wharf::store::sqlite::SqliteStore;
-use wharf::store::{Catalog, ClaimOrder, Finish, Ingest, Queue, RequestRecord, RunStatus};
+use wharf::store::{Catalog, ClaimOrder, Code, Finish, Ingest, Queue, RequestRecord, RunStatus};
 
 const CLAIMS: usize = 2_000;
 /// Runs per claim and per finish call.

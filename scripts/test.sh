@@ -26,5 +26,5 @@ if [[ -n "${WHARF_TEST_DATABASE_URL:-}" ]]; then
 else
     echo "test.sh: no PostgreSQL reachable; its conformance and multi-node tests have nothing to run against"
 fi
-cargo test --locked
+cargo test --locked --workspace --no-fail-fast
 bash scripts/test-guests.sh

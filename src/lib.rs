@@ -7,21 +7,28 @@
 //!
 //! # Layout
 //!
-//! - [`auth`]: secrets sealed at rest, and the ways webhook callers prove who they are.
-//! - [`config`]: the typed settings of `wharf serve`, secrets redacted in `Debug`.
-//! - [`fleet`]: the fleet document, parsed once into a validated [`fleet::FleetSpec`].
-//! - [`sandbox`]: the vessel contract — inputs, outcomes, limits — with one runner per kind.
-//!   It knows nothing of HTTP or storage.
-//! - [`store`]: the [`store::Store`] traits (catalog, queue, history); the SQLite store, whose
+//! The server sits on three crates of the workspace (ARCHITECTURE.md): [`wharf_core`] (the
+//! domain, no I/O), [`wharf_sandbox`] (the vessel runners) and [`wharf_store`] (the store
+//! traits and backends). They are re-exported under the names the server's modules use:
+//!
+//! - [`fleet`], [`admission`] (the core's): the fleet document, parsed once into a validated
+//!   [`fleet::FleetSpec`]; webhook rate limits and deduplication keys.
+//! - [`sandbox`]: the vessel contract with one runner per kind; it knows nothing of HTTP or
+//!   storage.
+//! - [`store`]: the [`store::Store`] traits and the records they keep; the SQLite store, whose
 //!   one writer thread commits every write in batches; and the PostgreSQL store, for several
 //!   nodes on one database.
+//!
+//! This crate's own modules:
+//!
+//! - [`auth`]: API keys and redaction (sealing and signatures are the core's, re-exported).
+//! - [`config`]: the typed settings of `wharf serve`, secrets redacted in `Debug`.
 //! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
 //! - [`disk`]: the data volume's free space, which ingress keeps above `--min-free-disk`.
-//! - [`admission`]: the rules a webhook can add — rate limit, deduplication keys — that the
-//!   store applies inside the committing transaction.
 //! - [`retention`]: the background task that deletes old history, on every node.
 //! - [`scheduler`]: claims queued runs in batches, executes fleets vessel by vessel on the
 //!   vessel threads, records ends in batches.
+//! - [`outbox`]: the delivery worker, signing and the egress policy.
 //! - [`api`]: HTTP only — routing, extractors, status codes.
 //! - [`metrics`]: the Prometheus registry of one server and its lock-free recording.
 //! - [`local`]: `wharf run` and `wharf bundle` for guest authors, on the scheduler's dry-run path.
@@ -29,8 +36,8 @@
 //!   admin API.
 //! - [`server`]: wires the parts together: `serve(listener, shutdown)` and first-start set-up.
 //!
-//! Dependencies point inward: `api → ingest / scheduler → sandbox`, and everything may use
-//! `store`.
+//! Dependencies point inward: `api → ingest / scheduler → sandbox, store → core`, and the
+//! crate graph enforces the lower half of it.
 
 pub mod api;
 pub mod auth;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Pruned, Store};
+use crate::store::{Pruned, Retention};
 use crate::util::now_ms;
 
 /// Rows of each kind deleted per transaction.
@@ -30,7 +30,7 @@ pub struct RetentionConfig {
 
 /// Prunes every `config.every` until `shutdown`; each pass goes on batch after batch until
 /// nothing is left to delete. A failing store is logged and tried again at the next pass.
-pub async fn run(store: Arc<dyn Store>, config: RetentionConfig, shutdown: CancellationToken) {
+pub async fn run(store: Arc<dyn Retention>, config: RetentionConfig, shutdown: CancellationToken) {
     loop {
         let pass = tokio::select! {
             pass = prune_all(&store, config.keep, &shutdown) => pass,
@@ -56,7 +56,7 @@ pub async fn run(store: Arc<dyn Store>, config: RetentionConfig, shutdown: Cance
 
 /// One pass: batches until one deletes nothing.
 async fn prune_all(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn Retention>,
     keep: Option<Duration>,
     shutdown: &CancellationToken,
 ) -> Result<Pruned, crate::store::StoreError> {

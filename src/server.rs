@@ -153,6 +153,7 @@ pub async fn prepare(config: Config, listener: Option<TcpListener>) -> anyhow::R
     let scheduler = Scheduler::new(store.clone(), sandbox, scheduler_config)?;
     let deliverer = crate::outbox::Deliverer::new(
         store.clone(),
+        store.is_shared(),
         secrets.clone(),
         crate::outbox::OutboxConfig {
             node_id,

@@ -9,9 +9,11 @@ use serde_json::Value;
 use wharf_core::vessel::Payload;
 
 fuzz_target!(|data: &[u8]| {
-    let Payload::Json(dynamic) = Payload::<rhai::Dynamic>::parse_with("application/json", data, |b| {
-        serde_json::from_slice(b).ok()
-    }) else {
+    let Payload::Json(dynamic) =
+        Payload::<rhai::Dynamic>::parse_with("application/json", data, |b| {
+            serde_json::from_slice(b).ok()
+        })
+    else {
         return;
     };
     let _ = dynamic.to_string();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::destination::DeliveryBackoff;
 use super::egress::{EgressPolicy, PolicyResolver};
 use crate::auth::secrets::{SealContext, SecretBox};
-use crate::store::{AttemptRecord, Delivery, DeliveryAttempt, Store, Verdict};
+use crate::store::{AttemptRecord, Delivery, DeliveryAttempt, Outbox, Verdict};
 use crate::util::now_ms;
 
 /// Most bytes of an answer's body kept with its attempt.
@@ -75,7 +75,10 @@ pub struct Deliverer {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    /// The outbox only: the worker neither reads nor writes runs.
+    store: Arc<dyn Outbox>,
+    /// Whether other nodes send from the same store (then no claim is anyone's leftover).
+    shared: bool,
     secrets: SecretBox,
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
@@ -84,9 +87,11 @@ struct Inner {
 }
 
 impl Deliverer {
-    /// Builds the worker and its HTTP client (see [`client`]).
+    /// Builds the worker and its HTTP client (see [`client`]); `shared` when other nodes send
+    /// from the same store.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Outbox>,
+        shared: bool,
         secrets: SecretBox,
         config: OutboxConfig,
         wake: Arc<Notify>,
@@ -96,6 +101,7 @@ impl Deliverer {
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
+                shared,
                 secrets,
                 client,
                 policy,
@@ -112,7 +118,7 @@ impl Deliverer {
         if inner.config.max_deliveries == 0 {
             return;
         }
-        if !inner.store.is_shared() {
+        if !inner.shared {
             // This node alone sends from this store: any claim is a previous process's.
             if let Err(e) = inner.store.release_deliveries().await {
                 tracing::error!(error = %e, "releasing the last run's delivery claims failed");

@@ -17,6 +17,7 @@ mod batch;
 mod cache;
 pub mod files;
 mod listing;
+pub mod memory;
 mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -137,9 +138,20 @@ fn fair_pick<K: Ord + Clone>(
     overall.into_iter().take(max).map(|(_, seq)| seq).collect()
 }
 
+/// Vessel code by its sha256: what saving a fleet stores and a worker loads. A trait of its own
+/// because a dry run (`wharf run`) needs code and nothing else: [`memory::MemoryCode`] serves it
+/// without a database.
+#[async_trait]
+pub trait Code: Send + Sync {
+    /// Stores code under its hash (existing hashes are left alone).
+    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()>;
+    /// Loads code by hash.
+    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>>;
+}
+
 /// Organisations, projects, code, fleets and webhooks: what users configure.
 #[async_trait]
-pub trait Catalog: Send + Sync {
+pub trait Catalog: Code + Send + Sync {
     /// True before the first org exists (first start).
     async fn is_empty(&self) -> StoreResult<bool>;
 
@@ -164,11 +176,6 @@ pub trait Catalog: Send + Sync {
     async fn session_revoked(&self, id_hash: &str) -> StoreResult<bool>;
     /// Creates a project in an org.
     async fn create_project(&self, org_id: Uuid, name: &str) -> StoreResult<Project>;
-
-    /// Stores code under its hash (existing hashes are left alone).
-    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()>;
-    /// Loads code by hash.
-    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>>;
 
     /// Creates a fleet in a project.
     async fn create_fleet(&self, project_id: Uuid, spec: &FleetSpec) -> StoreResult<Fleet> {

@@ -173,32 +173,6 @@ impl Catalog for PostgresStore {
         })
     }
 
-    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for c in code {
-            sqlx::query(
-                "INSERT INTO code (sha256, kind, bytes, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (sha256) DO NOTHING",
-            )
-            .bind(&c.sha256)
-            .bind(c.kind.as_str())
-            .bind(&c.bytes)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM code WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("code"))
-    }
-
     async fn create_fleet_with_id(
         &self,
         project_id: Uuid,
@@ -464,5 +438,34 @@ impl Catalog for PostgresStore {
                 }))
             })
             .await
+    }
+}
+
+#[async_trait]
+impl Code for PostgresStore {
+    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for c in code {
+            sqlx::query(
+                "INSERT INTO code (sha256, kind, bytes, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&c.sha256)
+            .bind(c.kind.as_str())
+            .bind(&c.bytes)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
+        sqlx::query_scalar("SELECT bytes FROM code WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("code"))
     }
 }

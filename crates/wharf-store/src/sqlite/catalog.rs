@@ -174,31 +174,6 @@ impl Catalog for SqliteStore {
         Ok(project)
     }
 
-    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
-        let code = code.to_vec();
-        self.write(move |c| {
-            let mut stmt = c.prepare_cached(
-                "INSERT OR IGNORE INTO code (sha256, kind, bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for item in &code {
-                stmt.execute(params![item.sha256, item.kind.as_str(), item.bytes, now_ms()])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
-        let sha = sha256.to_owned();
-        self.read(move |c| {
-            c.prepare_cached("SELECT bytes FROM code WHERE sha256 = ?1")?
-                .query_row([sha], |r| r.get(0))
-                .optional()?
-                .ok_or(StoreError::NotFound("code"))
-        })
-        .await
-    }
-
     async fn create_fleet_with_id(
         &self,
         project_id: Uuid,
@@ -472,5 +447,33 @@ impl Catalog for SqliteStore {
                 })
             })
             .await
+    }
+}
+
+#[async_trait]
+impl Code for SqliteStore {
+    async fn put_code(&self, code: &[NewCode]) -> StoreResult<()> {
+        let code = code.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT OR IGNORE INTO code (sha256, kind, bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for item in &code {
+                stmt.execute(params![item.sha256, item.kind.as_str(), item.bytes, now_ms()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn code(&self, sha256: &str) -> StoreResult<Vec<u8>> {
+        let sha = sha256.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT bytes FROM code WHERE sha256 = ?1")?
+                .query_row([sha], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("code"))
+        })
+        .await
     }
 }
