@@ -1,21 +1,24 @@
 //! HTTP only: routing, extractors, status codes. Handlers parse, call the store or the
 //! scheduler, and shape the answer; the rules live elsewhere.
 
-mod admin;
-pub use admin::new_webhook_id;
 mod deliveries;
 mod events;
+mod fleets;
 mod ingress;
 mod limits;
 pub use limits::{MAX_ADMIN_BODY, MAX_SIGN_IN_BODY};
 mod listing;
 mod ops;
+mod orgs;
+mod runs;
 mod session;
 pub use session::Sessions;
 mod sign_in_guard;
 pub use sign_in_guard::{SignInGuard, client_key};
 mod stats;
 mod ui;
+mod webhooks;
+pub use webhooks::new_webhook_id;
 
 use std::sync::Arc;
 
@@ -169,7 +172,11 @@ impl utoipa::Modify for AdminToken {
 /// malformed id is a 400 rather than a 404) is described by its handler's annotation under
 /// `ApiDoc`. A test compares the router's paths with the document's.
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let admin = admin::routes()
+    let admin = orgs::routes()
+        .merge(fleets::routes())
+        .merge(webhooks::routes())
+        .merge(runs::routes())
+        .routes(routes!(ops::api_metrics))
         .merge(listing::routes())
         .merge(events::routes())
         .merge(stats::routes())
@@ -214,6 +221,9 @@ async fn request_span(mut req: Request, next: Next) -> Response {
 /// The id given to a request by the HTTP layer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestId(pub Uuid);
+
+/// A `201 Created` answer with its JSON body.
+type Created = (StatusCode, Json<serde_json::Value>);
 
 /// The error body of every admin call.
 #[derive(Serialize, ToSchema)]
