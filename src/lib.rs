@@ -15,6 +15,9 @@
 //! - [`store`]: the [`store::Store`] traits (catalog, queue, history); the SQLite store, whose
 //!   one writer thread commits every write in batches; and the PostgreSQL store, for several
 //!   nodes on one database.
+//! - [`rules`]: the queue's and the outbox's business rules, each one pure function that both
+//!   stores call on the state they read (admission, cancel, lost workers, delivery verdicts,
+//!   retention), so the backends differ only in SQL and locking.
 //! - [`ingest`]: admission of one webhook call — resolve, policy, durable enqueue.
 //! - [`disk`]: the data volume's free space, which ingress keeps above `--min-free-disk`.
 //! - [`admission`]: the rules a webhook can add — rate limit, deduplication keys — that the
@@ -44,6 +47,7 @@ pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod retention;
+pub mod rules;
 pub mod sandbox;
 pub mod scheduler;
 pub mod server;
