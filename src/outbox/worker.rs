@@ -13,11 +13,11 @@ use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::destination::DeliveryBackoff;
 use super::egress::{EgressPolicy, PolicyResolver};
 use crate::auth::secrets::{SealContext, SecretBox};
 use crate::store::{AttemptRecord, Delivery, DeliveryAttempt, Outbox, Verdict};
 use crate::util::now_ms;
+use wharf_core::rules::delivery;
 
 /// Most bytes of an answer's body kept with its attempt.
 const RESPONSE_KEEP: usize = 4096;
@@ -254,7 +254,7 @@ impl Deliverer {
         };
         let outcome = self.send(d).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
-        let retry_after = match outcome {
+        let exchange = match outcome {
             Sent::Answer {
                 status,
                 body,
@@ -262,45 +262,39 @@ impl Deliverer {
             } => {
                 record.status_code = Some(status);
                 record.response = Some(body);
-                match status {
-                    200..=299 => return (record, Verdict::Delivered),
-                    429 => Some(retry_after),
-                    500..=599 => Some(None),
-                    _ => {
-                        record.error = Some(format!("answered {status}; not retried"));
-                        None
-                    }
+                delivery::Exchange::Answered {
+                    status,
+                    retry_after_ms: retry_after,
                 }
             }
             Sent::Retryable(e) => {
                 record.error = Some(e);
-                Some(None)
+                delivery::Exchange::Unanswered
             }
             Sent::Permanent(e) => {
                 record.error = Some(e);
-                None
+                delivery::Exchange::Refused
             }
         };
-        let Some(retry_after) = retry_after else {
-            return (record, Verdict::Failed);
-        };
-        if number >= d.request.max_attempts {
-            let e = record.error.take().unwrap_or_default();
-            record.error = Some(format!(
-                "{e}{}max_attempts ({}) used up",
-                if e.is_empty() { "" } else { "; " },
-                d.request.max_attempts
-            ));
-            return (record, Verdict::Failed);
+        match delivery::judge(exchange, number, &d.request) {
+            delivery::Next::Delivered => (record, Verdict::Delivered),
+            delivery::Next::Failed(why) => {
+                if let Some(why) = why {
+                    record.error = Some(why.error(record.error.take()));
+                }
+                (record, Verdict::Failed)
+            }
+            delivery::Next::Retry {
+                retry_after_ms,
+                ceiling_ms,
+            } => {
+                let pause =
+                    retry_after_ms.unwrap_or_else(|| rand::rng().random_range(0..=ceiling_ms));
+                record.backoff_ms = Some(ceiling_ms);
+                record.retry_in_ms = Some(pause);
+                (record, Verdict::RetryAt(now_ms() + pause as i64))
+            }
         }
-        let ceiling = DeliveryBackoff::ceiling(d.request.base_ms, d.request.max_ms, number);
-        let pause = match retry_after {
-            Some(ms) => ms,
-            None => rand::rng().random_range(0..=ceiling),
-        };
-        record.backoff_ms = Some(ceiling);
-        record.retry_in_ms = Some(pause);
-        (record, Verdict::RetryAt(now_ms() + pause as i64))
     }
 
     /// The HTTP exchange.
@@ -508,6 +502,7 @@ mod tests {
 
     #[test]
     fn backoff_ceiling_doubles_to_the_cap() {
+        use crate::outbox::destination::DeliveryBackoff;
         let c: Vec<u64> = (1..=5)
             .map(|n| DeliveryBackoff::ceiling(100, 500, n))
             .collect();

@@ -102,9 +102,7 @@ impl DeliveryBackoff {
 
     /// The ceiling of the pause after attempt `attempt` (1 for the first).
     pub fn ceiling(base_ms: u64, max_ms: u64, attempt: u32) -> u64 {
-        base_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(40))
-            .min(max_ms)
+        crate::rules::delivery::backoff_ceiling(base_ms, max_ms, attempt)
     }
 }
 

@@ -13,6 +13,9 @@
 //! - [`planner`]: which vessel runs when, given how the vessels it needs ended.
 //! - [`admission`]: the rules a webhook can add — rate limits, deduplication keys.
 //! - [`destination`]: where a fleet's rows go, and what a run's end makes of them.
+//! - [`rules`]: the queue's and the outbox's business rules, each one pure function that both
+//!   stores call on the state they read (admission, cancel, replay, lost workers, delivery
+//!   verdicts, retention), so the backends differ only in SQL and locking.
 //! - [`auth`]: sealing secrets at rest and the providers' signature schemes.
 //! - [`util`]: time stamps, hashes and random tokens.
 
@@ -22,5 +25,6 @@ pub mod destination;
 pub mod fleet;
 pub mod planner;
 pub mod records;
+pub mod rules;
 pub mod util;
 pub mod vessel;

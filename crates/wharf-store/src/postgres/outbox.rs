@@ -2,6 +2,7 @@
 //! fenced lease, so two nodes never send one delivery at once and never wait on each other.
 
 use super::*;
+use wharf_core::rules::delivery;
 use wharf_core::util::now_ms;
 
 /// Inserts deliveries (with their run ids) in the finishing transaction, in one statement.
@@ -163,11 +164,7 @@ impl Outbox for PostgresStore {
         let now = now_ms();
         let mut out = Vec::with_capacity(records.len());
         for r in &records {
-            let (status, next_at, finished_at) = match r.verdict {
-                Verdict::Delivered => ("delivered", None, Some(now)),
-                Verdict::Failed => ("failed", None, Some(now)),
-                Verdict::RetryAt(at) => ("pending", Some(at), None),
-            };
+            let after = delivery::after_attempt(r.verdict, now);
             let done = sqlx::query(
                 "UPDATE deliveries SET status = $1, next_at = $2, finished_at = $3,
                         attempts = attempts + 1,
@@ -175,9 +172,9 @@ impl Outbox for PostgresStore {
                         lease_owner = NULL, lease_token = NULL, lease_until = NULL
                  WHERE id = $5 AND lease_token = $6 AND status = 'pending'",
             )
-            .bind(status)
-            .bind(next_at)
-            .bind(finished_at)
+            .bind(after.status.as_str())
+            .bind(after.next_at)
+            .bind(after.finished_at)
             .bind(serde_json::to_string(&r.attempt)?)
             .bind(r.id)
             .bind(r.token)
@@ -236,21 +233,19 @@ impl Outbox for PostgresStore {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        match status.as_deref() {
-            None => return Err(StoreError::NotFound("delivery")),
-            Some("failed") => {}
-            Some(other) => {
-                return Err(StoreError::Conflict(format!(
-                    "delivery {id} is {other}; only a failed delivery can be retried"
-                )));
-            }
-        }
+        let status = status.ok_or(StoreError::NotFound("delivery"))?;
+        let status = DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery status {status:?}")))?;
+        let after = delivery::retry(id, status, now)
+            .map_err(|refused| StoreError::Conflict(refused.to_string()))?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries d SET status = 'pending', next_at = $2, finished_at = NULL
+            "UPDATE deliveries d SET status = $2, next_at = $3, finished_at = $4
              WHERE d.id = $1 RETURNING {COLUMNS}"
         )))
         .bind(id)
-        .bind(now)
+        .bind(after.status.as_str())
+        .bind(after.next_at)
+        .bind(after.finished_at)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

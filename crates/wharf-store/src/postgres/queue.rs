@@ -7,12 +7,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
-use wharf_core::admission::{KEY_TTL_MS, Pace};
 use wharf_core::fleet::Policy;
+use wharf_core::rules::Slot;
+use wharf_core::rules::admission::{self, Needs, SlotState, Snapshot};
+use wharf_core::rules::lifecycle::{self, Cancel, Expired};
 use wharf_core::util::now_ms;
-
-/// A fleet's runs that one policy decision looks at: the fleet and a key value.
-type Slot = (Uuid, Option<String>);
 
 /// The (fleet, key) of each ended `queue`-policy run among rows with `fleet_id`, `serial` and
 /// `concurrency_key`: where a held run may be released.
@@ -80,7 +79,7 @@ impl PostgresStore {
     }
 
     /// Whether a (fleet, key) has a queued or running run, and a `queue`-policy one.
-    async fn active(tx: &mut sqlx::PgConnection, slot: &Slot) -> StoreResult<(bool, bool)> {
+    async fn slot_state(tx: &mut sqlx::PgConnection, slot: &Slot) -> StoreResult<SlotState> {
         let (fleet_id, key) = slot;
         let cond = key_is(key.as_deref(), 2);
         let sql = format!(
@@ -94,96 +93,75 @@ impl PostgresStore {
             query = query.bind(key);
         }
         let row = query.fetch_one(&mut *tx).await?;
-        Ok((row.try_get("any")?, row.try_get("serial")?))
-    }
-
-    /// The first calls' answers for the batch's keys the fleets saw in the last 24 h.
-    async fn seen_keys(
-        tx: &mut sqlx::PgConnection,
-        batch: &[Ingest],
-        now: i64,
-    ) -> StoreResult<HashMap<(Uuid, String), Admission>> {
-        let (fleets, keys): (Vec<Uuid>, Vec<String>) = batch
-            .iter()
-            .filter_map(|i| Some((i.request.fleet_id, i.call_key.clone()?)))
-            .unzip();
-        let mut seen = HashMap::new();
-        if keys.is_empty() {
-            return Ok(seen);
-        }
-        for row in sqlx::query(
-            "SELECT k.fleet_id, k.key, k.request_id, k.run_id
-             FROM idempotency_keys k
-             JOIN UNNEST($1::uuid[], $2::text[]) AS u(fleet_id, key)
-               ON k.fleet_id = u.fleet_id AND k.key = u.key
-             WHERE k.created_at > $3",
-        )
-        .bind(&fleets)
-        .bind(&keys)
-        .bind(now - KEY_TTL_MS)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            seen.insert(
-                (row.try_get("fleet_id")?, row.try_get("key")?),
-                Admission::Duplicate {
-                    request_id: row.try_get("request_id")?,
-                    run_id: row.try_get("run_id")?,
-                },
-            );
-        }
-        Ok(seen)
-    }
-
-    /// How many runs each of the batch's capped fleets has queued (held ones included). Read
-    /// under the fleets' locks, so no other enqueue can add to them before this one commits.
-    async fn backlogs(
-        tx: &mut sqlx::PgConnection,
-        batch: &[Ingest],
-    ) -> StoreResult<HashMap<Uuid, u64>> {
-        let fleets: BTreeSet<Uuid> = batch
-            .iter()
-            .filter(|i| i.max_queued.is_some())
-            .map(|i| i.request.fleet_id)
-            .collect();
-        if fleets.is_empty() {
-            return Ok(HashMap::new());
-        }
-        sqlx::query(
-            "SELECT fleet_id, COUNT(*) AS n FROM runs
-             WHERE fleet_id = ANY($1) AND status = 'queued' GROUP BY fleet_id",
-        )
-        .bind(fleets.into_iter().collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            let n: i64 = r.try_get("n")?;
-            Ok((r.try_get("fleet_id")?, u64::try_from(n).unwrap_or(0)))
+        Ok(SlotState {
+            active: row.try_get("any")?,
+            serial: row.try_get("serial")?,
         })
-        .collect()
     }
 
-    /// The rate-limit states of the batch's limited fleets.
-    async fn rate_states(
+    /// What admission needs to decide a batch: one look at the database per kind of state, under
+    /// the fleets' locks, so no other enqueue can change it before this one commits.
+    async fn admission_snapshot(
         tx: &mut sqlx::PgConnection,
-        batch: &[Ingest],
-    ) -> StoreResult<HashMap<Uuid, i64>> {
-        let fleets: Vec<Uuid> = batch
-            .iter()
-            .filter(|i| i.rate_limit.is_some())
-            .map(|i| i.request.fleet_id)
-            .collect();
-        if fleets.is_empty() {
-            return Ok(HashMap::new());
-        }
-        sqlx::query("SELECT fleet_id, tat_us FROM rate_limits WHERE fleet_id = ANY($1)")
+        needs: &Needs,
+        now: i64,
+    ) -> StoreResult<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        if !needs.keys.is_empty() {
+            let (fleets, keys): (Vec<Uuid>, Vec<String>) = needs.keys.iter().cloned().unzip();
+            for row in sqlx::query(
+                "SELECT k.fleet_id, k.key, k.request_id, k.run_id
+                 FROM idempotency_keys k
+                 JOIN UNNEST($1::uuid[], $2::text[]) AS u(fleet_id, key)
+                   ON k.fleet_id = u.fleet_id AND k.key = u.key
+                 WHERE k.created_at > $3",
+            )
             .bind(&fleets)
+            .bind(&keys)
+            .bind(admission::keys_live_after(now))
             .fetch_all(&mut *tx)
             .await?
-            .iter()
-            .map(|r| Ok((r.try_get("fleet_id")?, r.try_get("tat_us")?)))
-            .collect()
+            {
+                snapshot.seen.insert(
+                    (row.try_get("fleet_id")?, row.try_get("key")?),
+                    (row.try_get("request_id")?, row.try_get("run_id")?),
+                );
+            }
+        }
+        if !needs.backlogs.is_empty() {
+            // Held runs count: they are queued.
+            for row in sqlx::query(
+                "SELECT fleet_id, COUNT(*) AS n FROM runs
+                 WHERE fleet_id = ANY($1) AND status = 'queued' GROUP BY fleet_id",
+            )
+            .bind(needs.backlogs.keys().copied().collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let n: i64 = row.try_get("n")?;
+                snapshot
+                    .queued
+                    .insert(row.try_get("fleet_id")?, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        if !needs.rate_limited.is_empty() {
+            for row in
+                sqlx::query("SELECT fleet_id, tat_us FROM rate_limits WHERE fleet_id = ANY($1)")
+                    .bind(needs.rate_limited.iter().copied().collect::<Vec<_>>())
+                    .fetch_all(&mut *tx)
+                    .await?
+            {
+                snapshot
+                    .rate
+                    .insert(row.try_get("fleet_id")?, row.try_get("tat_us")?);
+            }
+        }
+        for slot in &needs.slots {
+            snapshot
+                .slots
+                .insert(slot.clone(), Self::slot_state(tx, slot).await?);
+        }
+        Ok(snapshot)
     }
 }
 
@@ -201,94 +179,19 @@ impl Queue for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         // Every fleet whose calls are decided on stored state is locked first, in ascending
-        // order, so that decisions about one fleet are serial across nodes. Then one look at
-        // the database per kind of state; within the batch, earlier calls count in memory.
-        let guarded: BTreeSet<Uuid> = batch
-            .iter()
-            .filter(|i| {
-                i.policy.policy != Policy::Parallel
-                    || i.call_key.is_some()
-                    || i.rate_limit.is_some()
-                    || i.max_queued.is_some()
-            })
-            .map(|i| i.request.fleet_id)
-            .collect();
-        for fleet_id in &guarded {
+        // order, so that decisions about one fleet are serial across nodes.
+        let needs = admission::needs(&batch);
+        for fleet_id in &needs.guarded {
             lock_fleet(&mut tx, *fleet_id).await?;
         }
-        let mut queued = Self::backlogs(&mut tx, &batch).await?;
-        let mut seen = Self::seen_keys(&mut tx, &batch, now).await?;
-        let mut tats = Self::rate_states(&mut tx, &batch).await?;
-        let mut paced: HashMap<Uuid, i64> = HashMap::new();
-        let mut active: HashMap<Slot, (bool, bool)> = HashMap::new(); // (any, serial)
-        let mut out = Vec::with_capacity(batch.len());
-        let mut rows: Vec<(&Ingest, bool)> = Vec::with_capacity(batch.len());
-        for item in &batch {
-            let fleet_id = item.request.fleet_id;
-            // A repeat is answered before anything else, and counts against nothing.
-            if let Some(first) = item
-                .call_key
-                .as_ref()
-                .and_then(|k| seen.get(&(fleet_id, k.clone())))
-            {
-                out.push(*first);
-                continue;
-            }
-            if let Some(cap) = item.max_queued
-                && queued.get(&fleet_id).copied().unwrap_or(0) >= cap
-            {
-                out.push(Admission::Backlogged { max_queued: cap });
-                continue;
-            }
-            let tat = match item.rate_limit {
-                None => None,
-                Some(limit) => match limit.pace(tats.get(&fleet_id).copied(), now) {
-                    Pace::Admit { tat_us } => Some(tat_us),
-                    Pace::Wait { ms } => {
-                        out.push(Admission::RateLimited { retry_after_ms: ms });
-                        continue;
-                    }
-                },
-            };
-            let held = match item.policy.policy {
-                Policy::Parallel => false,
-                Policy::Reject | Policy::Queue => {
-                    let slot = (fleet_id, item.concurrency_key.clone());
-                    let state = match active.get(&slot) {
-                        Some(state) => *state,
-                        None => Self::active(&mut tx, &slot).await?,
-                    };
-                    if item.policy.policy == Policy::Reject {
-                        if state.0 {
-                            out.push(Admission::Busy);
-                            continue;
-                        }
-                        active.insert(slot, (true, state.1));
-                        false
-                    } else {
-                        active.insert(slot, (true, true));
-                        state.1
-                    }
-                }
-            };
-            // Only a call that is queued counts against the limit.
-            if let Some(tat) = tat {
-                tats.insert(fleet_id, tat);
-                paced.insert(fleet_id, tat);
-            }
-            if let Some(key) = &item.call_key {
-                seen.insert(
-                    (fleet_id, key.clone()),
-                    Admission::Duplicate {
-                        request_id: item.request.id,
-                        run_id: item.run_id,
-                    },
-                );
-            }
-            *queued.entry(fleet_id).or_default() += 1;
-            rows.push((item, held));
-            out.push(Admission::Queued);
-        }
+        let snapshot = Self::admission_snapshot(&mut tx, &needs, now).await?;
+        let decided = admission::decide(&batch, &snapshot, now);
+        let rows: Vec<(&Ingest, bool)> = decided
+            .admitted
+            .iter()
+            .map(|a| (&batch[a.index], a.placed.held))
+            .collect();
+        let paced = decided.rate_states;
         if !rows.is_empty() {
             let mut headers = Vec::with_capacity(rows.len());
             let mut queries = Vec::with_capacity(rows.len());
@@ -331,8 +234,10 @@ impl Queue for PostgresStore {
             .bind(col(|r| r.fleet_id))
             .bind(col(|r| r.id))
             .bind(
-                rows.iter()
-                    .map(|(i, _)| i.policy.policy == Policy::Queue)
+                decided
+                    .admitted
+                    .iter()
+                    .map(|a| a.placed.serial)
                     .collect::<Vec<_>>(),
             )
             .bind(rows.iter().map(|(_, held)| *held).collect::<Vec<_>>())
@@ -395,7 +300,7 @@ impl Queue for PostgresStore {
         }
         // synchronous_commit is on by default: the commit is durable before it returns.
         tx.commit().await?;
-        Ok(out)
+        Ok(decided.answers)
     }
 
     async fn claim(&self, node: &str, max: usize, lease_until: i64) -> StoreResult<Vec<Claimed>> {
@@ -641,25 +546,28 @@ impl Queue for PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
         let status: String = row.try_get("status")?;
-        let outcome = match RunStatus::parse(&status) {
-            Some(RunStatus::Queued) => {
+        let status = RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?;
+        let decision = lifecycle::cancel(status, serial, row.try_get("held")?);
+        match decision {
+            Cancel::End { release_next: next } => {
                 sqlx::query(
-                    "UPDATE runs SET status = 'cancelled', reason = 'cancelled',
-                            error = 'cancelled before it started', vessels = $2, held = FALSE,
-                            finished_at = $3
+                    "UPDATE runs SET status = 'cancelled', reason = $2, error = $3, vessels = $4,
+                            held = FALSE, finished_at = $5
                      WHERE id = $1",
                 )
                 .bind(run_id)
+                .bind(lifecycle::CANCELLED)
+                .bind(lifecycle::CANCELLED_BEFORE_START)
                 .bind(vessels)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
-                if serial && !row.try_get::<bool, _>("held")? {
+                if next {
                     release_next(&mut tx, fleet_id, key.as_deref()).await?;
                 }
-                CancelOutcome::Cancelled
             }
-            Some(RunStatus::Running) => {
+            Cancel::Request => {
                 sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
                     .bind(run_id)
                     .execute(&mut *tx)
@@ -669,13 +577,11 @@ impl Queue for PostgresStore {
                     .bind(run_id.to_string())
                     .execute(&mut *tx)
                     .await?;
-                CancelOutcome::Requested
             }
-            Some(done) => CancelOutcome::Finished(done),
-            None => return Err(StoreError::Corrupt(format!("run status {status:?}"))),
-        };
+            Cancel::Finished(_) => {}
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(decision.outcome())
     }
 
     fn cancel_signal(&self) -> Option<tokio::sync::broadcast::Receiver<Uuid>> {
@@ -694,25 +600,17 @@ impl Queue for PostgresStore {
         let (fleet_id, request_id): (Uuid, Uuid) =
             (row.try_get("fleet_id")?, row.try_get("request_id")?);
         let key: Option<String> = row.try_get("concurrency_key")?;
-        let held = if replay.policy == Policy::Parallel {
-            false
+        let state = if replay.policy == Policy::Parallel {
+            SlotState::default()
         } else {
             lock_fleet(&mut tx, fleet_id).await?;
-            let active: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = $1
-                        AND concurrency_key IS NOT DISTINCT FROM $3
-                        AND status IN ('queued', 'running') AND ($2 OR serial))",
-            )
-            .bind(fleet_id)
-            .bind(replay.policy == Policy::Reject)
-            .bind(&key)
-            .fetch_one(&mut *tx)
-            .await?;
-            if active && replay.policy == Policy::Reject {
-                return Ok(Admission::Busy);
-            }
-            active
+            Self::slot_state(&mut tx, &(fleet_id, key.clone())).await?
         };
+        let placed = match lifecycle::replay(replay.policy, state) {
+            Ok(placed) => placed,
+            Err(answer) => return Ok(answer),
+        };
+        let held = placed.held;
         sqlx::query(
             "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels, replay_of,
                                resumed_from, created_at, concurrency_key)
@@ -721,7 +619,7 @@ impl Queue for PostgresStore {
         .bind(replay.run_id)
         .bind(fleet_id)
         .bind(request_id)
-        .bind(replay.policy == Policy::Queue)
+        .bind(placed.serial)
         .bind(held)
         .bind(carried)
         .bind(replay.source)
@@ -743,41 +641,72 @@ impl Queue for PostgresStore {
         all: bool,
         max_attempts: u32,
     ) -> StoreResult<Requeued> {
-        const LOST: &str = "lost_attempts = lost_attempts || jsonb_build_array(jsonb_build_object(
-                'attempt', attempt, 'reason', 'node_lost', 'node', lease_owner,
-                'started_at', started_at, 'lost_at', $1::bigint))";
         let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE runs SET status = 'failed', reason = 'max_attempts',
-                error = 'max_attempts: ' || attempt || ' attempts ended without finishing (the worker was lost each time)',
-                finished_at = $1, lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
-             WHERE status = 'running' AND ($2 OR lease_until < $1) AND attempt >= $3
-             RETURNING fleet_id, serial, concurrency_key"
-        )))
+        // The expired runs are locked before any fleet is (the lock order of this module).
+        let mut expired = Vec::new();
+        for row in sqlx::query(
+            "SELECT id, attempt, lease_owner, started_at, fleet_id, serial, concurrency_key
+             FROM runs WHERE status = 'running' AND ($2 OR lease_until < $1)
+             ORDER BY seq FOR UPDATE",
+        )
         .bind(now)
         .bind(all)
-        .bind(max_attempts as i32)
         .fetch_all(&mut *tx)
-        .await?;
-        Self::release_many(&mut tx, serial_slots(&failed)?).await?;
-        let requeued = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE runs SET status = 'queued', reason = 'node_lost',
-                error = 'node_lost: the worker running attempt ' || attempt || ' stopped; re-queued',
-                lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
-             WHERE status = 'running' AND ($2 OR lease_until < $1)"
-        )))
-        .bind(now)
-        .bind(all)
-        .execute(&mut *tx)
         .await?
-        .rows_affected();
-        if requeued > 0 {
+        {
+            expired.push(Expired {
+                run_id: row.try_get("id")?,
+                attempt: u32::try_from(row.try_get::<i32, _>("attempt")?).unwrap_or(0),
+                node: row.try_get("lease_owner")?,
+                started_at: row.try_get("started_at")?,
+                slot: (row.try_get("fleet_id")?, row.try_get("concurrency_key")?),
+                serial: row.try_get("serial")?,
+            });
+        }
+        let lost = lifecycle::lost(&expired, now, max_attempts);
+        if !lost.runs.is_empty() {
+            let mut entries = Vec::with_capacity(lost.runs.len());
+            for run in &lost.runs {
+                entries.push(serde_json::to_string(&run.lost)?);
+            }
+            sqlx::query(
+                "UPDATE runs r SET status = u.status, reason = u.reason, error = u.error,
+                        finished_at = COALESCE(u.finished_at, r.finished_at), lease_owner = NULL,
+                        lease_token = NULL, lease_until = NULL,
+                        lost_attempts = r.lost_attempts || jsonb_build_array(u.lost::jsonb)
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+                      AS u(id, status, reason, error, finished_at, lost)
+                 WHERE r.id = u.id",
+            )
+            .bind(lost.runs.iter().map(|r| r.run_id).collect::<Vec<_>>())
+            .bind(
+                lost.runs
+                    .iter()
+                    .map(|r| r.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(lost.runs.iter().map(|r| r.reason).collect::<Vec<_>>())
+            .bind(
+                lost.runs
+                    .iter()
+                    .map(|r| r.error.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(lost.runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+            .bind(entries)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut release: BTreeMap<Uuid, BTreeSet<Option<String>>> = BTreeMap::new();
+        for (fleet_id, key) in lost.release.iter().cloned() {
+            release.entry(fleet_id).or_default().insert(key);
+        }
+        Self::release_many(&mut tx, release).await?;
+        let counts = lost.counts();
+        if counts.requeued > 0 {
             notify(&mut tx, QUEUE_CHANNEL).await?;
         }
         tx.commit().await?;
-        Ok(Requeued {
-            requeued,
-            failed: failed.len() as u64,
-        })
+        Ok(counts)
     }
 }

@@ -3,7 +3,7 @@
 //! each other, and none of them waits on a row an admission or a worker holds.
 
 use super::*;
-use wharf_core::admission::KEY_TTL_MS;
+use wharf_core::rules::retention::cutoffs;
 
 #[async_trait]
 impl Retention for PostgresStore {
@@ -15,8 +15,9 @@ impl Retention for PostgresStore {
     ) -> StoreResult<Pruned> {
         let limit = limit as i64;
         let mut pruned = Pruned::default();
+        let cut = cutoffs(finished_before, now);
         let mut tx = self.pool.begin().await?;
-        if let Some(cutoff) = finished_before {
+        if let Some(cutoff) = cut.history {
             pruned.runs = sqlx::query(
                 "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs
                     WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
@@ -55,7 +56,7 @@ impl Retention for PostgresStore {
                 (SELECT fleet_id, key FROM idempotency_keys WHERE created_at <= $1
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(now - KEY_TTL_MS)
+        .bind(cut.keys)
         .bind(limit)
         .execute(&mut *tx)
         .await?
@@ -65,7 +66,7 @@ impl Retention for PostgresStore {
                 (SELECT fleet_id FROM rate_limits WHERE tat_us <= $1
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(now.saturating_mul(1000))
+        .bind(cut.rate_us)
         .bind(limit)
         .execute(&mut *tx)
         .await?
@@ -75,7 +76,7 @@ impl Retention for PostgresStore {
                 (SELECT id_hash FROM revoked_sessions WHERE until <= $1
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(now)
+        .bind(cut.sessions)
         .bind(limit)
         .execute(&mut *tx)
         .await?

@@ -3,6 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use wharf_core::rules::delivery;
 use wharf_core::util::now_ms;
 
 use super::*;
@@ -147,11 +148,7 @@ impl Outbox for SqliteStore {
                 };
                 let mut log: Vec<serde_json::Value> = serde_json::from_str(&log)?;
                 log.push(attempt);
-                let (status, next_at, finished_at) = match r.verdict {
-                    Verdict::Delivered => ("delivered", None, Some(now)),
-                    Verdict::Failed => ("failed", None, Some(now)),
-                    Verdict::RetryAt(at) => ("pending", Some(at), None),
-                };
+                let after = delivery::after_attempt(r.verdict, now);
                 c.prepare_cached(
                     "UPDATE deliveries SET status = ?1, next_at = ?2, finished_at = ?3,
                             attempts = attempts + 1, attempt_log = ?4, lease_owner = NULL,
@@ -159,9 +156,9 @@ impl Outbox for SqliteStore {
                      WHERE id = ?5",
                 )?
                 .execute(params![
-                    status,
-                    next_at,
-                    finished_at,
+                    after.status.as_str(),
+                    after.next_at,
+                    after.finished_at,
                     serde_json::to_string(&log)?,
                     r.id.to_string()
                 ])?;
@@ -227,21 +224,25 @@ impl Outbox for SqliteStore {
                 .prepare_cached("SELECT status FROM deliveries WHERE id = ?1")?
                 .query_row([id.to_string()], |r| r.get(0))
                 .optional()?;
-            match status.as_deref() {
-                None => return Err(StoreError::NotFound("delivery")),
-                Some("failed") => {}
-                Some(other) => {
-                    return Err(StoreError::Conflict(format!(
-                        "delivery {id} is {other}; only a failed delivery can be retried"
-                    )));
-                }
-            }
+            let status = status.ok_or(StoreError::NotFound("delivery"))?;
+            let status = DeliveryStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery status {status:?}")))?;
+            let after = delivery::retry(id, status, now)
+                .map_err(|refused| StoreError::Conflict(refused.to_string()))?;
             let d = c
                 .prepare_cached(&format!(
-                    "UPDATE deliveries SET status = 'pending', next_at = ?2, finished_at = NULL
+                    "UPDATE deliveries SET status = ?2, next_at = ?3, finished_at = ?4
                      WHERE id = ?1 RETURNING {COLUMNS}"
                 ))?
-                .query_row(params![id.to_string(), now], |r| delivery_from(r, false))?;
+                .query_row(
+                    params![
+                        id.to_string(),
+                        after.status.as_str(),
+                        after.next_at,
+                        after.finished_at
+                    ],
+                    |r| delivery_from(r, false),
+                )?;
             Ok(d)
         })
         .await

@@ -11,13 +11,13 @@
 //! A keyed policy is the same thing per (fleet, key value): every check and release matches the
 //! run's `concurrency_key` too (`IS`, so that runs without a key match each other).
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use wharf_core::admission::{KEY_TTL_MS, Pace};
 use wharf_core::fleet::Policy;
+use wharf_core::rules::Slot;
+use wharf_core::rules::admission::{self, Needs, SlotState, Snapshot};
+use wharf_core::rules::lifecycle::{self, Cancel, Expired};
 use wharf_core::util::now_ms;
 
 /// The oldest held run of a `queue` fleet (or of one key of it) becomes claimable: its
@@ -133,18 +133,21 @@ fn fair_choice(c: &Connection, max: usize) -> StoreResult<Vec<i64>> {
     Ok(fair_pick(candidates, &busy_fleets, &busy_orgs, max))
 }
 
-/// The first call's ids, if the fleet saw `key` in the last 24 h.
-fn seen_key(c: &Connection, fleet_id: &str, key: &str, now: i64) -> StoreResult<Option<Admission>> {
+/// The first call's (request, run) ids, if the fleet saw `key` in the last 24 h.
+fn seen_key(
+    c: &Connection,
+    fleet_id: &str,
+    key: &str,
+    now: i64,
+) -> StoreResult<Option<(Uuid, Uuid)>> {
     Ok(c.prepare_cached(
         "SELECT request_id, run_id FROM idempotency_keys
          WHERE fleet_id = ?1 AND key = ?2 AND created_at > ?3",
     )?
-    .query_row(params![fleet_id, key, now - KEY_TTL_MS], |r| {
-        Ok(Admission::Duplicate {
-            request_id: uuid_at(r, "request_id")?,
-            run_id: uuid_at(r, "run_id")?,
-        })
-    })
+    .query_row(
+        params![fleet_id, key, admission::keys_live_after(now)],
+        |r| Ok((uuid_at(r, "request_id")?, uuid_at(r, "run_id")?)),
+    )
     .optional()?)
 }
 
@@ -155,6 +158,53 @@ fn rate_state(c: &Connection, fleet_id: &str) -> StoreResult<Option<i64>> {
             .query_row([fleet_id], |r| r.get(0))
             .optional()?,
     )
+}
+
+/// Whether a (fleet, key) has a queued or running run, and a `queue`-policy one.
+fn slot_state(c: &Connection, (fleet_id, key): &Slot) -> StoreResult<SlotState> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?2
+                    AND status IN ('queued', 'running')),
+                    EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?2
+                    AND status IN ('queued', 'running') AND serial = 1)",
+    )?
+    .query_row(params![fleet_id.to_string(), key], |r| {
+        Ok(SlotState {
+            active: r.get(0)?,
+            serial: r.get(1)?,
+        })
+    })?)
+}
+
+/// What admission needs to decide a batch, read in the writer's transaction.
+fn admission_snapshot(c: &Connection, needs: &Needs, now: i64) -> StoreResult<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    for (fleet_id, key) in &needs.keys {
+        if let Some(first) = seen_key(c, &fleet_id.to_string(), key, now)? {
+            snapshot.seen.insert((*fleet_id, key.clone()), first);
+        }
+    }
+    // The count walks the fleet's backlog, so it stops at the cap.
+    let mut backlog = c.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM runs
+            WHERE fleet_id = ?1 AND status = 'queued' LIMIT ?2)",
+    )?;
+    for (fleet_id, cap) in &needs.backlogs {
+        let limit = i64::try_from(*cap).unwrap_or(i64::MAX);
+        let n: i64 = backlog.query_row(params![fleet_id.to_string(), limit], |x| x.get(0))?;
+        snapshot
+            .queued
+            .insert(*fleet_id, u64::try_from(n).unwrap_or(0));
+    }
+    for fleet_id in &needs.rate_limited {
+        if let Some(tat) = rate_state(c, &fleet_id.to_string())? {
+            snapshot.rate.insert(*fleet_id, tat);
+        }
+    }
+    for slot in &needs.slots {
+        snapshot.slots.insert(slot.clone(), slot_state(c, slot)?);
+    }
+    Ok(snapshot)
 }
 
 #[async_trait]
@@ -172,6 +222,9 @@ impl Queue for SqliteStore {
             .collect::<StoreResult<Vec<(String, String)>>>()?;
         self.writer
             .call(true, move |c| {
+                let now = now_ms();
+                let snapshot = admission_snapshot(c, &admission::needs(&batch), now)?;
+                let decided = admission::decide(&batch, &snapshot, now);
                 let mut insert_request = c.prepare_cached(
                     "INSERT INTO requests
                        (id, fleet_id, method, content_type, headers, query, body, body_size, received_at)
@@ -182,69 +235,11 @@ impl Queue for SqliteStore {
                        (id, fleet_id, request_id, status, serial, held, created_at, concurrency_key)
                      VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
                 )?;
-                // Earlier calls of this batch are already inserted, so they count here too.
-                let mut active = c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
-                        AND status IN ('queued', 'running') AND (?2 = 0 OR serial = 1))",
-                )?;
-                // Counted once per fleet and batch (the count walks the fleet's backlog), then
-                // kept in step as the batch inserts.
-                let mut backlog = c.prepare_cached(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM runs
-                        WHERE fleet_id = ?1 AND status = 'queued' LIMIT ?2)",
-                )?;
-                let mut queued: HashMap<Uuid, u64> = HashMap::new();
-                let now = now_ms();
-                let mut out = Vec::with_capacity(batch.len());
-                for (item, (headers, query)) in batch.iter().zip(encoded) {
+                for admit in &decided.admitted {
+                    let item = &batch[admit.index];
+                    let (headers, query) = &encoded[admit.index];
                     let r = &item.request;
                     let fleet_id = r.fleet_id.to_string();
-                    // A repeat is answered before anything else, and counts against nothing.
-                    if let Some(key) = &item.call_key
-                        && let Some(first) = seen_key(c, &fleet_id, key, now)?
-                    {
-                        out.push(first);
-                        continue;
-                    }
-                    if let Some(cap) = item.max_queued {
-                        let n = match queued.get(&r.fleet_id) {
-                            Some(n) => *n,
-                            None => {
-                                let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-                                let n: i64 =
-                                    backlog.query_row(params![fleet_id, limit], |x| x.get(0))?;
-                                let n = u64::try_from(n).unwrap_or(0);
-                                queued.insert(r.fleet_id, n);
-                                n
-                            }
-                        };
-                        if n >= cap {
-                            out.push(Admission::Backlogged { max_queued: cap });
-                            continue;
-                        }
-                    }
-                    let paced = match item.rate_limit {
-                        None => None,
-                        Some(limit) => match limit.pace(rate_state(c, &fleet_id)?, now) {
-                            Pace::Admit { tat_us } => Some(tat_us),
-                            Pace::Wait { ms } => {
-                                out.push(Admission::RateLimited { retry_after_ms: ms });
-                                continue;
-                            }
-                        },
-                    };
-                    let key = item.concurrency_key.as_deref();
-                    let held = match item.policy.policy {
-                        Policy::Parallel => false,
-                        Policy::Queue => active.query_row(params![fleet_id, 1, key], |x| x.get(0))?,
-                        Policy::Reject => {
-                            if active.query_row(params![fleet_id, 0, key], |x| x.get::<_, bool>(0))? {
-                                out.push(Admission::Busy);
-                                continue;
-                            }
-                            false
-                        }
-                    };
                     let request_id = r.id.to_string();
                     insert_request.execute(params![
                         request_id,
@@ -261,22 +256,11 @@ impl Queue for SqliteStore {
                         item.run_id.to_string(),
                         fleet_id,
                         request_id,
-                        item.policy.policy == Policy::Queue,
-                        held,
+                        admit.placed.serial,
+                        admit.placed.held,
                         r.received_at,
-                        key,
+                        item.concurrency_key,
                     ])?;
-                    if let Some(n) = queued.get_mut(&r.fleet_id) {
-                        *n += 1;
-                    }
-                    // Only a call that is queued counts against the limit.
-                    if let Some(tat_us) = paced {
-                        c.prepare_cached(
-                            "INSERT INTO rate_limits (fleet_id, tat_us) VALUES (?1, ?2)
-                             ON CONFLICT (fleet_id) DO UPDATE SET tat_us = excluded.tat_us",
-                        )?
-                        .execute(params![fleet_id, tat_us])?;
-                    }
                     if let Some(call_key) = &item.call_key {
                         // Replaces an expired key's row, if one is left.
                         c.prepare_cached(
@@ -286,9 +270,15 @@ impl Queue for SqliteStore {
                         )?
                         .execute(params![fleet_id, call_key, request_id, item.run_id.to_string(), now])?;
                     }
-                    out.push(Admission::Queued);
                 }
-                Ok(out)
+                for (fleet_id, tat_us) in &decided.rate_states {
+                    c.prepare_cached(
+                        "INSERT INTO rate_limits (fleet_id, tat_us) VALUES (?1, ?2)
+                         ON CONFLICT (fleet_id) DO UPDATE SET tat_us = excluded.tat_us",
+                    )?
+                    .execute(params![fleet_id.to_string(), tat_us])?;
+                }
+                Ok(decided.answers)
             })
             .await
     }
@@ -521,28 +511,34 @@ impl Queue for SqliteStore {
             let Some((status, fleet_id, serial, held, key)) = row else {
                 return Err(StoreError::NotFound("run"));
             };
-            match RunStatus::parse(&status) {
-                Some(RunStatus::Queued) => {
+            let status = RunStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?;
+            let decision = lifecycle::cancel(status, serial, held);
+            match decision {
+                Cancel::End { release_next: next } => {
                     c.prepare_cached(
-                        "UPDATE runs SET status = 'cancelled', reason = 'cancelled',
-                                error = 'cancelled before it started', vessels = ?2, held = 0,
-                                finished_at = ?3
+                        "UPDATE runs SET status = 'cancelled', reason = ?2, error = ?3, vessels = ?4,
+                                held = 0, finished_at = ?5
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, vessels, now_ms()])?;
-                    if serial && !held {
+                    .execute(params![
+                        id,
+                        lifecycle::CANCELLED,
+                        lifecycle::CANCELLED_BEFORE_START,
+                        vessels,
+                        now_ms()
+                    ])?;
+                    if next {
                         release_next(c, &fleet_id, key.as_deref())?;
                     }
-                    Ok(CancelOutcome::Cancelled)
                 }
-                Some(RunStatus::Running) => {
+                Cancel::Request => {
                     c.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
                         .execute([&id])?;
-                    Ok(CancelOutcome::Requested)
                 }
-                Some(done) => Ok(CancelOutcome::Finished(done)),
-                None => Err(StoreError::Corrupt(format!("run status {status:?}"))),
+                Cancel::Finished(_) => {}
             }
+            Ok(decision.outcome())
         })
         .await
     }
@@ -562,16 +558,16 @@ impl Queue for SqliteStore {
             let Some((fleet_id, request_id, key)) = source else {
                 return Err(StoreError::NotFound("run"));
             };
-            let reject = replay.policy == Policy::Reject;
-            let active = replay.policy != Policy::Parallel
-                && c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE fleet_id = ?1 AND concurrency_key IS ?3
-                        AND status IN ('queued', 'running') AND (?2 OR serial = 1))",
-                )?
-                .query_row(params![fleet_id, reject, key], |r| r.get::<_, bool>(0))?;
-            if active && reject {
-                return Ok(Admission::Busy);
-            }
+            let fleet = Uuid::parse_str(&fleet_id)
+                .map_err(|e| StoreError::Corrupt(format!("fleet id {fleet_id:?}: {e}")))?;
+            let state = match replay.policy {
+                Policy::Parallel => SlotState::default(),
+                _ => slot_state(c, &(fleet, key.clone()))?,
+            };
+            let placed = match lifecycle::replay(replay.policy, state) {
+                Ok(placed) => placed,
+                Err(answer) => return Ok(answer),
+            };
             c.prepare_cached(
                 "INSERT INTO runs (id, fleet_id, request_id, status, serial, held, vessels,
                                    replay_of, resumed_from, created_at, concurrency_key)
@@ -581,8 +577,8 @@ impl Queue for SqliteStore {
                 replay.run_id.to_string(),
                 fleet_id,
                 request_id,
-                replay.policy == Policy::Queue,
-                active,
+                placed.serial,
+                placed.held,
                 carried,
                 replay.source.to_string(),
                 replay.resumed_from,
@@ -601,36 +597,44 @@ impl Queue for SqliteStore {
         max_attempts: u32,
     ) -> StoreResult<Requeued> {
         self.write(move |c| {
-            const LOST: &str = "lost_attempts = json_insert(lost_attempts, '$[#]', json_object(
-                    'attempt', attempt, 'reason', 'node_lost', 'node', lease_owner,
-                    'started_at', started_at, 'lost_at', ?1))";
-            let failed: Vec<(String, bool, Option<String>)> = c
-                .prepare_cached(&format!(
-                    "UPDATE runs SET status = 'failed', reason = 'max_attempts',
-                        error = 'max_attempts: ' || attempt || ' attempts ended without finishing (the worker was lost each time)',
-                        finished_at = ?1, lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
-                     WHERE status = 'running' AND (?2 OR lease_until < ?1) AND attempt >= ?3
-                     RETURNING fleet_id, serial, concurrency_key"
-                ))?
-                .query_map(params![now, all, max_attempts], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            let expired: Vec<Expired> = c
+                .prepare_cached(
+                    "SELECT id, attempt, lease_owner, started_at, fleet_id, serial, concurrency_key
+                     FROM runs WHERE status = 'running' AND (?2 OR lease_until < ?1)",
+                )?
+                .query_map(params![now, all], |r| {
+                    Ok(Expired {
+                        run_id: uuid_at(r, "id")?,
+                        attempt: r.get("attempt")?,
+                        node: r.get("lease_owner")?,
+                        started_at: r.get("started_at")?,
+                        slot: (uuid_at(r, "fleet_id")?, r.get("concurrency_key")?),
+                        serial: r.get("serial")?,
+                    })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (fleet_id, _, key) in failed.iter().filter(|(_, serial, _)| *serial) {
-                release_next(c, fleet_id, key.as_deref())?;
+            let lost = lifecycle::lost(&expired, now, max_attempts);
+            let mut write = c.prepare_cached(
+                "UPDATE runs SET status = ?2, reason = ?3, error = ?4,
+                        finished_at = COALESCE(?5, finished_at), lease_owner = NULL,
+                        lease_token = NULL, lease_until = NULL,
+                        lost_attempts = json_insert(lost_attempts, '$[#]', json(?6))
+                 WHERE id = ?1",
+            )?;
+            for run in &lost.runs {
+                write.execute(params![
+                    run.run_id.to_string(),
+                    run.status.as_str(),
+                    run.reason,
+                    run.error,
+                    run.finished_at,
+                    serde_json::to_string(&run.lost)?,
+                ])?;
             }
-            let requeued = c
-                .prepare_cached(&format!(
-                    "UPDATE runs SET status = 'queued', reason = 'node_lost',
-                        error = 'node_lost: the worker running attempt ' || attempt || ' stopped; re-queued',
-                        lease_owner = NULL, lease_token = NULL, lease_until = NULL, {LOST}
-                     WHERE status = 'running' AND (?2 OR lease_until < ?1)"
-                ))?
-                .execute(params![now, all])?;
-            Ok(Requeued {
-                requeued: requeued as u64,
-                failed: failed.len() as u64,
-            })
+            for (fleet_id, key) in &lost.release {
+                release_next(c, &fleet_id.to_string(), key.as_deref())?;
+            }
+            Ok(lost.counts())
         })
         .await
     }

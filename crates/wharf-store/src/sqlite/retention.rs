@@ -2,7 +2,7 @@
 //! ingest calls waiting behind it wait for a few milliseconds at most.
 
 use super::*;
-use wharf_core::admission::KEY_TTL_MS;
+use wharf_core::rules::retention::cutoffs;
 
 #[async_trait]
 impl Retention for SqliteStore {
@@ -14,8 +14,9 @@ impl Retention for SqliteStore {
     ) -> StoreResult<Pruned> {
         self.write(move |c| {
             let mut pruned = Pruned::default();
+            let cut = cutoffs(finished_before, now);
             // The limit is in the text, as in claims: a bound LIMIT makes SQLite re-prepare.
-            if let Some(cutoff) = finished_before {
+            if let Some(cutoff) = cut.history {
                 pruned.runs = c
                     .prepare_cached(&format!(
                         "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs
@@ -47,19 +48,19 @@ impl Retention for SqliteStore {
                         (SELECT fleet_id, key FROM idempotency_keys WHERE created_at <= ?1
                          LIMIT {limit})"
                 ))?
-                .execute([now - KEY_TTL_MS])? as u64;
+                .execute([cut.keys])? as u64;
             pruned.rate_states = c
                 .prepare_cached(&format!(
                     "DELETE FROM rate_limits WHERE fleet_id IN
                         (SELECT fleet_id FROM rate_limits WHERE tat_us <= ?1 LIMIT {limit})"
                 ))?
-                .execute([now.saturating_mul(1000)])? as u64;
+                .execute([cut.rate_us])? as u64;
             pruned.sessions = c
                 .prepare_cached(&format!(
                     "DELETE FROM revoked_sessions WHERE id_hash IN
                         (SELECT id_hash FROM revoked_sessions WHERE until <= ?1 LIMIT {limit})"
                 ))?
-                .execute([now])? as u64;
+                .execute([cut.sessions])? as u64;
             Ok(pruned)
         })
         .await
