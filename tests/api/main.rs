@@ -27,5 +27,6 @@ mod rhai;
 mod scheduling;
 mod soak;
 mod store;
+mod threads;
 mod ui;
 mod wasm;
