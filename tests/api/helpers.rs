@@ -9,6 +9,32 @@ use wharf::config::Config;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789-abcdefghij";
 
+/// `WHARF_TEST_DATABASE_URL`, the PostgreSQL database the PostgreSQL tests run against. Without
+/// it a test has nothing to run against: under CI (`CI` set, or `WHARF_REQUIRE_POSTGRES=1`) that
+/// is a failure, so a missing database cannot pass as a green run; elsewhere the test says on
+/// stderr that it was skipped and returns.
+pub fn postgres_url() -> Option<String> {
+    if let Some(url) = std::env::var("WHARF_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Some(url);
+    }
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    // libtest names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a PostgreSQL test");
+    if set("CI") || set("WHARF_REQUIRE_POSTGRES") {
+        panic!(
+            "{test}: no PostgreSQL (WHARF_TEST_DATABASE_URL is unset) and CI or \
+             WHARF_REQUIRE_POSTGRES requires it"
+        );
+    }
+    eprintln!("SKIPPED: {test}: no PostgreSQL (set WHARF_TEST_DATABASE_URL)");
+    None
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
