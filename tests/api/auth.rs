@@ -768,7 +768,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("stderr.log");
     let file = std::fs::File::create(&log).unwrap();
-    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+    let server = crate::binary::start_with(data.path(), 0, |cmd| {
         cmd.env("WHARF_LOG", "trace").stderr(file);
     })
     .await;

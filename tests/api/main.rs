@@ -19,6 +19,7 @@ mod isolation;
 mod limits;
 mod listing;
 mod nodes;
+mod old_data;
 mod ops;
 mod peak_rhai;
 mod queue;
