@@ -1,5 +1,6 @@
 //! `spawn_app()`: a real wharf server on a random port with its own data folder.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -31,7 +32,11 @@ pub fn postgres_url() -> Option<String> {
              WHARF_REQUIRE_POSTGRES requires it"
         );
     }
-    eprintln!("SKIPPED: {test}: no PostgreSQL (set WHARF_TEST_DATABASE_URL)");
+    // Straight to stderr: `eprintln!` is captured by the test harness and shown only on failure.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: no PostgreSQL (set WHARF_TEST_DATABASE_URL)"
+    );
     None
 }
 
