@@ -105,12 +105,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
         )
     };
+    // The address actually bound: with port 0 the system picked it, and whoever started the
+    // process (a supervisor, a test) learns it from this line rather than guessing a free port.
+    let bound = match &listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let prepared = wharf::server::prepare(config, listener).await?;
     let base = prepared.public_url.clone();
-    if worker {
-        println!("wharf worker running (no listener)");
-    } else {
-        println!("wharf listening on {base}");
+    match bound {
+        None => println!("wharf worker running (no listener)"),
+        Some(addr) if base == format!("http://{addr}") => println!("wharf listening on {base}"),
+        Some(addr) => println!("wharf listening on http://{addr} (public URL {base})"),
+    }
+    if bound.is_some() {
         println!("Dashboard: {base}/ui/ (sign in with the admin token)");
     }
     let token_hint = match &prepared.generated_admin_token {
@@ -134,6 +142,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "  curl -sS -H 'authorization: Bearer {token_hint}' {base}/api/v1/runs/<fleet_run_id>\n"
         );
     }
+    // Stdout may be a pipe the parent reads line by line: every line is out before serving.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

@@ -15,7 +15,10 @@ use crate::helpers::ADMIN_TOKEN;
 pub struct Proc {
     child: Child,
     pub base: String,
+    port: u16,
     client: reqwest::Client,
+    /// What admin calls sign in with.
+    token: String,
 }
 
 impl Drop for Proc {
@@ -25,22 +28,17 @@ impl Drop for Proc {
     }
 }
 
-/// A port that was free a moment ago (the server binds it itself, so it can be reused on restart).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the binary quietly (`WHARF_LOG=warn`, no output kept) and waits until it answers.
+/// `port` 0 lets the system pick one (see [`start_with`]); a restart passes the first start's
+/// [`Proc::port`].
 pub async fn start(data: &Path, port: u16) -> Proc {
     start_with(data, port, |_| {}).await
 }
 
 /// Like [`start`], with `tweak` changing the command before it is spawned: the log filter, where
-/// stderr goes, more flags.
+/// stderr goes, more flags. The child binds `127.0.0.1:port` itself and the harness reads the
+/// address from the line it prints, so with port 0 no other process can take the port between
+/// choosing and binding it.
 pub async fn start_with(data: &Path, port: u16, tweak: impl FnOnce(&mut Command)) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
     cmd.args([
@@ -55,10 +53,20 @@ pub async fn start_with(data: &Path, port: u16, tweak: impl FnOnce(&mut Command)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     tweak(&mut cmd);
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("binary starts");
+    let base = listening_on(child.stdout.take().expect("stdout is piped")).await;
+    let port = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the address the server printed: {base}"));
     let mut server = Proc {
-        child: cmd.spawn().expect("binary starts"),
-        base: format!("http://127.0.0.1:{port}"),
+        child,
+        base,
+        port,
         client: reqwest::Client::new(),
+        token: ADMIN_TOKEN.to_owned(),
     };
     let started = Instant::now();
     while server
@@ -68,7 +76,7 @@ pub async fn start_with(data: &Path, port: u16, tweak: impl FnOnce(&mut Command)
         .await
         .is_err()
     {
-        // A server that exited (a port taken, a store it cannot open) will never answer.
+        // A server that exited (a store it cannot open) will never answer.
         assert!(server.alive(), "server exited while starting");
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -79,10 +87,50 @@ pub async fn start_with(data: &Path, port: u16, tweak: impl FnOnce(&mut Command)
     server
 }
 
+/// The base URL from the child's `wharf listening on <url>` line. A thread keeps reading the
+/// pipe to its end, so the child never blocks writing to stdout.
+async fn listening_on(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead as _;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("wharf listening on ") {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url);
+                }
+            }
+        }
+    });
+    // The sender drops unused when stdout ends: the child exited before it listened.
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(url)) => url,
+        Ok(Err(_)) => panic!("server exited before saying where it listens"),
+        Err(_) => panic!("server did not say where it listens"),
+    }
+}
+
 impl Proc {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Admin calls from now on sign in with `token` (a data folder's own, not the tests').
+    pub fn signed_in_as(mut self, token: &str) -> Self {
+        self.token = token.to_owned();
+        self
+    }
+
+    /// The port the process bound, for a restart on the same address.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The process id, to watch the process from `/proc`.
@@ -105,7 +153,7 @@ impl Proc {
         let mut req = self
             .client
             .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN);
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::binary::{free_port, start_with};
+use crate::binary::start_with;
 
 const CYCLES: usize = 5;
 const CLIENTS: usize = 16;
@@ -48,9 +48,10 @@ async fn post_until(client: reqwest::Client, url: String, stop: Arc<AtomicBool>)
 async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
+    // The first start picks a port; later ones keep it, since the webhook URL carries it.
+    let mut port = 0;
     // Each start keeps its log, to read when something goes wrong.
-    let start = |n: usize| {
+    let start = |n: usize, port: u16| {
         let log = std::fs::File::create(dir.path().join(format!("wharf-{n}.log"))).unwrap();
         start_with(&data, port, move |cmd| {
             cmd.stderr(log);
@@ -59,7 +60,8 @@ async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
     let mut fleet_and_url = None;
     let mut accepted = Vec::new();
     for cycle in 0..CYCLES {
-        let server = start(cycle).await;
+        let server = start(cycle, port).await;
+        port = server.port();
         let (_, url) = match &fleet_and_url {
             Some(f) => f,
             None => fleet_and_url.insert(
@@ -94,7 +96,7 @@ async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
     }
     assert!(!accepted.is_empty(), "no call was ever acknowledged");
 
-    let server = start(CYCLES).await;
+    let server = start(CYCLES, port).await;
     let (fleet, _) = fleet_and_url.unwrap();
     server.drained(&fleet, Duration::from_secs(60)).await;
     // Every acknowledged run is stored and succeeded; checked by a few concurrent readers.
@@ -143,8 +145,8 @@ async fn every_acknowledged_call_survives_sigkill_and_its_run_finishes() {
 async fn a_run_taken_over_after_a_kill_carries_over_ended_vessels() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = start_with(&data, port, |_| {}).await;
+    let server = start_with(&data, 0, |_| {}).await;
+    let port = server.port();
     let doc = serde_json::json!({"name": "takeover", "vessels": [
         {"name": "a", "kind": "rhai", "source": "set_var(\"a_at\", `${timestamp()}`); print(\"a ran\")"},
         {"name": "b", "kind": "rhai", "source": "let t = timestamp(); while t.elapsed < 1.0 { }"},

@@ -410,36 +410,37 @@ async fn a_receiver_that_never_answers_times_out_is_retried_and_holds_up_no_one_
     })
     .await;
     let dest = json!([
-        {"name": "hang", "url": format!("{base}/hang"), "timeout_ms": 400, "max_attempts": 2,
+        {"name": "hang", "url": format!("{base}/hang"), "timeout_ms": 1000, "max_attempts": 2,
          "backoff": {"base_ms": 10, "max_ms": 10}, "batch_size": 1},
         {"name": "quick", "url": format!("{base}/quick"), "batch_size": 1}
     ]);
     let (_, url) = app.fleet_with_hook(fleet(3, dest)).await;
-    let started = Instant::now();
     let run = app.trigger_ok(&url, "{}").await;
-    recv.wait_hits("/quick", 3, Duration::from_secs(20)).await;
-    // Three hanging batches, two attempts each, one at a time would take 2.4 s.
+    let quick = recv.wait_hits("/quick", 3, Duration::from_secs(30)).await;
+    // The hanging destination sends one request at a time, so its second starts only once its
+    // first has timed out. Had the quick one shared that slot, its batches would have queued
+    // behind the hanging requests rather than all arrive while the first one hung.
+    let hang = recv.wait_hits("/hang", 2, Duration::from_secs(30)).await;
     assert!(
-        started.elapsed() < Duration::from_millis(2000),
-        "the quick destination waited for the hanging one: {:?}",
-        started.elapsed()
+        quick[2].at < hang[1].at,
+        "the quick destination waited for the hanging one: {quick:#?} {hang:#?}"
     );
     let done = |l: &[Value]| {
         l.iter()
             .filter(|d| d["destination"] == "hang")
             .all(|d| d["status"] == "failed")
     };
-    let list = deliveries_when(&app, &run, done, Duration::from_secs(20)).await;
+    let list = deliveries_when(&app, &run, done, Duration::from_secs(60)).await;
     for d in list.iter().filter(|d| d["destination"] == "hang") {
         let attempts = d["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 2, "{d}");
         for a in attempts {
             assert!(a["status_code"].is_null());
             assert!(
-                a["error"].as_str().unwrap().contains("timeout_ms (400)"),
+                a["error"].as_str().unwrap().contains("timeout_ms (1000)"),
                 "{a}"
             );
-            assert!(a["latency_ms"].as_u64().unwrap() >= 390);
+            assert!(a["latency_ms"].as_u64().unwrap() >= 990);
         }
         assert!(
             attempts[1]["error"]
@@ -644,7 +645,7 @@ async fn an_egress_denied_address_is_refused_recorded_and_logged_without_secrets
     let data = tempfile::tempdir().unwrap();
     let log_path = data.path().join("wharf.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+    let server = crate::binary::start_with(data.path(), 0, |cmd| {
         cmd.args(["--egress-deny", "127.0.0.0/8,::1/128"])
             .env("WHARF_LOG", "info")
             .stderr(log);
@@ -853,7 +854,7 @@ async fn proxy_variables_of_the_environment_are_ignored_and_egress_proxy_is_used
     let doc = fleet_with_vars(json!({}), dest);
 
     let data = tempfile::tempdir().unwrap();
-    let server = crate::binary::start_with(data.path(), crate::binary::free_port(), |cmd| {
+    let server = crate::binary::start_with(data.path(), 0, |cmd| {
         for var in [
             "HTTP_PROXY",
             "http_proxy",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::binary::{free_port, start_with};
+use crate::binary::start_with;
 use crate::helpers::rhai_fleet;
 
 /// A mounted tmpfs, unmounted when dropped, even by a failing assertion.
@@ -49,7 +49,7 @@ async fn a_full_disk_refuses_calls_with_503_and_loses_nothing_accepted_once_spac
         return;
     };
     // The free-space guard off, so the disk really fills: what is tested is what happens then.
-    let server = start_with(&disk.0.join("data"), free_port(), |c| {
+    let server = start_with(&disk.0.join("data"), 0, |c| {
         c.args(["--min-free-disk", "0"]);
     })
     .await;

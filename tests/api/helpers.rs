@@ -1,5 +1,6 @@
 //! `spawn_app()`: a real wharf server on a random port with its own data folder.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -8,6 +9,36 @@ use tokio_util::sync::CancellationToken;
 use wharf::config::Config;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789-abcdefghij";
+
+/// `WHARF_TEST_DATABASE_URL`, the PostgreSQL database the PostgreSQL tests run against. Without
+/// it a test has nothing to run against: under CI (`CI` set, or `WHARF_REQUIRE_POSTGRES=1`) that
+/// is a failure, so a missing database cannot pass as a green run; elsewhere the test says on
+/// stderr that it was skipped and returns.
+pub fn postgres_url() -> Option<String> {
+    if let Some(url) = std::env::var("WHARF_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Some(url);
+    }
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    // libtest names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a PostgreSQL test");
+    if set("CI") || set("WHARF_REQUIRE_POSTGRES") {
+        panic!(
+            "{test}: no PostgreSQL (WHARF_TEST_DATABASE_URL is unset) and CI or \
+             WHARF_REQUIRE_POSTGRES requires it"
+        );
+    }
+    // Straight to stderr: `eprintln!` is captured by the test harness and shown only on failure.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: no PostgreSQL (set WHARF_TEST_DATABASE_URL)"
+    );
+    None
+}
 
 pub struct TestApp {
     pub base: String,

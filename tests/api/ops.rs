@@ -308,8 +308,7 @@ async fn queue_depth_and_age_are_read_from_the_store() {
 async fn json_logs_carry_request_and_run_ids() {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("stderr.log");
-    let port = crate::binary::free_port();
-    let server = crate::binary::start_with(&data.path().join("d"), port, |cmd| {
+    let server = crate::binary::start_with(&data.path().join("d"), 0, |cmd| {
         cmd.args(["--log-format", "json"])
             .env("WHARF_LOG", "info,wharf::api=debug")
             .stderr(std::fs::File::create(&log).unwrap());

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::binary::{Proc, free_port, start};
+use crate::binary::{Proc, start};
 
 /// A map holding one shared 1 MiB string under 1,000 keys: cheap to hold (the string is shared),
 /// a gigabyte when every copy is written out.
@@ -101,7 +101,7 @@ async fn one_rhai_call_keeps_the_host_within_the_vessel_memory_limit() {
     const LIMIT: u64 = 16 << 20;
     const SLACK: u64 = 8 << 20;
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), free_port()).await;
+    let mut server = start(data.path(), 0).await;
     // Every fleet is made first, so that what the server allocates for the admin calls is not
     // counted against a run.
     let mut hooks = Vec::new();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::binary::{Proc, free_port, start};
+use crate::binary::{Proc, start};
 
 async fn post_webhook(url: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -23,8 +23,9 @@ async fn run_status(server: &Proc, run: &str) -> Value {
 #[tokio::test]
 async fn history_survives_and_a_crashed_run_is_requeued() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = start(data.path(), port).await;
+    let server = start(data.path(), 0).await;
+    // Restarts keep the address: the webhook URLs carry it.
+    let port = server.port();
     // The first attempt hangs; a later attempt finishes at once.
     let script = "if run.attempt == 1 { loop {} } set_var(\"attempt\", run.attempt);";
     let doc = json!({"name": "slow", "vessels": [{"name": "v", "kind": "rhai", "source": script,
@@ -99,8 +100,8 @@ async fn graceful_stop_leaves_queued_runs_for_the_next_start() {
 #[tokio::test]
 async fn a_run_that_keeps_losing_its_node_fails_after_max_attempts() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(data.path(), port).await;
+    let mut server = start(data.path(), 0).await;
+    let port = server.port();
     let doc = json!({"name": "doomed", "vessels": [{"name": "v", "kind": "rhai", "source": "loop {}",
         "limits": {"fuel": 100000000000u64, "timeout_ms": 120000}}]});
     let (_, url) = server.fleet_with_hook(doc).await;

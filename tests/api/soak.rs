@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::binary::{free_port, start_with};
+use crate::binary::start_with;
 
 const CALLS: usize = 3_000;
 const CLIENTS: usize = 64;
@@ -26,7 +26,7 @@ async fn thousands_of_concurrent_calls_all_succeed_and_log_lines_stay_short() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("wharf.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = start_with(&dir.path().join("data"), free_port(), |cmd| {
+    let mut server = start_with(&dir.path().join("data"), 0, |cmd| {
         // No WHARF_LOG at all: the default filter, as users run it.
         cmd.env_remove("WHARF_LOG").arg("--no-demo").stderr(log);
     })

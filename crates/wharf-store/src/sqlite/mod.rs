@@ -55,6 +55,8 @@ pub struct SqliteStore {
     fleets: moka::sync::Cache<Uuid, Arc<Fleet>>,
     /// How claims choose among ready runs.
     claim_order: ClaimOrder,
+    /// Dropped with the store, which ends the checkpoint thread (it holds the other end).
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 /// Maps a driver error into the store's own error.
@@ -102,7 +104,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(e.to_string()))??;
         let writer =
             Writer::start(conn).map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
-        start_checkpointer(&path)?;
+        let checkpointer = start_checkpointer(&path)?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(Readers {
@@ -113,6 +115,7 @@ impl SqliteStore {
             webhooks: super::cache::WebhookCache::new(),
             fleets: moka::sync::Cache::new(10_000),
             claim_order: ClaimOrder::default(),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -182,8 +185,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Starts the thread that checkpoints the WAL beside the writer. A PASSIVE checkpoint never
 /// blocks the writer or readers; done here, its copying and fsyncs stay off the one thread every
 /// write waits for. Once everything is checkpointed, SQLite restarts the WAL from its beginning
-/// at the next write, so the file stays small. The thread ends with the process.
-fn start_checkpointer(path: &Path) -> StoreResult<()> {
+/// at the next write, so the file stays small. The thread ends once the returned sender is
+/// dropped, with the store: a process that opens and drops stores keeps no thread per store.
+fn start_checkpointer(path: &Path) -> StoreResult<std::sync::mpsc::Sender<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_millis(100))?;
     // This connection must never checkpoint on its own commits (it makes none) nor on close.
@@ -191,8 +197,8 @@ fn start_checkpointer(path: &Path) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            loop {
-                std::thread::sleep(CHECKPOINT_EVERY);
+            // Nothing is ever sent: the wait ends on the period or on the store's drop.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                 let result: rusqlite::Result<(i64, i64, i64)> =
                     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -203,7 +209,7 @@ fn start_checkpointer(path: &Path) -> StoreResult<()> {
             }
         })
         .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
-    Ok(())
+    Ok(stop)
 }
 
 /// Applies the migrations not yet applied, each in its own transaction.
