@@ -219,7 +219,7 @@ impl Scheduler {
                 variables: Default::default(),
                 vessels: Vec::new(),
                 error: Some("the fleet was deleted before the run started".into()),
-                reason: Some("fleet_deleted".into()),
+                reason: Some(crate::store::RunReason::FleetDeleted),
                 deliveries: Vec::new(),
             };
             self.inner
@@ -307,7 +307,7 @@ impl Scheduler {
                     variables: outcome.variables,
                     vessels: outcome.vessels,
                     error: cancelled.then(|| "cancelled by request".to_owned()),
-                    reason: cancelled.then(|| "cancelled".to_owned()),
+                    reason: cancelled.then_some(crate::store::RunReason::Cancelled),
                     deliveries,
                 },
             )

@@ -268,7 +268,7 @@ async fn a_run_whose_worker_keeps_dying_fails_after_max_attempts(store: Arc<dyn 
     assert!(store.claim(NODE, 1, FAR).await.unwrap().is_empty());
     let (run, _) = store.run(id).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
-    assert_eq!(run.reason.as_deref(), Some("max_attempts"));
+    assert_eq!(run.reason.map(|r| r.as_str()), Some("max_attempts"));
     assert_eq!(run.lost_attempts.len(), 3);
     assert!(run.finished_at.is_some());
 }
@@ -672,7 +672,7 @@ async fn cancel_ends_queued_runs_flags_running_ones_and_refuses_ended_ones(store
     );
     let (run, _) = store.run(ids[1]).await.unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.reason.as_deref(), Some("cancelled"));
+    assert_eq!(run.reason.map(|r| r.as_str()), Some("cancelled"));
     assert_eq!(run.vessels[0].outcome.status, VesselStatus::Cancelled);
     assert!(run.finished_at.is_some());
     // The running one is flagged for its worker; renewal reports it.
@@ -687,7 +687,7 @@ async fn cancel_ends_queued_runs_flags_running_ones_and_refuses_ended_ones(store
     assert!(renewal.lost.is_empty());
     // Its end releases the third run, not the cancelled second.
     let mut finish = done(RunStatus::Cancelled);
-    finish.reason = Some("cancelled".into());
+    finish.reason = Some(wharf::store::RunReason::Cancelled);
     assert!(
         store
             .finish(vec![(running[0].lease, finish)])

@@ -349,6 +349,45 @@ impl RunStatus {
     }
 }
 
+/// Why a run ended as it did, or went back to the queue — beside its status, for the cases the
+/// status alone does not tell (a vessel's own failure has its reason on the vessel run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunReason {
+    /// The run was cancelled.
+    Cancelled,
+    /// The worker running an attempt stopped; the run was re-queued.
+    NodeLost,
+    /// Every attempt's worker was lost; the run failed.
+    MaxAttempts,
+    /// The run's fleet was deleted before it ran.
+    FleetDeleted,
+}
+
+impl RunReason {
+    /// The stored and wire form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunReason::Cancelled => "cancelled",
+            RunReason::NodeLost => "node_lost",
+            RunReason::MaxAttempts => "max_attempts",
+            RunReason::FleetDeleted => "fleet_deleted",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RunReason::Cancelled,
+            RunReason::NodeLost,
+            RunReason::MaxAttempts,
+            RunReason::FleetDeleted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
 /// One vessel's part of a fleet run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VesselRun {
@@ -431,8 +470,8 @@ pub struct RunRecord {
     pub vessels: Vec<VesselRun>,
     /// A run-level error (fleet deleted, worker lost…).
     pub error: Option<String>,
-    /// A typed run-level failure reason (`max_attempts`, `node_lost` while re-queued…).
-    pub reason: Option<String>,
+    /// A typed run-level reason (`max_attempts`, `node_lost` while re-queued…).
+    pub reason: Option<RunReason>,
     /// Attempts whose worker was lost: `{"attempt","reason","node","started_at","lost_at"}`.
     pub lost_attempts: Vec<serde_json::Value>,
     /// The run this one replays (same request), if any.
@@ -542,7 +581,7 @@ pub struct Finish {
     /// Run-level error, if any.
     pub error: Option<String>,
     /// Typed run-level reason, if any.
-    pub reason: Option<String>,
+    pub reason: Option<RunReason>,
     /// Deliveries of the run's rows to the fleet's destinations, committed with the run's end.
     pub deliveries: Vec<NewDelivery>,
 }
@@ -714,4 +753,26 @@ pub struct Delivery {
     pub created_at: i64,
     /// Delivered or failed at (ms).
     pub finished_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_reasons_parse_from_their_stored_form_and_serialize_to_it() {
+        for r in [
+            RunReason::Cancelled,
+            RunReason::NodeLost,
+            RunReason::MaxAttempts,
+            RunReason::FleetDeleted,
+        ] {
+            assert_eq!(RunReason::parse(r.as_str()), Some(r));
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::json!(r.as_str())
+            );
+        }
+        assert_eq!(RunReason::parse("other"), None);
+    }
 }

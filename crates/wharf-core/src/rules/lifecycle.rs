@@ -9,16 +9,16 @@ use uuid::Uuid;
 use super::Slot;
 use super::admission::{Placed, SlotState, place};
 use crate::fleet::Policy;
-use crate::records::{Admission, CancelOutcome, Requeued, RunStatus};
+use crate::records::{Admission, CancelOutcome, Requeued, RunReason, RunStatus};
 
 /// Run-level reason of a run cancelled before it started.
-pub const CANCELLED: &str = "cancelled";
+pub const CANCELLED: &str = RunReason::Cancelled.as_str();
 /// Run-level error of a run cancelled before it started.
 pub const CANCELLED_BEFORE_START: &str = "cancelled before it started";
 /// Reason of a lost attempt, and of a run re-queued after one.
-pub const NODE_LOST: &str = "node_lost";
+pub const NODE_LOST: &str = RunReason::NodeLost.as_str();
 /// Run-level reason of a run failed after its last attempt was lost.
-pub const MAX_ATTEMPTS: &str = "max_attempts";
+pub const MAX_ATTEMPTS: &str = RunReason::MaxAttempts.as_str();
 
 /// What a cancel does to a run, given what the backend read of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -155,7 +155,13 @@ fn run_from(row: &PgRow) -> StoreResult<RunRecord> {
         variables: json_col(row, "variables")?,
         vessels: json_col(row, "vessels")?,
         error: row.try_get("error")?,
-        reason: row.try_get("reason")?,
+        reason: match row.try_get::<Option<String>, _>("reason")? {
+            Some(r) => Some(
+                RunReason::parse(&r)
+                    .ok_or_else(|| StoreError::Corrupt(format!("run reason {r:?}")))?,
+            ),
+            None => None,
+        },
         lost_attempts: json_col(row, "lost_attempts")?,
         replay_of: row.try_get("replay_of")?,
         resumed_from: row.try_get("resumed_from")?,

@@ -481,7 +481,7 @@ impl Queue for PostgresStore {
         )
         .bind(
             done.iter()
-                .map(|(_, f)| f.reason.clone())
+                .map(|(_, f)| f.reason.map(RunReason::as_str))
                 .collect::<Vec<_>>(),
         )
         .bind(now_ms())

@@ -312,7 +312,16 @@ fn run_from(row: &Row) -> rusqlite::Result<RunRecord> {
         variables: json_at(row, "variables")?,
         vessels: json_at(row, "vessels")?,
         error: row.get("error")?,
-        reason: row.get("reason")?,
+        reason: match row.get::<_, Option<String>>("reason")? {
+            Some(r) => Some(RunReason::parse(&r).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(
+                    0,
+                    format!("reason {r}"),
+                    rusqlite::types::Type::Text,
+                )
+            })?),
+            None => None,
+        },
         lost_attempts: json_at(row, "lost_attempts")?,
         replay_of: match row.get::<_, Option<String>>("replay_of")? {
             Some(_) => Some(uuid_at(row, "replay_of")?),

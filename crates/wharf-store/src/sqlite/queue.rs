@@ -427,7 +427,7 @@ impl Queue for SqliteStore {
                     serde_json::to_string(&f.variables)?,
                     serde_json::to_string(&f.vessels)?,
                     f.error,
-                    f.reason,
+                    f.reason.map(RunReason::as_str),
                     super::outbox::encode(&f.deliveries)?,
                 ))
             })
