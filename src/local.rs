@@ -1,8 +1,8 @@
 //! `wharf run` and `wharf bundle`: the guest author's loop, without a server.
 //!
 //! `wharf run` turns its target into a fleet (a single vessel becomes a one-vessel fleet) and
-//! hands it to [`Scheduler::dry_run`] over a throwaway SQLite store — the very path the server's
-//! dry-run endpoint and its workers take, so what passes here passes there.
+//! hands it to [`Runner::dry_run`] over code kept in memory — the very path the server's dry-run
+//! endpoint and its workers take, so what passes here passes there — without opening a database.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use crate::fleet::{FleetDoc, read_fleet_file};
 use crate::sandbox::{RequestMeta, Sandbox, SandboxConfig, VesselStatus};
-use crate::scheduler::{FleetIds, FleetOutcome, PrepareError, Scheduler, SchedulerConfig};
-use crate::store::{RunStatus, Store, sqlite::SqliteStore};
+use crate::scheduler::{FleetIds, FleetOutcome, PrepareError, Runner, Scheduler, SchedulerConfig};
+use crate::store::{RunStatus, memory::MemoryCode};
 
 /// Arguments of `wharf run`.
 #[derive(Debug, clap::Args)]
@@ -88,8 +88,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
     let doc: FleetDoc =
         serde_json::from_value(doc).map_err(|e| anyhow::anyhow!("invalid fleet document: {e}"))?;
 
-    let scratch = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&scratch.path().join("run.db")).await?);
     let config = SchedulerConfig {
         workers: 1,
         max_slow: 1,
@@ -101,10 +99,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
         cache_key: None,
         max_concurrent: Scheduler::max_vessels(&config) as u32,
     })?);
-    let scheduler = Scheduler::new(store, sandbox, config)?;
-    let spec = scheduler.prepare_fleet(doc).await.map_err(|e| match e {
+    let runner = Runner::new(Arc::new(MemoryCode::default()), sandbox, &config)?;
+    let spec = runner.prepare_fleet(doc).await.map_err(|e| match e {
         PrepareError::Invalid(e) => anyhow::anyhow!("{e}"),
-        PrepareError::Store(e) => anyhow::anyhow!("scratch store: {e}"),
+        PrepareError::Store(e) => anyhow::anyhow!("code kept in memory: {e}"),
     })?;
 
     let body = read_payload(args.payload.as_deref())?;
@@ -124,7 +122,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
         query: args.query.iter().cloned().collect(),
     };
     let ids = FleetIds::local();
-    let dry = scheduler.dry_run(&spec, ids, request, body.into()).await;
+    let dry = runner.dry_run(&spec, ids, request, body.into()).await;
     Ok(LocalRun {
         exit_code: exit_code(&dry.outcome),
         report: dry.report,

@@ -19,7 +19,7 @@ use crate::sandbox::{
     CancelFlag, FailureReason, Limits, Payload, Program, RequestMeta, RunIds, Sandbox, VesselInput,
     VesselKind, VesselOutcome, VesselStatus, value_to_var,
 };
-use crate::store::{Lease, RunStatus, Store, VesselAttempt, VesselRun};
+use crate::store::{Code, Lease, Queue, RunStatus, VesselAttempt, VesselRun};
 use crate::util::{now_ms, rfc3339};
 
 /// How long past a vessel's timeout the executor still waits for its thread. The sandbox ends a
@@ -31,8 +31,10 @@ pub const BACKSTOP_GRACE: Duration = Duration::from_secs(1);
 /// What executing a fleet needs.
 #[derive(Clone)]
 pub struct RunContext {
-    /// Where code and progress live.
-    pub store: Arc<dyn Store>,
+    /// Where vessel code lives.
+    pub code: Arc<dyn Code>,
+    /// Where a claimed run's progress is written; `None` for dry runs, which hold no claim.
+    pub queue: Option<Arc<dyn Queue>>,
     /// Compiles and runs vessels.
     pub sandbox: Arc<Sandbox>,
     /// Threads vessels run on.
@@ -381,8 +383,10 @@ pub(crate) async fn execute_fleet(
 
 /// Writes a held run's progress; a lost lease stops the run.
 async fn record_progress(ctx: &RunContext, h: &Held<'_>, run: &Progress<'_>) {
-    match ctx
-        .store
+    let Some(queue) = &ctx.queue else {
+        return;
+    };
+    match queue
         .progress(h.lease, &run.variables(), &run.recorded())
         .await
     {
@@ -600,7 +604,7 @@ pub(crate) async fn load_program(
         return Ok(p);
     }
     let code = ctx
-        .store
+        .code
         .code(sha256)
         .await
         .map_err(|e| format!("could not load the vessel's code: {e}"))?;

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use crate::fleet::{FleetDoc, FleetError, FleetSpec};
 use crate::sandbox::{RequestMeta, RunIds, Sandbox, VesselKind};
-use crate::store::{Store, StoreError};
+use crate::store::{Code, Queue, Store, StoreError};
 pub use execute::{FleetOutcome, RunContext, initial_variables};
 pub use pool::{PoolSize, VesselPool};
 /// Which vessel runs when: a pure rule of the core.
@@ -142,29 +142,25 @@ pub enum PrepareError {
     Store(StoreError),
 }
 
-/// Handle to the scheduler; cheap to clone.
+/// Checks fleets and runs them off the queue: what saving a fleet and a dry run need — vessel
+/// code, the sandbox and the vessel threads, and no queue or history. A scheduler holds one over
+/// its store; `wharf run` holds one over code kept in memory, so it opens no database.
 #[derive(Clone)]
-pub struct Scheduler {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    store: Arc<dyn Store>,
+pub struct Runner {
+    code: Arc<dyn Code>,
     sandbox: Arc<Sandbox>,
     pool: VesselPool,
-    wake: Notify,
-    config: SchedulerConfig,
-    leases: dispatch::Leases,
-    events: Arc<events::Events>,
+    slow_after: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl Scheduler {
-    /// Builds the scheduler and its vessel pool. The sandbox must allow
+impl Runner {
+    /// Builds the runner and its vessel pool, sized by `config`. The sandbox must allow
     /// [`Scheduler::max_vessels`] vessels at once.
     pub fn new(
-        store: Arc<dyn Store>,
+        code: Arc<dyn Code>,
         sandbox: Arc<Sandbox>,
-        config: SchedulerConfig,
+        config: &SchedulerConfig,
     ) -> std::io::Result<Self> {
         let pool = VesselPool::new(PoolSize {
             // Fleet checks at save time compile on the pool, even on an ingress-only node.
@@ -173,43 +169,18 @@ impl Scheduler {
             slow_after: config.slow_after,
             nice: config.vessel_nice,
         })?;
-        Ok(Scheduler {
-            inner: Arc::new(Inner {
-                store,
-                sandbox,
-                pool,
-                wake: Notify::new(),
-                config,
-                leases: dispatch::Leases::default(),
-                events: Arc::default(),
-            }),
+        Ok(Runner {
+            code,
+            sandbox,
+            pool,
+            slow_after: config.slow_after,
+            metrics: config.metrics.clone(),
         })
-    }
-
-    /// The most vessels that can run at once under `config` (core threads and the slow lane).
-    pub fn max_vessels(config: &SchedulerConfig) -> usize {
-        config.workers.max(1) + config.max_slow
-    }
-
-    /// The vessel pool, for other callers of the sandbox (dry runs).
-    pub fn pool(&self) -> &VesselPool {
-        &self.inner.pool
-    }
-
-    /// The metrics this scheduler records into (and ingress and the API share).
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.inner.config.metrics
-    }
-
-    /// The sandbox the workers use.
-    pub fn sandbox(&self) -> &Arc<Sandbox> {
-        &self.inner.sandbox
     }
 
     /// Checks a fleet document and everything its code must pass (syntax, validation, imports),
     /// compiling on the vessel pool so the cache is warm for the first run, then stores the code.
     pub async fn prepare_fleet(&self, doc: FleetDoc) -> Result<FleetSpec, PrepareError> {
-        let inner = &self.inner;
         let mut parsed = doc.parse().map_err(PrepareError::Invalid)?;
         let inline: std::collections::HashSet<String> =
             parsed.code.iter().map(|c| c.sha256.clone()).collect();
@@ -219,7 +190,7 @@ impl Scheduler {
             .iter_mut()
             .filter(|v| !inline.contains(&v.sha256))
         {
-            let code = match inner.store.code(&vessel.sha256).await {
+            let code = match self.code.code(&vessel.sha256).await {
                 Ok(code) => code,
                 Err(StoreError::NotFound(_)) => {
                     return Err(PrepareError::Invalid(FleetError(format!(
@@ -237,8 +208,7 @@ impl Scheduler {
             self.check_code(&code.vessel, code.kind, &code.sha256, code.bytes.clone())
                 .await?;
         }
-        inner
-            .store
+        self.code
             .put_code(&parsed.code)
             .await
             .map_err(PrepareError::Store)?;
@@ -252,9 +222,8 @@ impl Scheduler {
         sha256: &str,
         code: Vec<u8>,
     ) -> Result<(), PrepareError> {
-        let (sandbox, sha) = (self.inner.sandbox.clone(), sha256.to_owned());
+        let (sandbox, sha) = (self.sandbox.clone(), sha256.to_owned());
         let compiled = self
-            .inner
             .pool
             .run(move || sandbox.compile(kind, &sha, &code).map(|_| ()))
             .await
@@ -262,14 +231,16 @@ impl Scheduler {
         compiled.map_err(|e| PrepareError::Invalid(FleetError(format!("vessel {vessel}: {e}"))))
     }
 
-    fn context(&self) -> RunContext {
-        let inner = &self.inner;
+    /// What a fleet run executes with; `queue` receives a claimed run's progress (`None` for
+    /// dry runs, which hold no claim).
+    pub fn context(&self, queue: Option<Arc<dyn Queue>>) -> RunContext {
         RunContext {
-            store: inner.store.clone(),
-            sandbox: inner.sandbox.clone(),
-            pool: inner.pool.clone(),
-            slow_after: inner.config.slow_after,
-            metrics: inner.config.metrics.clone(),
+            code: self.code.clone(),
+            queue,
+            sandbox: self.sandbox.clone(),
+            pool: self.pool.clone(),
+            slow_after: self.slow_after,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -302,7 +273,7 @@ impl Scheduler {
             attempt: 1,
         };
         let outcome = execute::execute_fleet(
-            &self.context(),
+            &self.context(None),
             spec,
             ids,
             Arc::new(request),
@@ -337,6 +308,84 @@ impl Scheduler {
             "deliveries": deliveries,
         });
         DryRun { outcome, report }
+    }
+}
+
+/// Handle to the scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    runner: Runner,
+    wake: Notify,
+    config: SchedulerConfig,
+    leases: dispatch::Leases,
+    events: Arc<events::Events>,
+}
+
+impl Scheduler {
+    /// Builds the scheduler and its vessel pool. The sandbox must allow
+    /// [`Scheduler::max_vessels`] vessels at once.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        config: SchedulerConfig,
+    ) -> std::io::Result<Self> {
+        let runner = Runner::new(store.clone(), sandbox, &config)?;
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                runner,
+                wake: Notify::new(),
+                config,
+                leases: dispatch::Leases::default(),
+                events: Arc::default(),
+            }),
+        })
+    }
+
+    /// The most vessels that can run at once under `config` (core threads and the slow lane).
+    pub fn max_vessels(config: &SchedulerConfig) -> usize {
+        config.workers.max(1) + config.max_slow
+    }
+
+    /// The vessel pool, for other callers of the sandbox (dry runs).
+    pub fn pool(&self) -> &VesselPool {
+        &self.inner.runner.pool
+    }
+
+    /// The metrics this scheduler records into (and ingress and the API share).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.config.metrics
+    }
+
+    /// The sandbox the workers use.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.inner.runner.sandbox
+    }
+
+    /// Checks a fleet document and stores its code (see [`Runner::prepare_fleet`]).
+    pub async fn prepare_fleet(&self, doc: FleetDoc) -> Result<FleetSpec, PrepareError> {
+        self.inner.runner.prepare_fleet(doc).await
+    }
+
+    /// What a claimed run executes with: the runner's, writing progress to the queue.
+    fn context(&self) -> RunContext {
+        self.inner.runner.context(Some(self.inner.store.clone()))
+    }
+
+    /// Runs a fleet without queuing or recording anything (see [`Runner::dry_run`]).
+    pub async fn dry_run(
+        &self,
+        spec: &FleetSpec,
+        ids: FleetIds,
+        request: RequestMeta,
+        body: bytes::Bytes,
+    ) -> DryRun {
+        self.inner.runner.dry_run(spec, ids, request, body).await
     }
 
     /// Live events of the runs this node executes.
