@@ -8,6 +8,7 @@
 //!
 //! - [`admission`]: which calls of an ingress batch are queued, held or answered without a run,
 //!   and the same policy decision for a replay.
+//! - [`claims`]: which ready runs a claim takes, fairly across orgs and fleets.
 //! - [`lifecycle`]: cancelling a run, and runs whose worker was lost.
 //! - [`delivery`]: what follows a delivery attempt (delivered, given up, retried after a
 //!   backoff), what that verdict makes of the stored delivery, and which deliveries a retry by
@@ -15,6 +16,7 @@
 //! - [`retention`]: what counts as old enough to delete.
 
 pub mod admission;
+pub mod claims;
 pub mod delivery;
 pub mod lifecycle;
 pub mod retention;
