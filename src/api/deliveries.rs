@@ -42,14 +42,6 @@ pub(super) fn destinations(deliveries: &[Delivery]) -> Vec<DestinationSummary> {
         .collect()
 }
 
-/// [`destinations`] as JSON values, for the run answer until it is typed.
-pub(super) fn summary(deliveries: &[Delivery]) -> Vec<serde_json::Value> {
-    destinations(deliveries)
-        .iter()
-        .filter_map(|d| serde_json::to_value(d).ok())
-        .collect()
-}
-
 /// The run's deliveries, by destination and batch, each with every attempt made.
 #[utoipa::path(get, path = "/runs/{run}/deliveries", tag = "deliveries",
     params(("run" = uuid::Uuid, Path, description = "Run id")),

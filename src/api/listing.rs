@@ -326,12 +326,12 @@ impl RunsQuery {
 
 /// Runs of every fleet, newest first (each as in a fleet's run history).
 #[utoipa::path(get, path = "/runs", tag = "runs", params(RunsQuery),
-    responses((status = 200, body = super::admin::RunPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = super::runs::RunPage), (status = 400, body = ErrorBody)))]
 async fn list_all_runs(
     State(s): State<AppState>,
     QueryParams(q): QueryParams<RunsQuery>,
-) -> Result<Json<super::admin::RunPage>, ApiError> {
+) -> Result<Json<super::runs::RunPage>, ApiError> {
     let filter = q.filter()?;
     let runs = s.store.recent_runs(&filter).await?;
-    Ok(Json(super::admin::runs_page(&runs, filter.limit)))
+    Ok(Json(super::runs::runs_page(&runs, filter.limit)))
 }

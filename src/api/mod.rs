@@ -1,15 +1,16 @@
 //! HTTP only: routing, extractors, status codes. Handlers parse, call the store or the
 //! scheduler, and shape the answer; the rules live elsewhere.
 
-mod admin;
-pub use admin::new_webhook_id;
 mod deliveries;
 mod events;
+mod fleets;
 mod ingress;
 mod limits;
 pub use limits::{MAX_ADMIN_BODY, MAX_SIGN_IN_BODY};
 mod listing;
 mod ops;
+mod orgs;
+mod runs;
 mod session;
 pub use session::Sessions;
 mod sign_in_guard;
@@ -17,6 +18,8 @@ pub use sign_in_guard::{SignInGuard, client_key};
 mod stats;
 pub mod types;
 mod ui;
+mod webhooks;
+pub use webhooks::new_webhook_id;
 
 use std::sync::Arc;
 
@@ -168,7 +171,11 @@ impl utoipa::Modify for AdminToken {
 /// malformed id is a 400 rather than a 404) is described by its handler's annotation under
 /// `ApiDoc`. A test compares the router's paths with the document's.
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let admin = admin::routes()
+    let admin = orgs::routes()
+        .merge(fleets::routes())
+        .merge(webhooks::routes())
+        .merge(runs::routes())
+        .routes(routes!(ops::api_metrics))
         .merge(listing::routes())
         .merge(events::routes())
         .merge(stats::routes())
@@ -272,6 +279,9 @@ async fn request_span(mut req: Request, next: Next) -> Response {
 pub(crate) struct RequestId(pub Uuid);
 
 pub(crate) use types::ErrorBody;
+
+/// A `201 Created` answer with its JSON body.
+type Created<T> = (StatusCode, Json<T>);
 
 /// An error answer of the admin API: `{"error": "…"}` with a fitting status.
 #[derive(Debug, thiserror::Error)]

@@ -337,7 +337,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
-    /// 1 to 128 characters, trimmed.
+    /// 1 to 128 characters, not all white space; trimmed.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
 }
 
@@ -381,8 +382,8 @@ pub struct ApiKey {
     pub id: Uuid,
     /// Its org.
     pub org_id: Uuid,
-    /// The key's first characters.
-    pub prefix: String,
+    /// The key's first characters; null for a key made before prefixes were kept.
+    pub prefix: Option<String>,
     /// Created at.
     pub created_at: String,
     /// Last used at (at most about a minute late); null if never.
@@ -474,10 +475,10 @@ impl From<&crate::store::WebhookAuth> for WebhookAuth {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub struct RateLimit {
     /// Calls per window (the burst size).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub requests: u32,
-    /// The window, in seconds.
-    #[schema(minimum = 1)]
+    /// The window, in seconds (at most 30 days).
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub per_seconds: u32,
 }
 
@@ -549,29 +550,39 @@ pub struct Webhook {
 #[serde(untagged)]
 pub enum AuthSetting {
     /// `"none"` or `"bearer"`.
-    Mode(AuthMode),
+    Mode(PlainAuth),
+    /// `{"mode": "none"}` or `{"mode": "bearer"}`.
+    Plain {
+        /// The mode.
+        mode: PlainAuth,
+    },
     /// `{"mode": "hmac", "scheme": …, "secret"?}`; the secret is generated when absent.
     Hmac {
-        /// `hmac` (or `none`, `bearer` without scheme and secret).
-        mode: String,
+        /// `hmac`.
+        mode: HmacMode,
         /// The signature scheme.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        scheme: Option<HmacScheme>,
-        /// The secret; generated (and shown once) when absent.
+        scheme: HmacScheme,
+        /// The secret (in the scheme's format); generated, and shown once, when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
     },
 }
 
-/// A webhook auth mode.
+/// A webhook auth mode without a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum AuthMode {
+pub enum PlainAuth {
     /// Anyone with the URL.
     None,
     /// An org API key.
     Bearer,
-    /// A body signature.
+}
+
+/// The `hmac` auth mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacMode {
+    /// A signature of the raw body.
     Hmac,
 }
 
@@ -597,6 +608,7 @@ pub struct WebhookSettings {
 pub struct RotateBody {
     /// How long the old URL (or secret) keeps working, in seconds; at most 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 604_800)]
     pub grace_seconds: Option<u64>,
     /// For a secret rotation: the new secret, else one is generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -858,3 +870,38 @@ pub struct RunPage {
     /// Pass as `before` for the next page; null on the last page.
     pub next_before: Option<Uuid>,
 }
+
+/// A fleet document (DESIGN §3): `name`, `variables`, `concurrency`, `limits`, `vessels`,
+/// `destinations`. Code comes inline (`source`, `wasm_base64`) or by the `sha256` of stored
+/// code. Checked by the server when saved; a refusal is a `400` naming the line or import.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct FleetDocument(pub serde_json::Map<String, Value>);
+
+/// A fleet: its document (Rhai sources inline, Wasm by sha256), ids, webhook and times.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Fleet {
+    /// The document, as saved.
+    #[serde(flatten)]
+    pub document: FleetDocument,
+    /// Fleet id.
+    pub id: Uuid,
+    /// Its project.
+    pub project_id: Uuid,
+    /// The project's org.
+    pub org_id: Uuid,
+    /// Its webhook; null when it has none.
+    pub webhook: Option<Webhook>,
+    /// Created at.
+    pub created_at: String,
+    /// Last replaced at.
+    pub updated_at: String,
+}
+
+/// What a dry run would record: `dry_run` (true), `fleet_id`, `status`, `variables`,
+/// `request` and `vessels`, shaped as in a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct DryRunReport(pub Value);
