@@ -36,10 +36,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    #[param(schema_with = super::types::query::limit)]
     limit: Option<String>,
     /// The `next_before` of the previous page: only items older than this id.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     before: Option<String>,
     /// Only items with exactly this name.
     name: Option<String>,
@@ -295,12 +295,13 @@ async fn fleets_page(
 #[into_params(parameter_in = Query)]
 pub(super) struct RunsQuery {
     /// Only runs in this status: queued, running, succeeded, failed or cancelled.
+    #[param(schema_with = super::types::query::run_status)]
     pub(super) status: Option<String>,
     /// Runs per page, 1 to 500 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    #[param(schema_with = super::types::query::limit)]
     pub(super) limit: Option<String>,
     /// The `next_before` of the previous page: only runs older than this run.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     pub(super) before: Option<String>,
 }
 

@@ -231,7 +231,19 @@ fn common_answers(doc: &mut utoipa::openapi::OpenApi) {
             if public {
                 continue;
             }
+            let has_path_id = op.parameters.iter().flatten().any(|p| {
+                matches!(
+                    p.parameter_in,
+                    utoipa::openapi::path::ParameterIn::Path
+                )
+            });
             let answers = &mut op.responses.responses;
+            if has_path_id {
+                // `parse_id` answers a malformed id as the missing resource it names.
+                answers.entry("404".into()).or_insert_with(|| {
+                    error("No such resource, or a malformed id").build().into()
+                });
+            }
             answers.entry("401".into()).or_insert_with(|| {
                 error("Missing or wrong admin token, or no valid session")
                     .build()
@@ -385,11 +397,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let bytes = limits::read(req.into_body()).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or `null` (what the document's optional bodies allow), is an empty object.
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace)
+            || bytes.trim_ascii() == b"null"
+        {
             b"{}"
         } else {
             &bytes
         };
+        // Every body is an object: serde would otherwise read a struct from an array too.
+        if bytes.trim_ascii_start().starts_with(b"[") {
+            return Err(ApiError::BadRequest(
+                "invalid JSON body: expected an object, not an array".into(),
+            ));
+        }
         serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))

@@ -125,7 +125,7 @@ async fn cancel_run(
 /// vessel run the source recorded that is neither the named vessel nor downstream of it is
 /// carried over (variables and rows included) instead of run again.
 #[utoipa::path(post, path = "/runs/{run}/replay", tag = "runs",
-    request_body(content = ReplayBody, description = "`{}`, or `{\"from\": \"<vessel>\"}` to resume"),
+    request_body(content = Option<ReplayBody>, description = "`{}`, or `{\"from\": \"<vessel>\"}` to resume"),
     params(("run" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 201, description = "Like ingress, with `data.replay_of`", body = Accepted),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),

@@ -35,13 +35,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(super) struct StatsQuery {
     /// The window: runs created in the last this many minutes, 1 to 10080 (default 60).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10080)]
+    #[param(schema_with = super::types::query::minutes)]
     minutes: Option<String>,
     /// Width of one bucket in seconds, 1 to 86400 (default 60); at most 1000 buckets per window.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 86400)]
+    #[param(schema_with = super::types::query::bucket_seconds)]
     bucket_seconds: Option<String>,
     /// Only this fleet's runs.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     fleet: Option<String>,
 }
 
@@ -225,7 +225,7 @@ fn shape(
 #[into_params(parameter_in = Query)]
 pub(super) struct BodyQuery {
     /// At most this many bytes from the start (default 65536).
-    #[param(value_type = Option<u32>, minimum = 1)]
+    #[param(schema_with = super::types::query::bytes)]
     max_bytes: Option<String>,
 }
 

@@ -499,9 +499,10 @@ pub enum DeduplicateProvider {
 pub enum Deduplicate {
     /// A provider's delivery-id header.
     Provider(DeduplicateProvider),
-    /// Any other header (lower-cased).
+    /// Any other header (lower-cased); not one that carries a secret.
     Header {
         /// The header's name.
+        #[schema(pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
         header: String,
     },
 }
@@ -607,12 +608,62 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// How long the old URL (or secret) keeps working, in seconds; at most 7 days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(maximum = 604_800)]
     pub grace_seconds: Option<u64>,
     /// For a secret rotation: the new secret, else one is generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+/// A rotation of a webhook's URL: `{}` or `{"grace_seconds": N}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateUrlBody {
+    /// How long the old URL keeps working, in seconds; at most 7 days.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[schema(maximum = 604_800)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// A whole number that JSON may write as `3.0`, as JSON Schema's `integer` allows.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {n}")))
+}
+
+/// `PATCH /api/v1/fleets/{fleet}/webhook`: a field given is changed, `null` removes it, an
+/// absent one stays; at least one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+pub struct WebhookPatch {
+    /// How calls authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSetting>,
+    /// A rate limit; null removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Deduplicate calls on a provider's delivery-id header; null removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicate: Option<Deduplicate>,
 }
 
 /// `POST /api/v1/runs/{run}/replay`: `{}`, or `{"from": "<vessel>"}` to resume.
@@ -905,3 +956,88 @@ pub struct Fleet {
 #[serde(transparent)]
 #[schema(value_type = Object)]
 pub struct DryRunReport(pub Value);
+
+/// A body of any content type and shape, taken as raw bytes (webhook calls, dry runs): its
+/// schema allows anything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RawBody(pub Vec<u8>);
+
+impl utoipa::PartialSchema for RawBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .description(Some("Any body: JSON, form, text, binary or empty"))
+            .into()
+    }
+}
+
+impl ToSchema for RawBody {}
+
+/// Schemas of query parameters. The server reads an empty value as an absent one, so each
+/// also allows `""`.
+pub mod query {
+    use utoipa::openapi::schema::{KnownFormat, OneOfBuilder, SchemaFormat};
+    use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Schema, Type};
+
+    fn or_empty(schema: impl Into<RefOr<Schema>>) -> Schema {
+        let empty = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(0));
+        OneOfBuilder::new().item(schema).item(empty).into()
+    }
+
+    fn whole(min: i64, max: i64) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min))
+            .maximum(Some(max))
+    }
+
+    /// An id.
+    pub fn uuid() -> Schema {
+        or_empty(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+    }
+
+    /// Items per page.
+    pub fn limit() -> Schema {
+        or_empty(whole(1, i64::from(super::super::listing::MAX_LIMIT)))
+    }
+
+    /// A run status.
+    pub fn run_status() -> Schema {
+        or_empty(Ref::from_schema_name("RunStatus"))
+    }
+
+    /// The window of run statistics, in minutes.
+    pub fn minutes() -> Schema {
+        or_empty(whole(1, 10_080))
+    }
+
+    /// The bucket width of run statistics, in seconds.
+    pub fn bucket_seconds() -> Schema {
+        or_empty(whole(1, 86_400))
+    }
+
+    /// A byte count.
+    pub fn bytes() -> Schema {
+        or_empty(whole(1, i64::MAX))
+    }
+}
+
+/// One event of a `text/event-stream` answer: its name (`status`, `vessel`, `log`, `end`) and
+/// its data, a JSON object carrying `run_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerSentEvent {
+    /// The event's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Its data: a JSON object, as text.
+    pub data: String,
+    /// Its id, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}

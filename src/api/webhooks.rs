@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::types::{self, RotateBody};
+use super::types::{self, RotateBody, RotateUrlBody};
 use super::{ApiError, AppState, Created, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
 use crate::auth::hmac::HmacScheme;
@@ -201,7 +201,7 @@ pub fn new_webhook_id() -> String {
 
 /// Creates the fleet's webhook.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = types::WebhookSettings, description = "Every field optional"),
+    request_body(content = Option<types::WebhookSettings>, description = "Every field optional"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 201, description = "The webhook, with `secret` (shown this once) for hmac", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -235,7 +235,7 @@ async fn create_webhook(
 
 /// Changes the webhook's settings: a field given is changed (`null` removes it), others stay.
 #[utoipa::path(patch, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = types::WebhookSettings, description = "A field given is changed, `null` removes it (auth as at create; `secret` is in the answer when hmac is set)"),
+    request_body(content = types::WebhookPatch, description = "A field given is changed, `null` removes it (auth as at create; `secret` is in the answer when hmac is set)"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "The webhook", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -274,7 +274,7 @@ async fn update_webhook(
 /// Gives the fleet's webhook a new id and URL. The old URL answers 400 at once, or after
 /// `grace_seconds` (at most 7 days) when given; a URL kept from an earlier rotation stops.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook/rotate", tag = "webhooks",
-    request_body(content = RotateBody, description = "`{}` or `{\"grace_seconds\": N}`"),
+    request_body(content = Option<RotateUrlBody>, description = "`{}` or `{\"grace_seconds\": N}`"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "The webhook with its new URL (and `previous_url`, `previous_url_until` during a grace period)", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -300,7 +300,7 @@ async fn rotate_webhook(
 /// previous one keeps being accepted for `grace_seconds` (at most 7 days; none when absent), so
 /// the sender can switch without a failed delivery; one kept from an earlier rotation stops.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook/secret/rotate", tag = "webhooks",
-    request_body(content = RotateBody, description = "`{\"grace_seconds\": N, \"secret\"?}`"),
+    request_body(content = Option<RotateBody>, description = "`{\"grace_seconds\": N, \"secret\"?}`"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "The webhook, with the new `secret` shown this once", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
