@@ -173,7 +173,7 @@ async fn fleet_json(s: &AppState, fleet: &Fleet) -> Result<types::Fleet, ApiErro
 /// Runs the whole fleet on the posted body, as a webhook call would, and answers what the run
 /// would record. Nothing is queued or stored; the request id is fresh and marks no stored request.
 #[utoipa::path(post, path = "/fleets/{fleet}/dry-run", tag = "runs",
-    request_body(content = Option<types::RawBody>, description = "Any body, as a webhook call would carry", content_type = "*/*"),
+    request_body(content = types::RawBody, description = "Any body, as a webhook call would carry", content_type = "*/*"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
     responses((status = 200, description = "What the run would record", body = DryRunReport),
         (status = 404, body = ErrorBody), (status = 408, body = ErrorBody),

@@ -45,7 +45,7 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
 /// The id in the URL is the webhook's unguessable id; any other method answers `405`.
 #[utoipa::path(post, path = "/webhooks/{webhook_id}", tag = "webhooks", security(()),
     params(("webhook_id" = String, Path, description = "The webhook's id (`wh_…`)")),
-    request_body(content = Option<super::types::RawBody>, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
+    request_body(content = super::types::RawBody, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
     responses(
         (status = 201, description = "Durably queued", body = Accepted),
         (status = 400, description = "Unknown, rotated-away (after its grace period) or removed webhook (`data` is null); a malformed idempotency or delivery-id header; or an API key in the query string", body = IngressBadRequest),

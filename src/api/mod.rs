@@ -224,6 +224,26 @@ fn common_answers(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.patch,
         ];
         for op in operations.into_iter().flatten() {
+            // A body of any shape may also be empty; `Option<RawBody>` would say so with a
+            // `oneOf` in which `null` matches twice.
+            let raw = op.request_body.as_mut().filter(|b| {
+                b.content.values().any(|c| {
+                    matches!(&c.schema, Some(utoipa::openapi::RefOr::Ref(r))
+                        if r.ref_location.ends_with("/RawBody"))
+                })
+            });
+            if let Some(body) = raw {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
             let public = op
                 .security
                 .as_ref()
