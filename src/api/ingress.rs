@@ -14,9 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::AppState;
-use super::types::{
-    Accepted, IngressBadRequest, IngressError, Queued, RequestRef, UnknownWebhook,
-};
+use super::types::{Accepted, IngressBadRequest, IngressError, Queued, RequestRef, UnknownWebhook};
 use crate::auth::redact;
 use crate::ingest::Refused;
 use crate::sandbox::RequestMeta;

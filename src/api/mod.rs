@@ -31,8 +31,8 @@ use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -251,18 +251,17 @@ fn common_answers(doc: &mut utoipa::openapi::OpenApi) {
             if public {
                 continue;
             }
-            let has_path_id = op.parameters.iter().flatten().any(|p| {
-                matches!(
-                    p.parameter_in,
-                    utoipa::openapi::path::ParameterIn::Path
-                )
-            });
+            let has_path_id = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path));
             let answers = &mut op.responses.responses;
             if has_path_id {
                 // `parse_id` answers a malformed id as the missing resource it names.
-                answers.entry("404".into()).or_insert_with(|| {
-                    error("No such resource, or a malformed id").build().into()
-                });
+                answers
+                    .entry("404".into())
+                    .or_insert_with(|| error("No such resource, or a malformed id").build().into());
             }
             answers.entry("401".into()).or_insert_with(|| {
                 error("Missing or wrong admin token, or no valid session")
@@ -377,8 +376,8 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SlowDown { retry_after, .. } => {
                 let body = Json(ErrorBody {
-            error: self.to_string(),
-        });
+                    error: self.to_string(),
+                });
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, retry_after.to_string())],
@@ -388,8 +387,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::Busy(_) => {
                 let body = Json(ErrorBody {
-            error: self.to_string(),
-        });
+                    error: self.to_string(),
+                });
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, "1")],
@@ -402,9 +401,13 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        (status, Json(ErrorBody {
-            error: self.to_string(),
-        })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -418,13 +421,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let bytes = limits::read(req.into_body()).await?;
         // No body, or `null` (what the document's optional bodies allow), is an empty object.
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace)
-            || bytes.trim_ascii() == b"null"
-        {
-            b"{}"
-        } else {
-            &bytes
-        };
+        let bytes: &[u8] =
+            if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+                b"{}"
+            } else {
+                &bytes
+            };
         // Every body is an object: serde would otherwise read a struct from an array too.
         if bytes.trim_ascii_start().starts_with(b"[") {
             return Err(ApiError::BadRequest(

@@ -42,8 +42,7 @@ pub(super) fn webhook_json(s: &AppState, w: &Webhook) -> types::Webhook {
         }),
         deduplicate: w.settings.deduplicate.as_ref().map(Into::into),
         created_at: rfc3339(w.created_at),
-        previous_url: previous
-            .map(|(id, _)| format!("{}/webhooks/{id}", s.settings.public_url)),
+        previous_url: previous.map(|(id, _)| format!("{}/webhooks/{id}", s.settings.public_url)),
         previous_url_until: previous.map(|(_, until)| rfc3339(until)),
         secret: None,
     }

@@ -33,7 +33,10 @@ async fn schemathesis_finds_no_server_error_and_nothing_the_document_does_not_sa
     let (s, page) = server.get(&format!("/fleets/{fleet}/runs")).await;
     assert_eq!(s, StatusCode::OK, "{page}");
     let (s, key) = server
-        .post(&format!("/orgs/{}/api-keys", run_org(&server, &fleet).await), json!({}))
+        .post(
+            &format!("/orgs/{}/api-keys", run_org(&server, &fleet).await),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{key}");
 
@@ -43,7 +46,10 @@ async fn schemathesis_finds_no_server_error_and_nothing_the_document_does_not_sa
     for program in ["schemathesis", "st"] {
         let out = Command::new(program)
             .arg("--config-file")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/schemathesis.toml"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/api/schemathesis.toml"
+            ))
             .args(["run", &format!("{}/api/v1/openapi.json", server.base)])
             .args(["--checks", "all"])
             .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
