@@ -11,6 +11,8 @@ bash scripts/install-ui-test-deps.sh
 # The OpenAPI test validates the served document with openapi-spec-validator (PyPI).
 # The auth tests sign payloads with the providers' own libraries: stripe and standardwebhooks.
 python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator stripe standardwebhooks
+# The contract test runs Schemathesis against the served document of a real server.
+python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 # The PostgreSQL store is tested whenever a database is named; with a local PostgreSQL (trust
 # auth on 127.0.0.1) and none named, a scratch database is made for this run and dropped after.
 if [[ -z "${WHARF_TEST_DATABASE_URL:-}" ]] && command -v psql >/dev/null &&

@@ -3,52 +3,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
 
+use super::types::{self, DeliveryList, DestinationSummary};
 use super::{ApiError, AppState, ErrorBody, parse_id};
 use crate::store::{Delivery, DeliveryStatus};
-use crate::util::{now_ms, rfc3339};
-
-/// A delivery as the API shows it; the field names are part of the contract.
-pub(super) fn delivery_json(d: &Delivery) -> Value {
-    let attempts: Vec<Value> = d
-        .attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "attempt": a.attempt,
-                "at": rfc3339(a.at),
-                "status_code": a.status_code,
-                "latency_ms": a.latency_ms,
-                "response": a.response,
-                "error": a.error,
-                "backoff_ms": a.backoff_ms,
-                "retry_in_ms": a.retry_in_ms,
-            })
-        })
-        .collect();
-    json!({
-        "id": d.id,
-        "run_id": d.run_id,
-        "fleet_id": d.fleet_id,
-        "destination": d.destination,
-        "batch": d.batch,
-        "batches": d.batches,
-        "rows": d.rows,
-        "method": d.request.method,
-        "url": d.request.url,
-        "status": d.status,
-        "attempts": attempts,
-        "max_attempts": d.request.max_attempts,
-        "next_attempt_at": d.next_attempt_at.map(rfc3339),
-        "created_at": rfc3339(d.created_at),
-        "finished_at": d.finished_at.map(rfc3339),
-    })
-}
+use crate::util::now_ms;
 
 /// Per destination: deliveries delivered, pending and failed, and attempts made, in the order
 /// the destinations first appear.
-pub(super) fn summary(deliveries: &[Delivery]) -> Vec<Value> {
+pub(super) fn destinations(deliveries: &[Delivery]) -> Vec<DestinationSummary> {
     let mut out: Vec<(String, [u64; 4])> = Vec::new();
     for d in deliveries {
         let i = match out.iter().position(|(n, _)| n == &d.destination) {
@@ -67,42 +30,48 @@ pub(super) fn summary(deliveries: &[Delivery]) -> Vec<Value> {
         counts[3] += d.attempts.len() as u64;
     }
     out.into_iter()
-        .map(|(name, [delivered, pending, failed, attempts])| {
-            json!({"name": name, "delivered": delivered, "pending": pending,
-                   "failed": failed, "attempts": attempts})
-        })
+        .map(
+            |(name, [delivered, pending, failed, attempts])| DestinationSummary {
+                name,
+                delivered,
+                pending,
+                failed,
+                attempts,
+            },
+        )
         .collect()
 }
 
 /// The run's deliveries, by destination and batch, each with every attempt made.
 #[utoipa::path(get, path = "/runs/{run}/deliveries", tag = "deliveries",
     params(("run" = uuid::Uuid, Path, description = "Run id")),
-    responses((status = 200, description = "`{\"deliveries\": [{\"id\",\"destination\",\"batch\",\"batches\",\"rows\",\"method\",\"url\",\"status\",\"attempts\",\"max_attempts\",\"next_attempt_at\",…}]}`", body = Value),
+    responses((status = 200, body = DeliveryList),
         (status = 404, body = ErrorBody)))]
 pub(super) async fn run_deliveries(
     State(s): State<AppState>,
     Path(run): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     let id = parse_id(&run, "run")?;
     s.store.run(id).await?;
     let deliveries = s.store.run_deliveries(id).await?;
-    let list: Vec<Value> = deliveries.iter().map(delivery_json).collect();
-    Ok(Json(json!({"deliveries": list})))
+    Ok(Json(DeliveryList {
+        deliveries: deliveries.iter().map(types::Delivery::from).collect(),
+    }))
 }
 
 /// Sends a failed delivery again: it goes back to pending, due now, for one more attempt (its
 /// `max_attempts` used up, a failure of that attempt fails it again). `409` unless it is failed.
 #[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
     params(("id" = uuid::Uuid, Path, description = "Delivery id")),
-    responses((status = 200, description = "The delivery, pending", body = Value),
+    responses((status = 200, description = "The delivery, pending", body = types::Delivery),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The delivery is not failed", body = ErrorBody)))]
 pub(super) async fn retry_delivery(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::Delivery>, ApiError> {
     let id = parse_id(&id, "delivery")?;
     let d = s.store.retry_delivery(id, now_ms()).await?;
     s.scheduler.wake_deliveries();
-    Ok(Json(delivery_json(&d)))
+    Ok(Json(types::Delivery::from(&d)))
 }

@@ -60,7 +60,7 @@ fn event(kind: &str, data: &Value) -> Event {
 /// A run's events, from what already happened to its end.
 #[utoipa::path(get, path = "/runs/{run}/events", tag = "runs",
     params(("run" = uuid::Uuid, Path, description = "Run id")),
-    responses((status = 200, description = "`text/event-stream`: `status`, `vessel`, `log` and `end` events", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "`text/event-stream`: `status`, `vessel`, `log` and `end` events", content_type = "text/event-stream", body = super::types::ServerSentEvent),
         (status = 404, body = ErrorBody)))]
 async fn run_events(
     State(s): State<AppState>,
@@ -83,7 +83,7 @@ async fn run_events(
 /// Events of every run of a fleet, as they happen (no history).
 #[utoipa::path(get, path = "/fleets/{fleet}/events", tag = "fleets",
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 200, description = "`text/event-stream`: the run events of every run of the fleet", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "`text/event-stream`: the run events of every run of the fleet", content_type = "text/event-stream", body = super::types::ServerSentEvent),
         (status = 404, body = ErrorBody)))]
 async fn fleet_events(
     State(s): State<AppState>,

@@ -10,16 +10,17 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::AppState;
+use super::types::{Accepted, IngressBadRequest, IngressError, Queued, RequestRef, UnknownWebhook};
 use crate::auth::redact;
 use crate::ingest::Refused;
 use crate::sandbox::RequestMeta;
 use crate::store::RequestRecord;
 
-fn answer(request_id: Uuid, status: StatusCode, body: Value) -> Response {
+fn answer(request_id: Uuid, status: StatusCode, body: impl Serialize) -> Response {
     let mut res = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
         res.headers_mut().insert("x-request-id", v);
@@ -31,7 +32,10 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
     answer(
         request_id,
         status,
-        json!({"request": {"id": request_id}, "error": message}),
+        IngressError {
+            request: Some(RequestRef { id: request_id }),
+            error: message.to_owned(),
+        },
     )
 }
 
@@ -39,18 +43,18 @@ fn error(request_id: Uuid, status: StatusCode, message: &str) -> Response {
 /// The id in the URL is the webhook's unguessable id; any other method answers `405`.
 #[utoipa::path(post, path = "/webhooks/{webhook_id}", tag = "webhooks", security(()),
     params(("webhook_id" = String, Path, description = "The webhook's id (`wh_…`)")),
-    request_body(content = Vec<u8>, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
+    request_body(content = super::types::RawBody, description = "Any body: JSON, form, text, binary or empty", content_type = "*/*"),
     responses(
-        (status = 201, description = "Durably queued: `{\"request\":{\"id\"},\"data\":{\"fleet_id\",\"project_id\",\"org_id\",\"fleet_run_id\"}}`", body = Value),
-        (status = 400, description = "Unknown, rotated-away (after its grace period) or removed webhook: `{\"request\":{\"id\"},\"data\":null}`; or an API key in the query string", body = Value),
-        (status = 401, description = "`Missing authorization header` or `Wrong authentication credentials` (bearer and hmac webhooks)", body = Value),
-        (status = 405, description = "Not a POST"),
-        (status = 408, description = "Body not received within `--body-timeout-seconds`", body = Value),
-        (status = 413, description = "Body over the limit", body = Value),
-        (status = 414, description = "URL over `--max-url-bytes`", body = Value),
+        (status = 201, description = "Durably queued", body = Accepted),
+        (status = 400, description = "Unknown, rotated-away (after its grace period) or removed webhook (`data` is null); a malformed idempotency or delivery-id header; or an API key in the query string", body = IngressBadRequest),
+        (status = 401, description = "`Missing authorization header` or `Wrong authentication credentials` (bearer and hmac webhooks)", body = IngressError),
+        (status = 405, description = "Not a POST (with `Allow: POST`)", body = IngressError),
+        (status = 408, description = "Body not received within `--body-timeout-seconds`", body = IngressError),
+        (status = 413, description = "Body over the limit", body = IngressError),
+        (status = 414, description = "URL over `--max-url-bytes`", body = IngressError),
         (status = 431, description = "Too many headers, or a request head over `--max-header-bytes`"),
-        (status = 429, description = "`reject` policy and a run is queued or running; the webhook's rate limit; or the fleet has `--max-queued-per-fleet` runs queued (with `Retry-After`)", body = Value),
-        (status = 503, description = "Storage unavailable, or the data volume below `--min-free-disk` (with `Retry-After`)", body = Value)))]
+        (status = 429, description = "`reject` policy and a run is queued or running; the webhook's rate limit; or the fleet has `--max-queued-per-fleet` runs queued (with `Retry-After`)", body = IngressError),
+        (status = 503, description = "Storage unavailable, or the data volume below `--min-free-disk` (with `Retry-After`)", body = IngressError)))]
 pub(super) async fn ingress(
     State(s): State<AppState>,
     method: Method,
@@ -150,15 +154,16 @@ async fn admit(
     let mut res = answer(
         request_id,
         StatusCode::CREATED,
-        json!({
-            "request": {"id": request_id},
-            "data": {
-                "fleet_id": accepted.fleet_id,
-                "project_id": accepted.project_id,
-                "org_id": accepted.org_id,
-                "fleet_run_id": accepted.run_id,
-            }
-        }),
+        Accepted {
+            request: RequestRef { id: request_id },
+            data: Queued {
+                fleet_id: accepted.fleet_id,
+                project_id: accepted.project_id,
+                org_id: accepted.org_id,
+                fleet_run_id: accepted.run_id,
+                replay_of: None,
+            },
+        },
     );
     if accepted.repeated {
         res.headers_mut()
@@ -173,7 +178,10 @@ fn refused(request_id: Uuid, why: Refused) -> Response {
         Refused::UnknownWebhook => answer(
             request_id,
             StatusCode::BAD_REQUEST,
-            json!({"request": {"id": request_id}, "data": null}),
+            IngressBadRequest::Unknown(UnknownWebhook {
+                request: RequestRef { id: request_id },
+                data: None,
+            }),
         ),
         Refused::Busy { retry_after } => {
             let mut res = error(

@@ -20,9 +20,8 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use serde_json::json;
 
-use super::{ApiError, ApiSettings};
+use super::{ApiError, ApiSettings, ErrorBody};
 
 /// Largest sign-in body: `{"token": "…"}` needs a few hundred bytes.
 pub const MAX_SIGN_IN_BODY: usize = 4 << 10;
@@ -44,7 +43,7 @@ pub(super) async fn url_length(
         );
         return (
             StatusCode::URI_TOO_LONG,
-            axum::Json(json!({"error": message})),
+            axum::Json(ErrorBody { error: message }),
         )
             .into_response();
     }

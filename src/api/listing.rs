@@ -4,14 +4,14 @@
 //! (null on the last page).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, AppState, ErrorBody, parse_id};
+use super::{ApiError, AppState, ErrorBody, QueryParams, parse_id};
 use crate::store::{FleetItem, OrgItem, Page, ProjectItem, RunFilter, RunStatus};
 use crate::util::rfc3339;
 
@@ -36,10 +36,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    #[param(schema_with = super::types::query::limit)]
     limit: Option<String>,
     /// The `next_before` of the previous page: only items older than this id.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     before: Option<String>,
     /// Only items with exactly this name.
     name: Option<String>,
@@ -194,7 +194,7 @@ pub(super) struct FleetPage {
     responses((status = 200, body = OrgPage), (status = 400, body = ErrorBody)))]
 async fn list_orgs(
     State(s): State<AppState>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<OrgPage>, ApiError> {
     let page = q.page("an org")?;
     let orgs = s.store.orgs(&page).await?;
@@ -225,7 +225,7 @@ async fn get_org(
 async fn list_projects(
     State(s): State<AppState>,
     Path(org): Path<String>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<ProjectPage>, ApiError> {
     let org_id = parse_id(&org, "org")?;
     let page = q.page("a project")?;
@@ -258,7 +258,7 @@ async fn get_project(
 async fn list_project_fleets(
     State(s): State<AppState>,
     Path(project): Path<String>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<FleetPage>, ApiError> {
     let project_id = parse_id(&project, "project")?;
     let page = q.page("a fleet")?;
@@ -271,7 +271,7 @@ async fn list_project_fleets(
     responses((status = 200, body = FleetPage), (status = 400, body = ErrorBody)))]
 async fn list_fleets(
     State(s): State<AppState>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Json<FleetPage>, ApiError> {
     let page = q.page("a fleet")?;
     fleets_page(&s, None, page).await
@@ -295,12 +295,13 @@ async fn fleets_page(
 #[into_params(parameter_in = Query)]
 pub(super) struct RunsQuery {
     /// Only runs in this status: queued, running, succeeded, failed or cancelled.
+    #[param(schema_with = super::types::query::run_status)]
     pub(super) status: Option<String>,
     /// Runs per page, 1 to 500 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    #[param(schema_with = super::types::query::limit)]
     pub(super) limit: Option<String>,
     /// The `next_before` of the previous page: only runs older than this run.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     pub(super) before: Option<String>,
 }
 
@@ -329,7 +330,7 @@ impl RunsQuery {
     responses((status = 200, body = super::runs::RunPage), (status = 400, body = ErrorBody)))]
 async fn list_all_runs(
     State(s): State<AppState>,
-    Query(q): Query<RunsQuery>,
+    QueryParams(q): QueryParams<RunsQuery>,
 ) -> Result<Json<super::runs::RunPage>, ApiError> {
     let filter = q.filter()?;
     let runs = s.store.recent_runs(&filter).await?;

@@ -16,6 +16,7 @@ pub use session::Sessions;
 mod sign_in_guard;
 pub use sign_in_guard::{SignInGuard, client_key};
 mod stats;
+pub mod types;
 mod ui;
 mod webhooks;
 pub use webhooks::new_webhook_id;
@@ -28,12 +29,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tracing::Instrument;
+use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -188,13 +187,101 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let metrics = OpenApiRouter::new()
         .routes(routes!(ops::metrics))
         .route_layer(middleware::from_fn(require_admin));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::openapi_json))
         .route("/webhooks/{*id}", any(ingress::ingress))
         .merge(metrics)
         .nest("/api/v1", admin)
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    common_answers(&mut doc);
+    (router, doc)
+}
+
+/// Adds the answers every admin call can get before its handler runs, where its annotation does
+/// not give them: `401` without a valid token (or session), and `429` with `Retry-After` once
+/// its address has failed to sign in too often (the guard answers before any token is compared).
+fn common_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type,
+    };
+    let error = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            // A body of any shape may also be empty; `Option<RawBody>` would say so with a
+            // `oneOf` in which `null` matches twice.
+            let raw = op.request_body.as_mut().filter(|b| {
+                b.content.values().any(|c| {
+                    matches!(&c.schema, Some(utoipa::openapi::RefOr::Ref(r))
+                        if r.ref_location.ends_with("/RawBody"))
+                })
+            });
+            if let Some(body) = raw {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let public = op
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
+            if public {
+                continue;
+            }
+            let has_path_id = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path));
+            let answers = &mut op.responses.responses;
+            if has_path_id {
+                // `parse_id` answers a malformed id as the missing resource it names.
+                answers
+                    .entry("404".into())
+                    .or_insert_with(|| error("No such resource, or a malformed id").build().into());
+            }
+            answers.entry("401".into()).or_insert_with(|| {
+                error("Missing or wrong admin token, or no valid session")
+                    .build()
+                    .into()
+            });
+            answers.entry("429".into()).or_insert_with(|| {
+                error("Too many failed sign-ins from this address (with `Retry-After`)")
+                    .header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                            .description(Some("Seconds until the address may try again"))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
+        }
+    }
 }
 
 /// Every request runs in a span carrying its request id, so its log lines (JSON fields with
@@ -222,15 +309,10 @@ async fn request_span(mut req: Request, next: Next) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestId(pub Uuid);
 
-/// A `201 Created` answer with its JSON body.
-type Created = (StatusCode, Json<serde_json::Value>);
+pub(crate) use types::ErrorBody;
 
-/// The error body of every admin call.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    /// What is wrong.
-    error: String,
-}
+/// A `201 Created` answer with its JSON body.
+type Created<T> = (StatusCode, Json<T>);
 
 /// An error answer of the admin API: `{"error": "…"}` with a fitting status.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +375,9 @@ impl IntoResponse for ApiError {
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SlowDown { retry_after, .. } => {
-                let body = Json(json!({"error": self.to_string()}));
+                let body = Json(ErrorBody {
+                    error: self.to_string(),
+                });
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, retry_after.to_string())],
@@ -302,7 +386,9 @@ impl IntoResponse for ApiError {
                     .into_response();
             }
             ApiError::Busy(_) => {
-                let body = Json(json!({"error": self.to_string()}));
+                let body = Json(ErrorBody {
+                    error: self.to_string(),
+                });
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, "1")],
@@ -315,7 +401,13 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        (status, Json(json!({"error": self.to_string()}))).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -328,14 +420,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let bytes = limits::read(req.into_body()).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        // No body, or `null` (what the document's optional bodies allow), is an empty object.
+        let bytes: &[u8] =
+            if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+                b"{}"
+            } else {
+                &bytes
+            };
+        // Every body is an object: serde would otherwise read a struct from an array too.
+        if bytes.trim_ascii_start().starts_with(b"[") {
+            return Err(ApiError::BadRequest(
+                "invalid JSON body: expected an object, not an array".into(),
+            ));
+        }
         serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters whose rejections (a repeated or malformed parameter) share the error format
+/// of every other answer instead of axum's plain-text one.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
 

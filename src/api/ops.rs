@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
+use super::types::{Health, OpenApiDocument};
 use super::{ApiError, AppState, ErrorBody};
 
 /// The document, generated once from the routes and their annotations.
@@ -21,15 +21,17 @@ static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
 
 /// Liveness: answers while the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Value)))]
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+    responses((status = 200, body = Health)))]
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// This document: OpenAPI 3.1 of the admin API and webhook ingress. Served without the admin
 /// token, like the README it mirrors: it holds no data.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", security(()),
-    responses((status = 200, description = "The OpenAPI document", body = Value)))]
+    responses((status = 200, description = "The OpenAPI document", body = OpenApiDocument)))]
 pub(super) async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],

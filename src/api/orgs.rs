@@ -3,12 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::types::{ApiKey, ApiKeyCreated, ApiKeyList, NameBody, OrgCreated, ProjectCreated};
 use super::{ApiError, AppState, Created, ErrorBody, JsonBody, parse_id};
 use crate::auth::keys;
 use crate::util::{rfc3339, sha256_hex};
@@ -22,16 +20,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_project))
 }
 
-/// `{"name": …}`: the body that creates an org or a project.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NameBody {
-    name: String,
-}
-
 fn checked_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 128 {
+    if name.is_empty() || name.chars().count() > 128 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 128 characters".into(),
         ));
@@ -41,28 +32,31 @@ fn checked_name(name: &str) -> Result<String, ApiError> {
 
 /// Creates an org.
 #[utoipa::path(post, path = "/orgs", tag = "orgs", request_body = NameBody,
-    responses((status = 201, description = "`{\"id\",\"name\"}`", body = Value),
+    responses((status = 201, body = OrgCreated),
         (status = 400, body = ErrorBody)))]
 async fn create_org(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<NameBody>,
-) -> Result<Created, ApiError> {
+) -> Result<Created<OrgCreated>, ApiError> {
     let org = s.store.create_org(&checked_name(&body.name)?).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": org.id, "name": org.name})),
+        Json(OrgCreated {
+            id: org.id,
+            name: org.name,
+        }),
     ))
 }
 
 /// A new API key of an org: shown once, stored hashed.
 #[utoipa::path(post, path = "/orgs/{org}/api-keys", tag = "orgs",
     params(("org" = uuid::Uuid, Path, description = "Org id")),
-    responses((status = 201, description = "`{\"id\",\"org_id\",\"prefix\",\"key\"}`; the key is shown this once", body = Value),
+    responses((status = 201, description = "The key is shown this once", body = ApiKeyCreated),
         (status = 404, body = ErrorBody)))]
 async fn create_api_key(
     State(s): State<AppState>,
     Path(org): Path<String>,
-) -> Result<Created, ApiError> {
+) -> Result<Created<ApiKeyCreated>, ApiError> {
     let org_id = parse_id(&org, "org")?;
     let key = keys::new_api_key();
     let prefix = keys::shown_prefix(key.expose());
@@ -72,7 +66,12 @@ async fn create_api_key(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "org_id": org_id, "prefix": prefix, "key": key.expose()})),
+        Json(ApiKeyCreated {
+            id,
+            org_id,
+            prefix,
+            key: key.expose().to_owned(),
+        }),
     ))
 }
 
@@ -80,27 +79,25 @@ async fn create_api_key(
 /// most about a minute late) and revoked times. Never the key.
 #[utoipa::path(get, path = "/orgs/{org}/api-keys", tag = "orgs",
     params(("org" = uuid::Uuid, Path, description = "Org id")),
-    responses((status = 200, description = "`{\"api_keys\": [{\"id\",\"org_id\",\"prefix\",\"created_at\",\"last_used_at\",\"revoked_at\"}]}`", body = Value),
+    responses((status = 200, body = ApiKeyList),
         (status = 404, body = ErrorBody)))]
 async fn list_api_keys(
     State(s): State<AppState>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiKeyList>, ApiError> {
     let keys = s.store.api_keys(parse_id(&org, "org")?).await?;
-    let keys: Vec<Value> = keys
+    let api_keys = keys
         .iter()
-        .map(|k| {
-            json!({
-                "id": k.id,
-                "org_id": k.org_id,
-                "prefix": k.prefix,
-                "created_at": rfc3339(k.created_at),
-                "last_used_at": k.last_used_at.map(rfc3339),
-                "revoked_at": k.revoked_at.map(rfc3339),
-            })
+        .map(|k| ApiKey {
+            id: k.id,
+            org_id: k.org_id,
+            prefix: k.prefix.clone(),
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
         })
         .collect();
-    Ok(Json(json!({"api_keys": keys})))
+    Ok(Json(ApiKeyList { api_keys }))
 }
 
 /// Revokes an API key.
@@ -118,13 +115,13 @@ async fn revoke_api_key(
 /// Creates a project in an org.
 #[utoipa::path(post, path = "/orgs/{org}/projects", tag = "projects", request_body = NameBody,
     params(("org" = uuid::Uuid, Path, description = "Org id")),
-    responses((status = 201, description = "`{\"id\",\"name\",\"org_id\"}`", body = Value),
+    responses((status = 201, body = ProjectCreated),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_project(
     State(s): State<AppState>,
     Path(org): Path<String>,
     JsonBody(body): JsonBody<NameBody>,
-) -> Result<Created, ApiError> {
+) -> Result<Created<ProjectCreated>, ApiError> {
     let org_id = parse_id(&org, "org")?;
     let p = s
         .store
@@ -132,6 +129,10 @@ async fn create_project(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": p.id, "name": p.name, "org_id": p.org_id})),
+        Json(ProjectCreated {
+            id: p.id,
+            name: p.name,
+            org_id: p.org_id,
+        }),
     ))
 }

@@ -1,20 +1,18 @@
 //! Runs: a fleet's history, one run, and cancelling or replaying it.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::listing::{RunsQuery, next_before};
-use super::{ApiError, AppState, Created, ErrorBody, JsonBody, parse_id};
+pub(super) use super::types::RunPage;
+use super::types::{Accepted, Queued, ReplayBody, RequestRef, Run};
+use super::{ApiError, AppState, Created, ErrorBody, JsonBody, QueryParams, parse_id};
 use crate::scheduler::planner::ResumeError;
 use crate::scheduler::runs::RunError;
 use crate::store::{RequestRecord, RunRecord};
-use crate::util::rfc3339;
 
 /// The routes of runs, and of the deliveries a run made.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -27,15 +25,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(super::deliveries::retry_delivery))
 }
 
-/// A page of run history.
-#[derive(Serialize, ToSchema)]
-pub(super) struct RunPage {
-    /// Runs, newest first, each as `GET /api/v1/runs/{run}` shows it minus the request details.
-    runs: Vec<Value>,
-    /// Pass as `before` for the next page; null on the last page.
-    next_before: Option<uuid::Uuid>,
-}
-
 /// A fleet's run history, newest first.
 #[utoipa::path(get, path = "/fleets/{fleet}/runs", tag = "runs",
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id"), RunsQuery),
@@ -43,7 +32,7 @@ pub(super) struct RunPage {
 async fn list_runs(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
-    Query(q): Query<RunsQuery>,
+    QueryParams(q): QueryParams<RunsQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
     let filter = q.filter()?;
@@ -62,20 +51,15 @@ pub(super) fn runs_page(runs: &[RunRecord], limit: u32) -> RunPage {
 /// One run: status, request, effective variables, vessel runs with logs.
 #[utoipa::path(get, path = "/runs/{run}", tag = "runs",
     params(("run" = uuid::Uuid, Path, description = "Run id")),
-    responses((status = 200, body = Value), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Run>, ApiError> {
     let (run, request) = s.store.run(parse_id(&run, "run")?).await?;
     let deliveries = s.store.run_deliveries(run.id).await?;
     let mut doc = run_json(&run, Some(&request));
-    if let Some(map) = doc.as_object_mut() {
-        map.insert(
-            "destinations".into(),
-            super::deliveries::summary(&deliveries).into(),
-        );
-    }
+    doc.destinations = Some(super::deliveries::destinations(&deliveries));
     Ok(Json(doc))
 }
 
@@ -84,32 +68,24 @@ async fn get_run(
 /// end it within [`CANCEL_WAIT`](crate::scheduler::runs::CANCEL_WAIT) (it will). `409` for a run that had already ended.
 #[utoipa::path(post, path = "/runs/{run}/cancel", tag = "runs",
     params(("run" = uuid::Uuid, Path, description = "Run id")),
-    responses((status = 200, description = "The run, cancelled (or still running with `cancel_requested`)", body = Value),
+    responses((status = 200, description = "The run, cancelled (or still running with `cancel_requested`)", body = Run),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The run has already ended", body = ErrorBody)))]
 async fn cancel_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Run>, ApiError> {
     let (run, request) = s.scheduler.cancel_run(parse_id(&run, "run")?).await?;
     Ok(Json(run_json(&run, Some(&request))))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReplayBody {
-    /// Resume from this vessel: what is not it or downstream of it carries over.
-    #[serde(default)]
-    from: Option<String>,
 }
 
 /// A new run of a stored request, with the fleet's current code. With `from`, a resume: every
 /// vessel run the source recorded that is neither the named vessel nor downstream of it is
 /// carried over (variables and rows included) instead of run again.
 #[utoipa::path(post, path = "/runs/{run}/replay", tag = "runs",
-    request_body(content = Value, description = "`{}`, or `{\"from\": \"<vessel>\"}` to resume"),
+    request_body(content = Option<ReplayBody>, description = "`{}`, or `{\"from\": \"<vessel>\"}` to resume"),
     params(("run" = uuid::Uuid, Path, description = "Run id")),
-    responses((status = 201, description = "Like ingress, with `data.replay_of`", body = Value),
+    responses((status = 201, description = "Like ingress, with `data.replay_of`", body = Accepted),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 429, description = "The fleet's `reject` policy", body = ErrorBody)))]
@@ -117,7 +93,7 @@ async fn replay_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
     JsonBody(body): JsonBody<ReplayBody>,
-) -> Result<Created, ApiError> {
+) -> Result<Created<Accepted>, ApiError> {
     let replayed = s
         .scheduler
         .replay_run(parse_id(&run, "run")?, body.from)
@@ -125,16 +101,18 @@ async fn replay_run(
     let fleet = &replayed.fleet;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "request": {"id": replayed.source.request_id},
-            "data": {
-                "fleet_id": fleet.id,
-                "project_id": fleet.project_id,
-                "org_id": fleet.org_id,
-                "fleet_run_id": replayed.run_id,
-                "replay_of": replayed.source.id,
-            }
-        })),
+        Json(Accepted {
+            request: RequestRef {
+                id: replayed.source.request_id,
+            },
+            data: Queued {
+                fleet_id: fleet.id,
+                project_id: fleet.project_id,
+                org_id: fleet.org_id,
+                fleet_run_id: replayed.run_id,
+                replay_of: Some(replayed.source.id),
+            },
+        }),
     ))
 }
 
@@ -155,32 +133,6 @@ impl From<RunError> for ApiError {
 }
 
 /// A run as the API shows it; the field names are part of the contract.
-pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Value {
-    let request = match request {
-        Some(r) => json!({
-            "id": r.id, "method": r.method, "content_type": r.content_type,
-            "received_at": rfc3339(r.received_at), "headers": r.headers, "query": r.query,
-            "body_size": r.body_size,
-        }),
-        None => json!({"id": run.request_id}),
-    };
-    json!({
-        "id": run.id,
-        "fleet_id": run.fleet_id,
-        "status": run.status,
-        "attempt": run.attempt,
-        "variables": run.variables,
-        "request": request,
-        "vessels": run.vessels,
-        "error": run.error,
-        "reason": run.reason,
-        "lost_attempts": run.lost_attempts,
-        "replay_of": run.replay_of,
-        "resumed_from": run.resumed_from,
-        "cancel_requested": run.cancel_requested,
-        "concurrency_key": run.concurrency_key,
-        "created_at": rfc3339(run.created_at),
-        "started_at": run.started_at.map(rfc3339),
-        "finished_at": run.finished_at.map(rfc3339),
-    })
+pub(crate) fn run_json(run: &RunRecord, request: Option<&RequestRecord>) -> Run {
+    Run::new(run, request)
 }

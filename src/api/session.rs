@@ -244,7 +244,9 @@ impl From<Session> for SessionInfo {
 /// taken from the body only, never from the URL.
 #[utoipa::path(post, path = "/session", tag = "ops", request_body = SignIn,
     security(()),
-    responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody),
+    responses((status = 200, body = SessionInfo),
+        (status = 400, description = "The body is not `{\"token\": \"…\"}`", body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 408, description = "Body not received within `--body-timeout-seconds`", body = ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins from this address; see `Retry-After`", body = ErrorBody)))]

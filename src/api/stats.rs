@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, AppState, ErrorBody, parse_id};
+use super::{ApiError, AppState, ErrorBody, QueryParams, parse_id};
 use crate::store::{RunCount, RunStatus};
 use crate::util::{now_ms, rfc3339};
 
@@ -35,13 +35,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(super) struct StatsQuery {
     /// The window: runs created in the last this many minutes, 1 to 10080 (default 60).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10080)]
+    #[param(schema_with = super::types::query::minutes)]
     minutes: Option<String>,
-    /// Width of one bucket in seconds (default 60); at most 1000 buckets per window.
-    #[param(value_type = Option<u32>, minimum = 1)]
+    /// Width of one bucket in seconds, 1 to 86400 (default 60); at most 1000 buckets per window.
+    #[param(schema_with = super::types::query::bucket_seconds)]
     bucket_seconds: Option<String>,
     /// Only this fleet's runs.
-    #[param(value_type = Option<String>, format = Uuid)]
+    #[param(schema_with = super::types::query::uuid)]
     fleet: Option<String>,
 }
 
@@ -135,7 +135,7 @@ fn number(raw: Option<&str>, name: &str, default: i64, max: i64) -> Result<i64, 
     responses((status = 200, body = RunStats), (status = 400, body = ErrorBody)))]
 async fn run_stats(
     State(s): State<AppState>,
-    Query(q): Query<StatsQuery>,
+    QueryParams(q): QueryParams<StatsQuery>,
 ) -> Result<Json<RunStats>, ApiError> {
     let minutes = number(q.minutes.as_deref(), "minutes", 60, MAX_MINUTES)?;
     let bucket_s = number(q.bucket_seconds.as_deref(), "bucket_seconds", 60, 86_400)?;
@@ -225,7 +225,7 @@ fn shape(
 #[into_params(parameter_in = Query)]
 pub(super) struct BodyQuery {
     /// At most this many bytes from the start (default 65536).
-    #[param(value_type = Option<u32>, minimum = 1)]
+    #[param(schema_with = super::types::query::bytes)]
     max_bytes: Option<String>,
 }
 
@@ -240,7 +240,7 @@ pub(super) struct BodyQuery {
 async fn run_body(
     State(s): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<BodyQuery>,
+    QueryParams(q): QueryParams<BodyQuery>,
 ) -> Result<Response, ApiError> {
     let run = parse_id(&run, "run")?;
     let limit = s.settings.max_body_bytes.max(1) as i64;

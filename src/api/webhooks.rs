@@ -4,10 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::types::{self, RotateBody, RotateUrlBody};
 use super::{ApiError, AppState, Created, ErrorBody, JsonBody, parse_id};
 use crate::admission::{Deduplicate, RateLimit};
 use crate::auth::hmac::HmacScheme;
@@ -24,43 +25,26 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_webhook_secret))
 }
 
-pub(super) fn webhook_json(s: &AppState, w: &Webhook) -> Value {
-    let mut out = json!({
-        "id": w.id,
-        "url": format!("{}/webhooks/{}", s.settings.public_url, w.id),
-        "fleet_id": w.fleet_id,
-        "auth": auth_json(&w.auth),
-        "rate_limit": w.settings.rate_limit,
-        "deduplicate": w.settings.deduplicate,
-        "created_at": rfc3339(w.created_at),
-    });
-    if let (Some(id), Some(until)) = (&w.previous_id, w.previous_until)
-        && until > now_ms()
-        && let Some(map) = out.as_object_mut()
-    {
-        map.insert(
-            "previous_url".into(),
-            json!(format!("{}/webhooks/{id}", s.settings.public_url)),
-        );
-        map.insert("previous_url_until".into(), json!(rfc3339(until)));
-    }
-    out
-}
-
-/// A webhook's auth as the API shows it: the mode, and for `hmac` the scheme and when each
-/// secret was set and expires. Secrets are shown only in the answer that set them.
-fn auth_json(auth: &WebhookAuth) -> Value {
-    match auth {
-        WebhookAuth::None => json!({"mode": "none"}),
-        WebhookAuth::Bearer => json!({"mode": "bearer"}),
-        WebhookAuth::Hmac(h) => json!({
-            "mode": "hmac",
-            "scheme": h.scheme.as_str(),
-            "secrets": h.secrets.iter().map(|s| json!({
-                "created_at": rfc3339(s.created_at),
-                "expires_at": s.expires_at.map(rfc3339),
-            })).collect::<Vec<_>>(),
+/// A webhook as the API shows it. Secrets are shown only in the answer that set them.
+pub(super) fn webhook_json(s: &AppState, w: &Webhook) -> types::Webhook {
+    let previous = match (&w.previous_id, w.previous_until) {
+        (Some(id), Some(until)) if until > now_ms() => Some((id, until)),
+        _ => None,
+    };
+    types::Webhook {
+        id: w.id.clone(),
+        url: format!("{}/webhooks/{}", s.settings.public_url, w.id),
+        fleet_id: w.fleet_id,
+        auth: (&w.auth).into(),
+        rate_limit: w.settings.rate_limit.map(|r| types::RateLimit {
+            requests: r.requests,
+            per_seconds: r.per_seconds,
         }),
+        deduplicate: w.settings.deduplicate.as_ref().map(Into::into),
+        created_at: rfc3339(w.created_at),
+        previous_url: previous.map(|(id, _)| format!("{}/webhooks/{id}", s.settings.public_url)),
+        previous_url_until: previous.map(|(_, until)| rfc3339(until)),
+        secret: None,
     }
 }
 
@@ -152,11 +136,9 @@ fn new_secret(scheme: HmacScheme, given: Option<String>) -> Result<Secret, ApiEr
     }
 }
 
-/// The webhook's JSON with a secret set by this call, shown this once.
-fn with_secret(mut hook: Value, secret: Option<Secret>) -> Value {
-    if let (Some(secret), Some(map)) = (secret, hook.as_object_mut()) {
-        map.insert("secret".into(), json!(secret.expose()));
-    }
+/// The webhook with a secret set by this call, shown this once.
+fn with_secret(mut hook: types::Webhook, secret: Option<Secret>) -> types::Webhook {
+    hook.secret = secret.map(|s| s.expose().to_owned());
     hook
 }
 
@@ -218,16 +200,16 @@ pub fn new_webhook_id() -> String {
 
 /// Creates the fleet's webhook.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = Value, description = "`{\"auth\": \"none\" | \"bearer\" | {\"mode\": \"hmac\", \"scheme\": \"github\" | \"stripe\" | \"standard-webhooks\", \"secret\"?}, \"rate_limit\": {\"requests\", \"per_seconds\"}, \"deduplicate\": …}`, every field optional"),
+    request_body(content = Option<types::WebhookSettings>, description = "Every field optional"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 201, description = "`{\"id\",\"url\",\"fleet_id\",\"auth\",\"rate_limit\",\"deduplicate\",\"created_at\"}`, and `secret` (shown this once) for hmac", body = Value),
+    responses((status = 201, description = "The webhook, with `secret` (shown this once) for hmac", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The fleet has a webhook", body = ErrorBody)))]
 async fn create_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     JsonBody(body): JsonBody<WebhookBody>,
-) -> Result<Created, ApiError> {
+) -> Result<Created<types::Webhook>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
     let (auth, secret) = parse_auth(&s, fleet_id, body.auth.as_ref().unwrap_or(&Value::Null))?;
     let settings = WebhookSettings {
@@ -252,15 +234,15 @@ async fn create_webhook(
 
 /// Changes the webhook's settings: a field given is changed (`null` removes it), others stay.
 #[utoipa::path(patch, path = "/fleets/{fleet}/webhook", tag = "webhooks",
-    request_body(content = Value, description = "`{\"rate_limit\": …, \"deduplicate\": …, \"auth\": …}` (auth as at create; `secret` is in the answer when hmac is set)"),
+    request_body(content = types::WebhookPatch, description = "A field given is changed, `null` removes it (auth as at create; `secret` is in the answer when hmac is set)"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 200, description = "The webhook", body = Value),
+    responses((status = 200, description = "The webhook", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     JsonBody(body): JsonBody<WebhookPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::Webhook>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
     let mut change = WebhookChange {
         rate_limit: body
@@ -288,29 +270,18 @@ async fn update_webhook(
     Ok(Json(with_secret(webhook_json(&s, &hook), secret)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    /// How long the old URL (or secret) keeps working, in seconds; at most 7 days.
-    #[serde(default)]
-    grace_seconds: Option<u64>,
-    /// For a secret rotation: the new secret, else one is generated.
-    #[serde(default)]
-    secret: Option<String>,
-}
-
 /// Gives the fleet's webhook a new id and URL. The old URL answers 400 at once, or after
 /// `grace_seconds` (at most 7 days) when given; a URL kept from an earlier rotation stops.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook/rotate", tag = "webhooks",
-    request_body(content = Value, description = "`{}` or `{\"grace_seconds\": N}`"),
+    request_body(content = Option<RotateUrlBody>, description = "`{}` or `{\"grace_seconds\": N}`"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 200, description = "The webhook with its new URL (and `previous_url`, `previous_url_until` during a grace period)", body = Value),
+    responses((status = 200, description = "The webhook with its new URL (and `previous_url`, `previous_url_until` during a grace period)", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn rotate_webhook(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     JsonBody(body): JsonBody<RotateBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::Webhook>, ApiError> {
     if body.secret.is_some() {
         return Err(ApiError::BadRequest(
             "secret: a URL rotation takes only grace_seconds; see /webhook/secret/rotate".into(),
@@ -328,16 +299,16 @@ async fn rotate_webhook(
 /// previous one keeps being accepted for `grace_seconds` (at most 7 days; none when absent), so
 /// the sender can switch without a failed delivery; one kept from an earlier rotation stops.
 #[utoipa::path(post, path = "/fleets/{fleet}/webhook/secret/rotate", tag = "webhooks",
-    request_body(content = Value, description = "`{\"grace_seconds\": N, \"secret\"?}`"),
+    request_body(content = Option<RotateBody>, description = "`{\"grace_seconds\": N, \"secret\"?}`"),
     params(("fleet" = uuid::Uuid, Path, description = "Fleet id")),
-    responses((status = 200, description = "The webhook, with the new `secret` shown this once", body = Value),
+    responses((status = 200, description = "The webhook, with the new `secret` shown this once", body = types::Webhook),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The webhook's auth is not hmac", body = ErrorBody)))]
 async fn rotate_webhook_secret(
     State(s): State<AppState>,
     Path(fleet): Path<String>,
     JsonBody(body): JsonBody<RotateBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::Webhook>, ApiError> {
     let fleet_id = parse_id(&fleet, "fleet")?;
     let until = grace_until(body.grace_seconds)?;
     let hook = s

@@ -24,6 +24,16 @@ pub struct Conn {
     pub json: bool,
 }
 
+/// An answer read into its wire type (`crate::api::types`), so that a field the CLI relies on
+/// and the server stopped sending is an error naming it rather than a silent `-`.
+pub fn typed<T: serde::de::DeserializeOwned>(answer: &Value) -> CliResult<T> {
+    T::deserialize(answer).map_err(|e| {
+        CliError::Api(format!(
+            "the server's answer is not what this client expects ({e}); are both the same version?"
+        ))
+    })
+}
+
 /// Why a client command failed; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

@@ -24,6 +24,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::api::types::{Accepted, Run, RunPage, RunStatus};
+
 pub use apply::ApplyArgs;
 pub use client::{CliError, CliResult, Client, Conn};
 
@@ -393,16 +395,16 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
                 print_json(&page);
                 return Ok(0);
             }
-            let rows: Vec<Vec<String>> = page["runs"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let page: RunPage = client::typed(&page)?;
+            let rows: Vec<Vec<String>> = page
+                .runs
+                .iter()
                 .map(|r| {
                     vec![
-                        text(&r["id"]),
-                        text(&r["status"]),
-                        text(&r["fleet_id"]),
-                        text(&r["created_at"]),
+                        r.id.to_string(),
+                        name(&r.status),
+                        r.fleet_id.to_string(),
+                        r.created_at.clone(),
                         duration(r),
                     ]
                 })
@@ -417,14 +419,14 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
             if args.conn.json {
                 print_json(&r);
             } else {
-                print!("{}", render_run(&r));
+                print!("{}", render_run(&client::typed(&r)?));
             }
         }
         RunsCommand::Logs { run, follow: false } => {
-            let r = client.get(&format!("/runs/{run}")).await?;
-            for v in r["vessels"].as_array().into_iter().flatten() {
-                print!("{}", v["stdout"].as_str().unwrap_or_default());
-                eprint!("{}", v["stderr"].as_str().unwrap_or_default());
+            let r: Run = client::typed(&client.get(&format!("/runs/{run}")).await?)?;
+            for v in &r.vessels {
+                print!("{}", v.stdout);
+                eprint!("{}", v.stderr);
             }
         }
         RunsCommand::Logs { run, follow: true } => {
@@ -462,7 +464,8 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
             if args.conn.json {
                 print_json(&r);
             } else {
-                println!("run {run}: {}", text(&r["status"]));
+                let r: Run = client::typed(&r)?;
+                println!("run {run}: {}", name(&r.status));
             }
         }
         RunsCommand::Replay { run, from } => {
@@ -480,7 +483,8 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
             if args.conn.json {
                 print_json(&r);
             } else {
-                println!("{}", text(&r["data"]["fleet_run_id"]));
+                let r: Accepted = client::typed(&r)?;
+                println!("{}", r.data.fleet_run_id);
             }
         }
     }
@@ -488,53 +492,48 @@ async fn runs(args: &RunsArgs) -> CliResult<i32> {
 }
 
 /// Seconds from start to finish of a run, when it has both.
-fn duration(r: &Value) -> String {
-    let at = |k: &str| {
-        r[k].as_str()
+fn duration(r: &Run) -> String {
+    let at = |t: &Option<String>| {
+        t.as_deref()
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
     };
-    match (at("started_at"), at("finished_at")) {
+    match (at(&r.started_at), at(&r.finished_at)) {
         (Some(a), Some(b)) => format!("{:.3}s", (b - a).num_milliseconds() as f64 / 1000.0),
         _ => "-".into(),
     }
 }
 
 /// A run for people: its facts, then each vessel with its logs.
-fn render_run(r: &Value) -> String {
+fn render_run(r: &Run) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "run:      {}", text(&r["id"]));
-    let _ = writeln!(out, "fleet:    {}", text(&r["fleet_id"]));
-    let _ = writeln!(out, "status:   {}", text(&r["status"]));
-    let _ = writeln!(out, "attempt:  {}", text(&r["attempt"]));
-    let _ = writeln!(out, "request:  {}", text(&r["request"]["id"]));
-    let _ = writeln!(out, "created:  {}", text(&r["created_at"]));
-    let _ = writeln!(out, "started:  {}", text(&r["started_at"]));
-    let _ = writeln!(out, "finished: {}", text(&r["finished_at"]));
-    if !r["error"].is_null() {
-        let _ = writeln!(
-            out,
-            "error:    {} ({})",
-            text(&r["error"]),
-            text(&r["reason"])
-        );
+    let _ = writeln!(out, "run:      {}", r.id);
+    let _ = writeln!(out, "fleet:    {}", r.fleet_id);
+    let _ = writeln!(out, "status:   {}", name(&r.status));
+    let _ = writeln!(out, "attempt:  {}", r.attempt);
+    let _ = writeln!(out, "request:  {}", r.request.id);
+    let _ = writeln!(out, "created:  {}", r.created_at);
+    let _ = writeln!(out, "started:  {}", name(&r.started_at));
+    let _ = writeln!(out, "finished: {}", name(&r.finished_at));
+    if let Some(error) = &r.error {
+        let _ = writeln!(out, "error:    {error} ({})", name(&r.reason));
     }
-    if let Some(vars) = r["variables"].as_object().filter(|v| !v.is_empty()) {
+    if !r.variables.is_empty() {
         let _ = writeln!(out, "variables:");
-        for (k, v) in vars {
-            let _ = writeln!(out, "  {k} = {}", text(v));
+        for (k, v) in &r.variables {
+            let _ = writeln!(out, "  {k} = {v}");
         }
     }
-    let vessels = r["vessels"].as_array().cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = vessels
+    let rows: Vec<Vec<String>> = r
+        .vessels
         .iter()
         .map(|v| {
             vec![
-                text(&v["name"]),
-                text(&v["status"]),
-                text(&v["exit_code"]),
-                text(&v["reason"]),
-                text(&v["fuel_used"]),
-                text(&v["duration_ms"]),
+                v.name.clone(),
+                name(&v.status),
+                name(&v.exit_code),
+                name(&v.reason),
+                v.fuel_used.to_string(),
+                name(&v.duration_ms),
             ]
         })
         .collect();
@@ -542,14 +541,14 @@ fn render_run(r: &Value) -> String {
         &["VESSEL", "STATUS", "EXIT", "REASON", "FUEL", "MS"],
         &rows,
     ));
-    for v in &vessels {
-        for (stream, label) in [
-            ("error", "error"),
-            ("stdout", "stdout"),
-            ("stderr", "stderr"),
+    for v in &r.vessels {
+        for (t, label) in [
+            (v.error.as_deref(), "error"),
+            (Some(v.stdout.as_str()), "stdout"),
+            (Some(v.stderr.as_str()), "stderr"),
         ] {
-            if let Some(t) = v[stream].as_str().filter(|t| !t.is_empty()) {
-                let _ = writeln!(out, "{} {label}:", text(&v["name"]));
+            if let Some(t) = t.filter(|t| !t.is_empty()) {
+                let _ = writeln!(out, "{} {label}:", v.name);
                 for line in t.lines() {
                     let _ = writeln!(out, "  {line}");
                 }
@@ -557,6 +556,11 @@ fn render_run(r: &Value) -> String {
         }
     }
     out
+}
+
+/// A wire value as a table cell: its JSON form, strings unquoted, null as `-`.
+fn name(v: &impl serde::Serialize) -> String {
+    text(&serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
 fn read_payload(args: &TriggerArgs) -> CliResult<(Vec<u8>, String)> {
@@ -606,12 +610,13 @@ async fn trigger(args: &TriggerArgs) -> CliResult<i32> {
             status.as_u16()
         )));
     }
-    let run_id = text(&answer["data"]["fleet_run_id"]);
+    let accepted: Accepted = client::typed(&answer)?;
+    let run_id = accepted.data.fleet_run_id;
     if !args.wait {
         if args.conn.json {
             print_json(&answer);
         } else {
-            println!("request {}", text(&answer["request"]["id"]));
+            println!("request {}", accepted.request.id);
             println!("run     {run_id}");
         }
         return Ok(0);
@@ -621,15 +626,16 @@ async fn trigger(args: &TriggerArgs) -> CliResult<i32> {
     }
     let started = Instant::now();
     let deadline = args.timeout.map(Duration::from_secs);
-    let run = loop {
-        let run = client.get(&format!("/runs/{run_id}")).await?;
-        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
-            break run;
+    let (answer, run) = loop {
+        let answer = client.get(&format!("/runs/{run_id}")).await?;
+        let run: Run = client::typed(&answer)?;
+        if !matches!(run.status, RunStatus::Queued | RunStatus::Running) {
+            break (answer, run);
         }
         if deadline.is_some_and(|d| started.elapsed() >= d) {
             eprintln!(
                 "wharf: run {run_id} is still {} after {}s",
-                text(&run["status"]),
+                name(&run.status),
                 args.timeout.unwrap_or_default()
             );
             return Ok(EXIT_TIMEOUT);
@@ -637,13 +643,13 @@ async fn trigger(args: &TriggerArgs) -> CliResult<i32> {
         tokio::time::sleep(POLL).await;
     };
     if args.conn.json {
-        print_json(&run);
+        print_json(&answer);
     } else {
         print!("{}", render_run(&run));
     }
-    Ok(match run["status"].as_str() {
-        Some("succeeded") => 0,
-        Some("cancelled") => EXIT_CANCELLED,
+    Ok(match run.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Cancelled => EXIT_CANCELLED,
         _ => EXIT_FAILED,
     })
 }

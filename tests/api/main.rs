@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod cli;
 mod client;
+mod contract;
 mod crash;
 mod destinations;
 mod events;

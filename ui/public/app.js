@@ -50,7 +50,7 @@ function toast(message, kind = "info") {
 
 const STATUS_MARK = {
   succeeded: "✓", failed: "✕", running: "◐", queued: "○", cancelled: "⊘",
-  skipped: "↷", pending: "·", delivered: "✓", dead: "✕",
+  skipped: "↷", pending: "·", delivered: "✓",
 };
 
 // A status as a word and a mark, coloured: the colour never carries the meaning alone.

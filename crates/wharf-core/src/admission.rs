@@ -69,7 +69,13 @@ impl RateLimit {
             let raw = map
                 .get(name)
                 .ok_or_else(|| format!("rate_limit.{name} is missing"))?;
+            // `3.0` is the whole number JSON Schema says it is.
             raw.as_u64()
+                .or_else(|| {
+                    raw.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=f64::from(max)).contains(f))
+                        .map(|f| f as u64)
+                })
                 .filter(|n| (1..=u64::from(max)).contains(n))
                 .map(|n| n as u32)
                 .ok_or_else(|| {
