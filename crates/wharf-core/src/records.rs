@@ -309,6 +309,7 @@ impl Pruned {
 }
 
 /// Status of a fleet run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -351,6 +352,7 @@ impl RunStatus {
 
 /// Why a run ended as it did, or went back to the queue — beside its status, for the cases the
 /// status alone does not tell (a vessel's own failure has its reason on the vessel run).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunReason {
@@ -589,6 +591,7 @@ pub struct Finish {
 // Deliveries.
 
 /// Where a delivery is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {

@@ -34,6 +34,7 @@ const MIN_GIVEN_SECRET: usize = 16;
 const MAX_GIVEN_SECRET: usize = 512;
 
 /// A provider's signature format.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HmacScheme {

@@ -13,6 +13,7 @@ pub use limits::{Limits, LimitsDoc};
 pub use payload::{JsonForm, Payload, PayloadKind, value_to_var};
 
 /// The two kinds of vessel code.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VesselKind {
@@ -33,6 +34,7 @@ impl VesselKind {
 }
 
 /// Why a vessel run failed. The names are part of the public contract.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
@@ -99,6 +101,7 @@ pub enum LogStream {
 }
 
 /// Terminal status of one vessel run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VesselStatus {
