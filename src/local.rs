@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::fleet::{FleetDoc, read_fleet_file};
 use crate::sandbox::{RequestMeta, Sandbox, SandboxConfig, VesselStatus};
-use crate::scheduler::{FleetOutcome, PrepareError, Scheduler, SchedulerConfig};
+use crate::scheduler::{FleetIds, FleetOutcome, PrepareError, Scheduler, SchedulerConfig};
 use crate::store::{RunStatus, Store, sqlite::SqliteStore};
 
 /// Arguments of `wharf run`.
@@ -123,7 +123,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<LocalRun> {
         headers,
         query: args.query.iter().cloned().collect(),
     };
-    let ids = ["local", "local", "local"].map(String::from);
+    let ids = FleetIds::local();
     let dry = scheduler.dry_run(&spec, ids, request, body.into()).await;
     Ok(LocalRun {
         exit_code: exit_code(&dry.outcome),

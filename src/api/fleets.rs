@@ -14,7 +14,7 @@ use super::webhooks::webhook_json;
 use super::{ApiError, AppState, Created, ErrorBody, JsonBody, parse_id};
 use crate::fleet::FleetDoc;
 use crate::sandbox::VesselKind;
-use crate::scheduler::PrepareError;
+use crate::scheduler::{FleetIds, PrepareError};
 use crate::store::Fleet;
 use crate::util::rfc3339;
 
@@ -187,7 +187,7 @@ async fn dry_run(
     let fleet = s.store.fleet(parse_id(&fleet, "fleet")?).await?;
     let request_id = uuid::Uuid::now_v7();
     let request = super::ingress::describe(request_id, &method, &uri, &headers);
-    let ids = [fleet.org_id, fleet.project_id, fleet.id].map(|id| id.to_string());
+    let ids = FleetIds::of(&fleet);
     let dry = s.scheduler.dry_run(&fleet.spec, ids, request, body).await;
     Ok(Json(DryRunReport(dry.report)))
 }

@@ -10,10 +10,9 @@ use super::listing::{RunsQuery, next_before};
 pub(super) use super::types::RunPage;
 use super::types::{Accepted, Queued, ReplayBody, RequestRef, Run};
 use super::{ApiError, AppState, Created, ErrorBody, JsonBody, QueryParams, parse_id};
-use crate::scheduler::planner::Plan;
-use crate::store::{
-    Admission, CancelOutcome, Replay, RequestRecord, RunRecord, RunStatus, StoreError, VesselRun,
-};
+use crate::scheduler::planner::ResumeError;
+use crate::scheduler::runs::RunError;
+use crate::store::{RequestRecord, RunRecord};
 
 /// The routes of runs, and of the deliveries a run made.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -64,12 +63,9 @@ async fn get_run(
     Ok(Json(doc))
 }
 
-/// How long a cancel of a running run waits for the run to end before answering.
-const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Cancels a queued run at once, or a running one through the worker holding it, and answers
 /// with the run: `cancelled`, or still `running` with `cancel_requested` if its worker did not
-/// end it within [`CANCEL_WAIT`] (it will). `409` for a run that had already ended.
+/// end it within [`CANCEL_WAIT`](crate::scheduler::runs::CANCEL_WAIT) (it will). `409` for a run that had already ended.
 #[utoipa::path(post, path = "/runs/{run}/cancel", tag = "runs",
     params(("run" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 200, description = "The run, cancelled (or still running with `cancel_requested`)", body = Run),
@@ -79,45 +75,7 @@ async fn cancel_run(
     State(s): State<AppState>,
     Path(run): Path<String>,
 ) -> Result<Json<Run>, ApiError> {
-    let id = parse_id(&run, "run")?;
-    let (record, _) = s.store.run(id).await?;
-    // What a queued run records: what it carried over, and every other vessel cancelled.
-    let mut vessels = record.vessels.clone();
-    if let Ok(fleet) = s.store.fleet(record.fleet_id).await {
-        for v in &fleet.spec.vessels {
-            if !vessels.iter().any(|r| r.name == v.name) {
-                vessels.push(VesselRun::not_run(
-                    &v.name,
-                    crate::sandbox::VesselOutcome::not_run(
-                        crate::sandbox::VesselStatus::Cancelled,
-                        Some(crate::sandbox::FailureReason::Cancelled),
-                        None,
-                    ),
-                ));
-            }
-        }
-    }
-    match s.store.cancel(id, &vessels).await? {
-        CancelOutcome::Finished(status) => {
-            return Err(ApiError::Conflict(format!(
-                "run {id} has already ended ({}); only a queued or running run can be cancelled",
-                status.as_str()
-            )));
-        }
-        CancelOutcome::Cancelled => {}
-        CancelOutcome::Requested => {
-            s.scheduler.cancel_local(id);
-            let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
-            while tokio::time::Instant::now() < deadline {
-                let (run, _) = s.store.run(id).await?;
-                if !matches!(run.status, RunStatus::Queued | RunStatus::Running) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        }
-    }
-    let (run, request) = s.store.run(id).await?;
+    let (run, request) = s.scheduler.cancel_run(parse_id(&run, "run")?).await?;
     Ok(Json(run_json(&run, Some(&request))))
 }
 
@@ -136,87 +94,42 @@ async fn replay_run(
     Path(run): Path<String>,
     JsonBody(body): JsonBody<ReplayBody>,
 ) -> Result<Created<Accepted>, ApiError> {
-    let id = parse_id(&run, "run")?;
-    let (source, _) = s.store.run(id).await?;
-    let fleet = match s.store.fleet(source.fleet_id).await {
-        Err(StoreError::NotFound(_)) => {
-            return Err(ApiError::Conflict(
-                "the run's fleet has been deleted; there is nothing to replay it on".into(),
-            ));
-        }
-        other => other?,
-    };
-    let (carried, resumed_from) = match body.from {
-        None => (Vec::new(), None),
-        Some(from) => {
-            let spec = &fleet.spec;
-            let Some(index) = spec.vessels.iter().position(|v| v.name == from) else {
-                let names: Vec<&str> = spec.vessels.iter().map(|v| v.name.as_str()).collect();
-                return Err(ApiError::BadRequest(format!(
-                    "from: the fleet has no vessel {from:?} (it has {})",
-                    names.join(", ")
-                )));
-            };
-            if matches!(source.status, RunStatus::Queued | RunStatus::Running) {
-                return Err(ApiError::Conflict(format!(
-                    "run {id} is still {}; resume a run that has ended",
-                    source.status.as_str()
-                )));
-            }
-            let rerun: Vec<&str> = Plan::new(spec)
-                .downstream_of(index)
-                .into_iter()
-                .map(|i| spec.vessels[i].name.as_str())
-                .collect();
-            let carried = source
-                .vessels
-                .iter()
-                .filter(|v| !rerun.contains(&v.name.as_str()))
-                .filter(|v| spec.vessels.iter().any(|s| s.name == v.name))
-                .filter(|v| {
-                    use crate::sandbox::VesselStatus::*;
-                    matches!(v.outcome.status, Succeeded | Failed | Skipped)
-                })
-                .map(|v| VesselRun {
-                    carried_over: true,
-                    ..v.clone()
-                })
-                .collect();
-            (carried, Some(from))
-        }
-    };
-    let run_id = uuid::Uuid::now_v7();
-    let replay = Replay {
-        source: id,
-        run_id,
-        resumed_from,
-        carried,
-        policy: fleet.spec.concurrency.policy,
-    };
-    match s.store.replay(replay).await? {
-        Admission::Queued => s.scheduler.wake(),
-        // A replay is no webhook call: only the policy can refuse it.
-        _ => {
-            return Err(ApiError::Busy(
-                "the fleet already has a run queued or running".into(),
-            ));
-        }
-    }
+    let replayed = s
+        .scheduler
+        .replay_run(parse_id(&run, "run")?, body.from)
+        .await?;
+    let fleet = &replayed.fleet;
     Ok((
         StatusCode::CREATED,
         Json(Accepted {
             request: RequestRef {
-                id: source.request_id,
+                id: replayed.source.request_id,
             },
             data: Queued {
                 fleet_id: fleet.id,
                 project_id: fleet.project_id,
                 org_id: fleet.org_id,
-                fleet_run_id: run_id,
-                replay_of: Some(id),
+                fleet_run_id: replayed.run_id,
+                replay_of: Some(replayed.source.id),
             },
         }),
     ))
+}
+
+/// The one place the rules' refusals become statuses.
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Store(e) => e.into(),
+            RunError::Resume(ResumeError::UnknownVessel { .. }) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            RunError::Ended { .. }
+            | RunError::FleetDeleted
+            | RunError::Resume(ResumeError::NotEnded { .. }) => ApiError::Conflict(e.to_string()),
+            RunError::Busy => ApiError::Busy(e.to_string()),
+        }
+    }
 }
 
 /// A run as the API shows it; the field names are part of the contract.

@@ -4,7 +4,8 @@
 //!   recording ends in batches, one reaper for runs whose worker died;
 //! - [`planner`]: pure — which vessels may start, which are skipped, how the run ends;
 //! - `execute`: one fleet run — parallel vessels, retries, cancel, fenced progress;
-//! - [`pool`]: the vessel threads, sized to the cores, with a slow lane.
+//! - [`pool`]: the vessel threads, sized to the cores, with a slow lane;
+//! - [`runs`]: cancelling and replaying a run, for the admin API.
 //!
 //! Executions are tokio tasks that only wait; vessels run on the pool's threads. A claimed run
 //! carries a fenced lease; if this process dies, the lease runs out and the run is attempted
@@ -15,6 +16,7 @@ pub mod events;
 mod execute;
 pub mod planner;
 pub mod pool;
+pub mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +96,38 @@ pub struct DryRun {
     /// The answer of the dry-run endpoint (and of `wharf run --json`): `dry_run`, `fleet_id`,
     /// `status`, `variables`, `request`, `vessels`.
     pub report: serde_json::Value,
+}
+
+/// The org, project and fleet a dry run gives its vessels as their run's ids.
+#[derive(Debug, Clone)]
+pub struct FleetIds {
+    /// The fleet's org.
+    pub org_id: String,
+    /// The fleet's project.
+    pub project_id: String,
+    /// The fleet.
+    pub fleet_id: String,
+}
+
+impl FleetIds {
+    /// The ids of a stored fleet.
+    pub fn of(fleet: &crate::store::Fleet) -> Self {
+        FleetIds {
+            org_id: fleet.org_id.to_string(),
+            project_id: fleet.project_id.to_string(),
+            fleet_id: fleet.id.to_string(),
+        }
+    }
+
+    /// `local` for each: a fleet run by `wharf run` belongs to no org or project.
+    pub fn local() -> Self {
+        let local = || "local".to_owned();
+        FleetIds {
+            org_id: local(),
+            project_id: local(),
+            fleet_id: local(),
+        }
+    }
 }
 
 /// Why a fleet document was not accepted.
@@ -240,16 +274,20 @@ impl Scheduler {
 
     /// Runs a fleet on a request without queuing or recording anything: what a run would record.
     /// The server's dry-run endpoint and `wharf run` both come through here, so a dry run takes
-    /// exactly the path of a real one minus the store writes. `ids` names the fleet's org,
-    /// project and fleet; the run id is fresh and the attempt is 1.
+    /// exactly the path of a real one minus the store writes. The run id is fresh and the
+    /// attempt is 1.
     pub async fn dry_run(
         &self,
         spec: &FleetSpec,
-        ids: [String; 3],
+        ids: FleetIds,
         request: RequestMeta,
         body: bytes::Bytes,
     ) -> DryRun {
-        let [org_id, project_id, fleet_id] = ids;
+        let FleetIds {
+            org_id,
+            project_id,
+            fleet_id,
+        } = ids;
         let report_request = serde_json::json!({
             "id": request.id, "method": request.method, "content_type": request.content_type,
             "headers": request.headers, "query": request.query, "body_size": body.len(),

@@ -12,10 +12,14 @@
 //! of them left success paths; `failure` — at least one left a failure path; `always` — in any
 //! case. A vessel whose `when` does not hold is skipped. A fleet has at most 64 vessels, so sets
 //! of vessels are bit masks.
+//!
+//! Two rules about whole runs live here too, for the same reason: what a queued run records
+//! when it is cancelled ([`cancelled_vessels`]), and what a resume carries over
+//! ([`resume_plan`]).
 
 use crate::fleet::{FleetSpec, When};
-use crate::sandbox::VesselStatus;
-use crate::store::RunStatus;
+use crate::sandbox::{FailureReason, VesselOutcome, VesselStatus};
+use crate::store::{RunRecord, RunStatus, VesselRun};
 
 /// Where a vessel is in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +187,89 @@ impl Plan {
     }
 }
 
+/// What a queued run records when it is cancelled before it ran: the vessel runs it carried
+/// over (a resume's), then every other vessel of its fleet as `cancelled`. `spec` is `None`
+/// when the fleet has been deleted: the run keeps only what it recorded.
+pub fn cancelled_vessels(recorded: &[VesselRun], spec: Option<&FleetSpec>) -> Vec<VesselRun> {
+    let mut vessels = recorded.to_vec();
+    for v in spec.map_or(&[][..], |s| &s.vessels) {
+        if !recorded.iter().any(|r| r.name == v.name) {
+            vessels.push(VesselRun::not_run(
+                &v.name,
+                VesselOutcome::not_run(
+                    VesselStatus::Cancelled,
+                    Some(FailureReason::Cancelled),
+                    None,
+                ),
+            ));
+        }
+    }
+    vessels
+}
+
+/// Why a run cannot be resumed from a vessel.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResumeError {
+    /// The fleet has no vessel of that name.
+    #[error("from: the fleet has no vessel {from:?} (it has {})", vessels.join(", "))]
+    UnknownVessel {
+        /// The name asked for.
+        from: String,
+        /// The fleet's vessels, in order.
+        vessels: Vec<String>,
+    },
+    /// The run is still queued or running: what it will record is not known yet.
+    #[error("run {run} is still {}; resume a run that has ended", status.as_str())]
+    NotEnded {
+        /// The run.
+        run: uuid::Uuid,
+        /// Its status.
+        status: RunStatus,
+    },
+}
+
+/// The vessel runs a resume of `source` from vessel `from` carries over instead of running
+/// again, each marked `carried_over`: those the source recorded as ended (succeeded, failed or
+/// skipped) for vessels the fleet still has, except `from` and everything downstream of it.
+/// The fleet's current graph decides what is downstream, since the resume runs it.
+pub fn resume_plan(
+    spec: &FleetSpec,
+    source: &RunRecord,
+    from: &str,
+) -> Result<Vec<VesselRun>, ResumeError> {
+    let Some(index) = spec.vessels.iter().position(|v| v.name == from) else {
+        return Err(ResumeError::UnknownVessel {
+            from: from.to_owned(),
+            vessels: spec.vessels.iter().map(|v| v.name.clone()).collect(),
+        });
+    };
+    if matches!(source.status, RunStatus::Queued | RunStatus::Running) {
+        return Err(ResumeError::NotEnded {
+            run: source.id,
+            status: source.status,
+        });
+    }
+    let rerun: Vec<&str> = Plan::new(spec)
+        .downstream_of(index)
+        .into_iter()
+        .map(|i| spec.vessels[i].name.as_str())
+        .collect();
+    Ok(source
+        .vessels
+        .iter()
+        .filter(|v| !rerun.contains(&v.name.as_str()))
+        .filter(|v| spec.vessels.iter().any(|s| s.name == v.name))
+        .filter(|v| {
+            use VesselStatus::*;
+            matches!(v.outcome.status, Succeeded | Failed | Skipped)
+        })
+        .map(|v| VesselRun {
+            carried_over: true,
+            ..v.clone()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +434,148 @@ mod tests {
         assert_eq!(p.downstream_of(1), vec![1, 3]);
         assert_eq!(p.downstream_of(0), vec![0, 1, 2, 3]);
         assert!(p.is_upstream(0, 3) && !p.is_upstream(2, 3));
+    }
+
+    fn spec(vessels: serde_json::Value) -> FleetSpec {
+        let doc: FleetDoc =
+            serde_json::from_value(serde_json::json!({"name": "f", "vessels": vessels})).unwrap();
+        doc.parse().unwrap().spec
+    }
+
+    fn ran(name: &str, status: VesselStatus) -> VesselRun {
+        VesselRun::not_run(name, VesselOutcome::not_run(status, None, None))
+    }
+
+    fn record(status: RunStatus, vessels: Vec<VesselRun>) -> RunRecord {
+        RunRecord {
+            id: uuid::Uuid::nil(),
+            fleet_id: uuid::Uuid::nil(),
+            request_id: uuid::Uuid::nil(),
+            status,
+            attempt: 1,
+            variables: Default::default(),
+            vessels,
+            error: None,
+            reason: None,
+            lost_attempts: Vec::new(),
+            replay_of: None,
+            resumed_from: None,
+            cancel_requested: false,
+            concurrency_key: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn names_and_statuses(runs: &[VesselRun]) -> Vec<(&str, VesselStatus, bool)> {
+        runs.iter()
+            .map(|r| (r.name.as_str(), r.outcome.status, r.carried_over))
+            .collect()
+    }
+
+    #[test]
+    fn a_cancelled_queued_run_keeps_what_it_carried_and_cancels_the_rest() {
+        let fleet = spec(serde_json::json!([
+            v("a", None, "success"),
+            v("b", Some(&["a"]), "success"),
+            v("c", Some(&["b"]), "success")
+        ]));
+        let carried = vec![VesselRun {
+            carried_over: true,
+            ..ran("a", Succeeded)
+        }];
+        let vessels = cancelled_vessels(&carried, Some(&fleet));
+        assert_eq!(
+            names_and_statuses(&vessels),
+            [
+                ("a", Succeeded, true),
+                ("b", VesselStatus::Cancelled, false),
+                ("c", VesselStatus::Cancelled, false)
+            ]
+        );
+        assert!(
+            vessels[1..]
+                .iter()
+                .all(|v| v.outcome.reason == Some(FailureReason::Cancelled))
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_of_a_deleted_fleet_keeps_only_what_it_recorded() {
+        let carried = vec![ran("a", Failed)];
+        let vessels = cancelled_vessels(&carried, None);
+        assert_eq!(names_and_statuses(&vessels), [("a", Failed, false)]);
+    }
+
+    /// a → b → c, and d after a: what a resume from `from` carries over of `source`.
+    fn resume(source: &RunRecord, from: &str) -> Result<Vec<VesselRun>, ResumeError> {
+        let fleet = spec(serde_json::json!([
+            v("a", None, "success"),
+            v("b", Some(&["a"]), "success"),
+            v("c", Some(&["b"]), "always"),
+            v("d", Some(&["a"]), "success")
+        ]));
+        resume_plan(&fleet, source, from)
+    }
+
+    #[test]
+    fn a_resume_carries_over_what_is_not_downstream_of_its_vessel() {
+        let source = record(
+            RunStatus::Failed,
+            vec![
+                ran("a", Succeeded),
+                ran("b", Failed),
+                ran("c", Skipped),
+                ran("d", Failed),
+                // A vessel the fleet no longer has is not carried into the new run.
+                ran("gone", Succeeded),
+            ],
+        );
+        let carried = resume(&source, "b").unwrap();
+        assert_eq!(
+            names_and_statuses(&carried),
+            [("a", Succeeded, true), ("d", Failed, true)]
+        );
+        assert!(resume(&source, "a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_resume_does_not_carry_over_vessels_that_did_not_end() {
+        let source = record(
+            RunStatus::Cancelled,
+            vec![
+                ran("a", Succeeded),
+                ran("d", VesselStatus::Cancelled),
+                ran("c", VesselStatus::Running),
+            ],
+        );
+        let carried = resume(&source, "b").unwrap();
+        assert_eq!(names_and_statuses(&carried), [("a", Succeeded, true)]);
+    }
+
+    #[test]
+    fn a_resume_from_an_unknown_vessel_names_the_fleets_vessels() {
+        let err = resume(&record(RunStatus::Running, Vec::new()), "z").unwrap_err();
+        assert!(matches!(&err, ResumeError::UnknownVessel { from, .. } if from == "z"));
+        assert_eq!(
+            err.to_string(),
+            "from: the fleet has no vessel \"z\" (it has a, b, c, d)"
+        );
+    }
+
+    #[test]
+    fn only_a_run_that_has_ended_can_be_resumed() {
+        for status in [RunStatus::Queued, RunStatus::Running] {
+            let err = resume(&record(status, Vec::new()), "b").unwrap_err();
+            assert!(matches!(err, ResumeError::NotEnded { status: s, .. } if s == status));
+        }
+        for status in [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ] {
+            assert!(resume(&record(status, Vec::new()), "b").is_ok());
+        }
     }
 }
