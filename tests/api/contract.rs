@@ -58,6 +58,8 @@ async fn schemathesis_finds_no_server_error_and_nothing_the_document_does_not_sa
             .args(["--request-timeout", "30"])
             .args(["--report", "junit", "--report-junit-path"])
             .arg(&junit)
+            // Schemathesis keeps a cache in its working directory: not in the repository.
+            .current_dir(report.path())
             .env("NO_COLOR", "1")
             .env("SCHEMATHESIS_TELEMETRY", "false")
             .output();
