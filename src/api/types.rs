@@ -219,6 +219,7 @@ pub struct DeliveryAttempt {
     /// 1 for the first.
     pub attempt: u32,
     /// When it started.
+    #[schema(format = DateTime)]
     pub at: String,
     /// The answer's status code; null when there was no answer.
     pub status_code: Option<u16>,
@@ -262,10 +263,13 @@ pub struct Delivery {
     /// Attempts allowed before it fails.
     pub max_attempts: u32,
     /// When the next attempt is due; null once delivered or failed.
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
     /// Created at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Delivered or failed at.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
 }
 
@@ -385,10 +389,13 @@ pub struct ApiKey {
     /// The key's first characters; null for a key made before prefixes were kept.
     pub prefix: Option<String>,
     /// Created at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last used at (at most about a minute late); null if never.
+    #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
     /// Revoked at; null while valid.
+    #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
 }
 
@@ -428,8 +435,10 @@ impl From<crate::auth::hmac::HmacScheme> for HmacScheme {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SecretTimes {
     /// Set at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Accepted until (a rotated-away secret in its grace period); null for the current one.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -534,12 +543,14 @@ pub struct Webhook {
     /// The header calls are deduplicated by; null when none.
     pub deduplicate: Option<Deduplicate>,
     /// Created at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// The URL before the last rotation, while it is still accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_url: Option<String>,
     /// Until when the previous URL is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub previous_url_until: Option<String>,
     /// An `hmac` secret set by this call, shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -715,6 +726,7 @@ pub struct RunRequest {
     pub content_type: Option<String>,
     /// Received at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub received_at: Option<String>,
     /// Headers with lower-cased names; secrets redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -741,6 +753,7 @@ pub struct VesselAttempt {
     /// Error message.
     pub error: Option<String>,
     /// Started at.
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
     /// How long it ran.
     pub duration_ms: f64,
@@ -777,8 +790,10 @@ pub struct VesselRun {
     /// Earlier attempts that failed and were retried, or whose worker was lost.
     pub attempts: Vec<VesselAttempt>,
     /// When the (last) attempt started.
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
     /// When it ended.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     /// Recorded by an earlier run (resume) or attempt, not run again; absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -854,10 +869,13 @@ pub struct Run {
     /// The value of its fleet's concurrency key variable, for a keyed policy.
     pub concurrency_key: Option<String>,
     /// Queued at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Claimed at (latest attempt).
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
     /// Finished at.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     /// Per destination, its deliveries (the single-run answer only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -945,8 +963,10 @@ pub struct Fleet {
     /// Its webhook; null when it has none.
     pub webhook: Option<Webhook>,
     /// Created at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last replaced at.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 

@@ -24,7 +24,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api::types::{Accepted, Run, RunPage, RunStatus};
+use crate::api::types::{Accepted, Fleet, Run, RunPage, RunStatus, Webhook};
 
 pub use apply::ApplyArgs;
 pub use client::{CliError, CliResult, Client, Conn};
@@ -294,13 +294,17 @@ async fn fleets(args: &FleetsArgs) -> CliResult<i32> {
                 print_json(&f);
                 return Ok(0);
             }
-            println!("fleet:       {} ({})", text(&f["name"]), text(&f["id"]));
-            println!("project:     {}", text(&f["project_id"]));
-            println!("org:         {}", text(&f["org_id"]));
+            let typed: Fleet = client::typed(&f)?;
+            println!("fleet:       {} ({})", text(&f["name"]), typed.id);
+            println!("project:     {}", typed.project_id);
+            println!("org:         {}", typed.org_id);
             println!("concurrency: {}", text(&f["concurrency"]));
-            println!("webhook:     {}", text(&f["webhook"]["url"]));
-            println!("created:     {}", text(&f["created_at"]));
-            println!("updated:     {}", text(&f["updated_at"]));
+            println!(
+                "webhook:     {}",
+                typed.webhook.as_ref().map_or("-", |w| w.url.as_str())
+            );
+            println!("created:     {}", typed.created_at);
+            println!("updated:     {}", typed.updated_at);
             if let Some(vars) = f["variables"].as_object().filter(|v| !v.is_empty()) {
                 println!("variables:");
                 for (k, v) in vars {
@@ -367,7 +371,8 @@ async fn webhook(args: &WebhookArgs) -> CliResult<i32> {
     } else if verb == "rm" {
         println!("webhook of fleet {} removed", text(&f["name"]));
     } else {
-        println!("{}", text(&answer["url"]));
+        let hook: Webhook = client::typed(&answer)?;
+        println!("{}", hook.url);
     }
     Ok(0)
 }
