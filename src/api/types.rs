@@ -12,6 +12,12 @@ use uuid::Uuid;
 
 use crate::util::rfc3339;
 
+/// The domain's statuses, reasons and schemes, on the wire as they are stored (their schemas come
+/// from the core's `openapi` feature).
+pub use crate::auth::hmac::HmacScheme;
+pub use crate::sandbox::{FailureReason, VesselStatus};
+pub use crate::store::{DeliveryStatus, RunReason, RunStatus};
+
 /// `GET /healthz`: `{"status": "ok"}` while the process serves HTTP.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -88,131 +94,6 @@ pub enum IngressBadRequest {
     Refused(IngressError),
 }
 
-/// Status of a fleet run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker holds it.
-    Running,
-    /// Every vessel that ran succeeded.
-    Succeeded,
-    /// A vessel failed.
-    Failed,
-    /// Cancelled before the end.
-    Cancelled,
-}
-
-impl From<crate::store::RunStatus> for RunStatus {
-    fn from(s: crate::store::RunStatus) -> Self {
-        use crate::store::RunStatus as S;
-        match s {
-            S::Queued => RunStatus::Queued,
-            S::Running => RunStatus::Running,
-            S::Succeeded => RunStatus::Succeeded,
-            S::Failed => RunStatus::Failed,
-            S::Cancelled => RunStatus::Cancelled,
-        }
-    }
-}
-
-/// Status of a vessel run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VesselStatus {
-    /// Not started yet.
-    Pending,
-    /// Started, not finished.
-    Running,
-    /// Exit status 0.
-    Succeeded,
-    /// Any failure; see the reason.
-    Failed,
-    /// Not run because of its `when` condition.
-    Skipped,
-    /// Not run or stopped because the fleet run was cancelled.
-    Cancelled,
-}
-
-impl From<crate::sandbox::VesselStatus> for VesselStatus {
-    fn from(s: crate::sandbox::VesselStatus) -> Self {
-        use crate::sandbox::VesselStatus as S;
-        match s {
-            S::Pending => VesselStatus::Pending,
-            S::Running => VesselStatus::Running,
-            S::Succeeded => VesselStatus::Succeeded,
-            S::Failed => VesselStatus::Failed,
-            S::Skipped => VesselStatus::Skipped,
-            S::Cancelled => VesselStatus::Cancelled,
-        }
-    }
-}
-
-/// Why a vessel run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// The vessel ended with a non-zero exit status.
-    ExitCode,
-    /// The fuel budget ran out.
-    FuelExhausted,
-    /// A memory or data-size limit was passed.
-    MemoryLimit,
-    /// The wall-clock timeout passed.
-    Timeout,
-    /// A Wasm trap.
-    Trap,
-    /// A Rhai script threw an error.
-    ScriptError,
-    /// Captured output, variables or rows went past their limit.
-    OutputLimit,
-    /// The run was cancelled.
-    Cancelled,
-    /// The worker running it died; the run was re-queued.
-    NodeLost,
-}
-
-impl From<crate::sandbox::FailureReason> for FailureReason {
-    fn from(r: crate::sandbox::FailureReason) -> Self {
-        use crate::sandbox::FailureReason as R;
-        match r {
-            R::ExitCode => FailureReason::ExitCode,
-            R::FuelExhausted => FailureReason::FuelExhausted,
-            R::MemoryLimit => FailureReason::MemoryLimit,
-            R::Timeout => FailureReason::Timeout,
-            R::Trap => FailureReason::Trap,
-            R::ScriptError => FailureReason::ScriptError,
-            R::OutputLimit => FailureReason::OutputLimit,
-            R::Cancelled => FailureReason::Cancelled,
-            R::NodeLost => FailureReason::NodeLost,
-        }
-    }
-}
-
-/// Status of a delivery of rows to a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Waiting for its (next) attempt, or being attempted.
-    Pending,
-    /// A 2xx answer was received.
-    Delivered,
-    /// Given up; a retry by hand re-opens it.
-    Failed,
-}
-
-impl From<crate::store::DeliveryStatus> for DeliveryStatus {
-    fn from(s: crate::store::DeliveryStatus) -> Self {
-        use crate::store::DeliveryStatus as S;
-        match s {
-            S::Pending => DeliveryStatus::Pending,
-            S::Delivered => DeliveryStatus::Delivered,
-            S::Failed => DeliveryStatus::Failed,
-        }
-    }
-}
-
 /// One attempt to send a delivery.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryAttempt {
@@ -285,7 +166,7 @@ impl From<&crate::store::Delivery> for Delivery {
             rows: d.rows,
             method: d.request.method.clone(),
             url: d.request.url.clone(),
-            status: d.status.into(),
+            status: d.status,
             attempts: d
                 .attempts
                 .iter()
@@ -406,31 +287,6 @@ pub struct ApiKeyList {
     pub api_keys: Vec<ApiKey>,
 }
 
-/// A signature scheme of an `hmac` webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum HmacScheme {
-    /// GitHub's `X-Hub-Signature-256`.
-    #[serde(rename = "github")]
-    Github,
-    /// Stripe's `Stripe-Signature`.
-    #[serde(rename = "stripe")]
-    Stripe,
-    /// Standard Webhooks' `webhook-signature`.
-    #[serde(rename = "standard-webhooks")]
-    StandardWebhooks,
-}
-
-impl From<crate::auth::hmac::HmacScheme> for HmacScheme {
-    fn from(s: crate::auth::hmac::HmacScheme) -> Self {
-        use crate::auth::hmac::HmacScheme as S;
-        match s {
-            S::Github => HmacScheme::Github,
-            S::Stripe => HmacScheme::Stripe,
-            S::StandardWebhooks => HmacScheme::StandardWebhooks,
-        }
-    }
-}
-
 /// When an `hmac` webhook's secret was set, and when it stops being accepted.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SecretTimes {
@@ -466,7 +322,7 @@ impl From<&crate::store::WebhookAuth> for WebhookAuth {
             A::None => WebhookAuth::None,
             A::Bearer => WebhookAuth::Bearer,
             A::Hmac(h) => WebhookAuth::Hmac {
-                scheme: h.scheme.into(),
+                scheme: h.scheme,
                 secrets: h
                     .secrets
                     .iter()
@@ -686,33 +542,6 @@ pub struct ReplayBody {
     pub from: Option<String>,
 }
 
-/// A typed run-level reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunReason {
-    /// Cancelled by a call.
-    Cancelled,
-    /// The fleet was deleted before the run ran.
-    FleetDeleted,
-    /// Its worker was lost; re-queued.
-    NodeLost,
-    /// Its workers were lost more times than allowed.
-    MaxAttempts,
-}
-
-impl RunReason {
-    /// Parses a stored reason.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "cancelled" => RunReason::Cancelled,
-            "fleet_deleted" => RunReason::FleetDeleted,
-            "node_lost" => RunReason::NodeLost,
-            "max_attempts" => RunReason::MaxAttempts,
-            _ => return None,
-        })
-    }
-}
-
 /// The request of a run: its id, and with the single-run answer its details.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunRequest {
@@ -805,9 +634,9 @@ impl From<&crate::store::VesselRun> for VesselRun {
         let o = &v.outcome;
         VesselRun {
             name: v.name.clone(),
-            status: o.status.into(),
+            status: o.status,
             exit_code: o.exit_code,
-            reason: o.reason.map(Into::into),
+            reason: o.reason,
             error: o.error.clone(),
             variables: o.variables.clone(),
             rows: o.rows.clone(),
@@ -821,8 +650,8 @@ impl From<&crate::store::VesselRun> for VesselRun {
                 .iter()
                 .map(|a| VesselAttempt {
                     attempt: a.attempt,
-                    status: a.status.into(),
-                    reason: a.reason.map(Into::into),
+                    status: a.status,
+                    reason: a.reason,
                     exit_code: a.exit_code,
                     error: a.error.clone(),
                     started_at: a.started_at.clone(),
@@ -911,13 +740,13 @@ impl Run {
         Run {
             id: run.id,
             fleet_id: run.fleet_id,
-            status: run.status.into(),
+            status: run.status,
             attempt: run.attempt,
             variables: run.variables.clone(),
             request,
             vessels: run.vessels.iter().map(VesselRun::from).collect(),
             error: run.error.clone(),
-            reason: run.reason.and_then(|r| RunReason::parse(r.as_str())),
+            reason: run.reason,
             lost_attempts: run.lost_attempts.clone(),
             replay_of: run.replay_of,
             resumed_from: run.resumed_from.clone(),
