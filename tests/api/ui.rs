@@ -328,3 +328,56 @@ async fn dashboard_in_a_real_browser() {
         "the script ran to its end:\n{out}"
     );
 }
+
+/// The dashboard's use of the API, checked by TypeScript: `ui/types/api.d.ts` is generated from
+/// the server's OpenAPI document by openapi-typescript, and `app.js` (`// @ts-check`, its API
+/// answers typed by JSDoc) must pass `tsc --noEmit` against it. A document that changed without
+/// the types being regenerated fails here too; `WHARF_UPDATE_UI_TYPES=1` rewrites the file.
+#[test]
+fn the_dashboard_type_checks_against_the_served_contract() {
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let bin = ui.join("node_modules/.bin");
+    assert!(
+        bin.join("tsc").exists() && bin.join("openapi-typescript").exists(),
+        "ui/node_modules lacks typescript or openapi-typescript: run scripts/install-ui-test-deps.sh"
+    );
+    let (_, doc) = wharf::api::documented();
+    let work = tempfile::tempdir().unwrap();
+    let json = work.path().join("openapi.json");
+    std::fs::write(&json, doc.to_pretty_json().unwrap()).unwrap();
+    let generated = work.path().join("api.d.ts");
+    let out = std::process::Command::new(bin.join("openapi-typescript"))
+        .arg(&json)
+        // A free-form object (the fleet document) is `unknown` values, not `never`.
+        .arg("--empty-objects-unknown")
+        .arg("--output")
+        .arg(&generated)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-typescript failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = ui.join("types/api.d.ts");
+    let fresh = std::fs::read_to_string(&generated).unwrap();
+    if std::env::var_os("WHARF_UPDATE_UI_TYPES").is_some() {
+        std::fs::write(&committed, &fresh).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&committed).ok().as_deref() == Some(fresh.as_str()),
+        "ui/types/api.d.ts is not what the OpenAPI document gives; regenerate it with \
+         WHARF_UPDATE_UI_TYPES=1 cargo test --test api the_dashboard_type_checks"
+    );
+    let out = std::process::Command::new(bin.join("tsc"))
+        .arg("--project")
+        .arg(ui.join("tsconfig.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the dashboard does not type-check against the API's types:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,6 +1,9 @@
+// @ts-check
 // The wharf dashboard: one page that routes on the client and reads everything through the
 // admin API (`/api/v1`), signed in by a session cookie. No libraries, no build step: every
 // element is made with `h()`, and text from the server is only ever set as text, never as HTML.
+// TypeScript checks this file (ui/tsconfig.json) against types generated from the server's
+// OpenAPI document (ui/types/): the answers it reads are typed in JSDoc by their schemas.
 
 const API = "/api/v1";
 const main = document.getElementById("main");
@@ -41,11 +44,14 @@ function clear(el, ...children) {
   return el;
 }
 
+/** The toast's pending hide. @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
+
 function toast(message, kind = "info") {
   const t = document.getElementById("toast");
   clear(t, h("div", { class: `toast ${kind}` }, message));
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => clear(t), 4000);
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => clear(t), 4000);
 }
 
 const STATUS_MARK = {
@@ -80,7 +86,7 @@ function when(iso) {
 function duration(run) {
   if (!run.started_at) return "—";
   const end = run.finished_at ? new Date(run.finished_at) : new Date();
-  return ms(end - new Date(run.started_at));
+  return ms(end.getTime() - new Date(run.started_at).getTime());
 }
 
 function ms(n) {
@@ -95,6 +101,11 @@ function num(n) {
   return n === null || n === undefined ? "—" : Number(n).toLocaleString();
 }
 
+/**
+ * @param {any[]} headers
+ * @param {any[]} rows
+ * @param {{caption?: string, empty?: string}} [options]
+ */
 function table(headers, rows, { caption, empty } = {}) {
   if (!rows.length && empty) return h("p", { class: "muted" }, empty);
   return h("div", { class: "table-wrap" },
@@ -131,7 +142,15 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * One call of the admin API: the parsed JSON answer (or the `Response` itself when `raw`).
+ * Callers name what they read by its schema in a JSDoc type (types/dashboard.d.ts).
+ * @param {string} path
+ * @param {{method?: string, body?: any, headers?: Record<string, string>, raw?: boolean}} [options]
+ * @returns {Promise<any>}
+ */
 async function api(path, { method = "GET", body, headers = {}, raw = false } = {}) {
+  /** @type {RequestInit & {headers: Record<string, string>}} */
   const init = { method, headers: { ...headers }, credentials: "same-origin" };
   if (method !== "GET" && csrf) init.headers["x-csrf-token"] = csrf;
   if (body !== undefined) {
@@ -202,7 +221,7 @@ async function route() {
     }
   }
   document.getElementById("top").hidden = false;
-  for (const a of document.querySelectorAll("[data-nav]")) {
+  for (const a of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll("[data-nav]"))) {
     if ((parts[0] || "overview") === a.dataset.nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
@@ -239,7 +258,9 @@ function showError(e) {
 }
 
 document.addEventListener("click", (e) => {
-  const a = e.target.closest("a[href^='/ui/']");
+  const a = e.target instanceof Element
+    ? /** @type {HTMLAnchorElement | null} */ (e.target.closest("a[href^='/ui/']"))
+    : null;
   if (!a || a.target || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   e.preventDefault();
   navigate(a.getAttribute("href"));
@@ -384,9 +405,9 @@ async function overview() {
   let last = "";
   const refresh = async () => {
     const [stats, fleetPage, runs] = await Promise.all([
-      api("/stats/runs?minutes=60&bucket_seconds=60"),
-      api("/fleets?limit=200"),
-      api("/runs?limit=10"),
+      /** @type {Promise<RunStats>} */ (api("/stats/runs?minutes=60&bucket_seconds=60")),
+      /** @type {Promise<FleetPage>} */ (api("/fleets?limit=200")),
+      /** @type {Promise<RunPage>} */ (api("/runs?limit=10")),
     ]);
     const key = JSON.stringify([stats.totals, stats.fleets, stats.queue, fleetPage, runs.runs.map((r) => [r.id, r.status])]);
     if (key === last) return;
@@ -441,6 +462,7 @@ function runTable(runs, names, empty) {
 // Fleet
 
 async function fleetPage(id) {
+  /** @type {Fleet} */
   const fleet = await api(`/fleets/${id}`);
   const webhook = h("div");
   const runs = h("div");
@@ -458,8 +480,8 @@ async function fleetPage(id) {
   const names = { [fleet.id]: fleet.name };
   const refresh = async () => {
     const [page1, stats] = await Promise.all([
-      api(`/fleets/${id}/runs?limit=15`),
-      api(`/stats/runs?minutes=60&bucket_seconds=60&fleet=${id}`),
+      /** @type {Promise<RunPage>} */ (api(`/fleets/${id}/runs?limit=15`)),
+      /** @type {Promise<RunStats>} */ (api(`/stats/runs?minutes=60&bucket_seconds=60&fleet=${id}`)),
     ]);
     clear(runs, runTable(page1.runs, names, "No runs yet."));
     clear(chart, runsChart(stats, "This fleet's runs in the last hour"));
@@ -537,6 +559,10 @@ function renderWebhook(box, fleet) {
 }
 
 // A modal confirmation (the native <dialog>: focus is trapped and Escape cancels).
+/**
+ * @param {{title: string, text: string, confirm: string, danger?: boolean, grace?: boolean,
+ *   action: (grace?: number) => Promise<void>}} options
+ */
 function confirmDialog({ title, text, confirm, danger, grace, action }) {
   const error = h("p", { class: "error", role: "alert" });
   const graceInput = grace ? h("input", { id: "grace", type: "number", min: 0, max: 604800, value: "0", inputmode: "numeric" }) : null;
@@ -655,6 +681,7 @@ function tryIt(fleet) {
     result);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    /** @type {Record<string, string>} */
     const extra = {};
     for (const line of headers.value.split("\n")) {
       const i = line.indexOf(":");
@@ -698,7 +725,7 @@ async function runsPage(params) {
     return [api(fleetId ? `/fleets/${fleetId}/runs?${q}` : `/runs?${q}`), api(`/stats/runs?${sq}`)];
   };
   const first = fetchPage();
-  const fleets = (await api("/fleets?limit=500")).fleets;
+  const fleets = (/** @type {FleetPage} */ (await api("/fleets?limit=500"))).fleets;
   const names = Object.fromEntries(fleets.map((f) => [f.id, f.name]));
   const fleetSel = h("select", { id: "f-fleet", name: "fleet" }, h("option", { value: "" }, "All fleets"),
     fleets.map((f) => h("option", { value: f.id, selected: f.id === fleetId }, f.name)));
@@ -747,6 +774,7 @@ async function runsPage(params) {
 // Run
 
 async function runPage(id) {
+  /** @type {Run} */
   const run = await api(`/runs/${id}`);
   let fleetName = shortId(run.fleet_id);
   let fleet = null;
@@ -767,7 +795,7 @@ async function runPage(id) {
     section("Variables", variables),
     section("Request", request),
     deliveries);
-  const render = (r) => {
+  const render = (/** @type {Run} */ r) => {
     clear(head,
       h("div", { class: "run-status", id: "run-status" }, badge(r.status), r.cancel_requested && r.status === "running" ? h("span", { class: "muted" }, " cancelling…") : null),
       h("dl", { class: "kv inline" },
@@ -822,6 +850,7 @@ function runActions(r, fleet) {
 
 async function replay(r, from) {
   try {
+    /** @type {Accepted} */
     const res = await api(`/runs/${r.id}/replay`, { method: "POST", body: from ? { from } : {} });
     toast(from ? `Resumed from ${from}.` : "Replayed.");
     navigate(`/ui/runs/${res.data.fleet_run_id}`);
@@ -878,6 +907,7 @@ function live(run, render) {
       // fuel) replaces the live copy. A failed read is tried again for up to 10 s.
       for (let i = 0; i < 40; i++) {
         try {
+          /** @type {Run} */
           const stored = await api(`/runs/${run.id}`);
           if (stored.status !== "queued" && stored.status !== "running") return render(stored);
         } catch (_) { /* try again */ }
