@@ -15,54 +15,67 @@ impl Retention for SqliteStore {
         self.write(move |c| {
             let mut pruned = Pruned::default();
             let cut = cutoffs(finished_before, now);
-            // The limit is in the text, as in claims: a bound LIMIT makes SQLite re-prepare.
             if let Some(cutoff) = cut.history {
-                pruned.runs = c
-                    .prepare_cached(&format!(
-                        "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs
+                pruned.runs = delete(
+                    c,
+                    "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs
                             WHERE finished_at < ?1 AND status IN ('succeeded', 'failed', 'cancelled')
-                            LIMIT {limit})"
-                    ))?
-                    .execute([cutoff])? as u64;
+                            LIMIT {limit})",
+                    cutoff,
+                    limit,
+                )?;
                 // Runs first, in the same transaction: their requests go in this batch too.
-                pruned.requests = c
-                    .prepare_cached(&format!(
-                        "DELETE FROM requests WHERE id IN (SELECT r.id FROM requests r
+                pruned.requests = delete(
+                    c,
+                    "DELETE FROM requests WHERE id IN (SELECT r.id FROM requests r
                             WHERE r.received_at < ?1
                               AND NOT EXISTS (SELECT 1 FROM runs WHERE request_id = r.id)
-                            LIMIT {limit})"
-                    ))?
-                    .execute([cutoff])? as u64;
-                pruned.deliveries = c
-                    .prepare_cached(&format!(
-                        "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d
+                            LIMIT {limit})",
+                    cutoff,
+                    limit,
+                )?;
+                pruned.deliveries = delete(
+                    c,
+                    "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d
                             WHERE d.created_at < ?1
                               AND NOT EXISTS (SELECT 1 FROM runs WHERE id = d.run_id)
-                            LIMIT {limit})"
-                    ))?
-                    .execute([cutoff])? as u64;
+                            LIMIT {limit})",
+                    cutoff,
+                    limit,
+                )?;
             }
-            pruned.keys = c
-                .prepare_cached(&format!(
-                    "DELETE FROM idempotency_keys WHERE (fleet_id, key) IN
+            pruned.keys = delete(
+                c,
+                "DELETE FROM idempotency_keys WHERE (fleet_id, key) IN
                         (SELECT fleet_id, key FROM idempotency_keys WHERE created_at <= ?1
-                         LIMIT {limit})"
-                ))?
-                .execute([cut.keys])? as u64;
-            pruned.rate_states = c
-                .prepare_cached(&format!(
-                    "DELETE FROM rate_limits WHERE fleet_id IN
-                        (SELECT fleet_id FROM rate_limits WHERE tat_us <= ?1 LIMIT {limit})"
-                ))?
-                .execute([cut.rate_us])? as u64;
-            pruned.sessions = c
-                .prepare_cached(&format!(
-                    "DELETE FROM revoked_sessions WHERE id_hash IN
-                        (SELECT id_hash FROM revoked_sessions WHERE until <= ?1 LIMIT {limit})"
-                ))?
-                .execute([cut.sessions])? as u64;
+                         LIMIT {limit})",
+                cut.keys,
+                limit,
+            )?;
+            pruned.rate_states = delete(
+                c,
+                "DELETE FROM rate_limits WHERE fleet_id IN
+                        (SELECT fleet_id FROM rate_limits WHERE tat_us <= ?1 LIMIT {limit})",
+                cut.rate_us,
+                limit,
+            )?;
+            pruned.sessions = delete(
+                c,
+                "DELETE FROM revoked_sessions WHERE id_hash IN
+                        (SELECT id_hash FROM revoked_sessions WHERE until <= ?1 LIMIT {limit})",
+                cut.sessions,
+                limit,
+            )?;
             Ok(pruned)
         })
         .await
     }
+}
+
+/// One bounded delete of a pruning pass: `sql` takes the cutoff as `?1` and names the batch size
+/// as `{limit}`, written into the text as in claims (a bound LIMIT makes SQLite re-prepare); the
+/// rows deleted.
+fn delete(c: &rusqlite::Connection, sql: &str, cutoff: i64, limit: usize) -> StoreResult<u64> {
+    let sql = sql.replace("{limit}", &limit.to_string());
+    Ok(c.prepare_cached(&sql)?.execute([cutoff])? as u64)
 }
